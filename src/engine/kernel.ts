@@ -1,0 +1,191 @@
+// Kernel launching: a kernel is a WGSL template (a TS function) specialised by shape, dtype and attributes.
+// The specialisation key names the pipeline in a cache, so each distinct shape compiles once. Bindings are
+// generated from the tensors passed in (inputs read-only, then outputs read-write), so a template never
+// declares them by hand and can't get their order or types wrong.
+
+import { device, reportDeviceError } from './device.ts';
+import { recordDispatch } from './queue.ts';
+import { type DType, type Shape, type Tensor, shapeStr } from './tensor.ts';
+
+export interface KernelCall {
+  /** Kernel family and variant, e.g. `unary.relu`; used in pipeline labels, errors and profiles. */
+  name: string;
+  /** Everything the WGSL depends on besides binding dtypes (shapes, attributes). */
+  key: string;
+  inputs: Record<string, Tensor>;
+  outputs: Record<string, Tensor>;
+  workgroups: readonly [number, number?, number?];
+  /** Builds the WGSL body; `bindings` holds the generated declarations to put at its top. */
+  wgsl: (bindings: string) => string;
+}
+
+const pipelines = new Map<string, GPUComputePipeline>();
+
+/** WGSL storage element type for a dtype. f16 tensors are bound as packed u32 pairs (no extension needed). */
+export function wgslType(dtype: DType): string {
+  return dtype === 'f16' ? 'u32' : dtype;
+}
+
+function bindingDecls(call: KernelCall): string {
+  let i = 0;
+  const lines: string[] = [];
+  for (const [name, t] of Object.entries(call.inputs)) {
+    lines.push(`@group(0) @binding(${i++}) var<storage, read> ${name}: array<${wgslType(t.dtype)}>;`);
+  }
+  for (const [name, t] of Object.entries(call.outputs)) {
+    lines.push(`@group(0) @binding(${i++}) var<storage, read_write> ${name}: array<${wgslType(t.dtype)}>;`);
+  }
+  return lines.join('\n');
+}
+
+function pipelineFor(call: KernelCall): GPUComputePipeline {
+  const dtypes = [...Object.values(call.inputs), ...Object.values(call.outputs)].map((t) => t.dtype).join(',');
+  const cacheKey = `${call.name}|${call.key}|${dtypes}`;
+  let p = pipelines.get(cacheKey);
+  if (p) return p;
+  const d = device();
+  const code = call.wgsl(bindingDecls(call));
+  d.pushErrorScope('validation');
+  const module = d.createShaderModule({ code, label: call.name });
+  p = d.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: `${call.name} ${call.key}` });
+  d.popErrorScope().then((err) => {
+    if (err) {
+      pipelines.delete(cacheKey);
+      reportDeviceError(new Error(`kernel ${call.name} (${call.key}) failed to compile: ${err.message}\n${numbered(code)}`));
+    }
+  });
+  pipelines.set(cacheKey, p);
+  return p;
+}
+
+function numbered(code: string): string {
+  return code.split('\n').map((l, i) => `${String(i + 1).padStart(4)}| ${l}`).join('\n');
+}
+
+/** Records one dispatch of a specialised kernel. */
+export function launch(call: KernelCall): void {
+  const tensors = [...Object.values(call.inputs), ...Object.values(call.outputs)];
+  const [x, y = 1, z = 1] = call.workgroups;
+  if (x === 0 || y === 0 || z === 0) return;
+  const max = device().limits.maxComputeWorkgroupsPerDimension;
+  if (x > max || y > max || z > max) {
+    throw new Error(`kernel ${call.name}: ${x}×${y}×${z} workgroups exceed the device limit of ${max} per dimension`);
+  }
+  const pipeline = pipelineFor(call);
+  const bindGroup = device().createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: tensors.map((t, i) => ({ binding: i, resource: { buffer: t.buffer } })),
+  });
+  recordDispatch(call.name, pipeline, bindGroup, [x, y, z]);
+}
+
+// ---------------------------------------------------------------- WGSL helpers shared by templates
+
+/** A JS number as a WGSL f32 literal. */
+export function f32(v: number): string {
+  // WGSL constants can't be infinite or NaN; ±Infinity become ±FLT_MAX, which every finite value passes.
+  if (Number.isNaN(v)) throw new Error('f32(): NaN has no WGSL literal');
+  if (!Number.isFinite(v)) return v > 0 ? '3.4028234663852886e38f' : '-3.4028234663852886e38f';
+  const s = String(v);
+  return /[.eE]/.test(s) ? `${s}f` : `${s}.0f`;
+}
+
+export const workgroupSize = 256;
+
+/**
+ * A 1-D launch over `n` threads that may exceed 65535 workgroups: returns the dispatch size and a WGSL
+ * prelude that defines `i` (the flat thread index) and returns early past `n`.
+ */
+export function grid1d(n: number, wg = workgroupSize): { workgroups: [number, number]; main: string } {
+  const groups = Math.max(1, Math.ceil(n / wg));
+  const max = 65535;
+  const x = Math.min(groups, max);
+  const y = Math.ceil(groups / x);
+  return {
+    workgroups: [x, y],
+    main: `@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * ${x * wg}u;
+  if (i >= ${n}u) { return; }`,
+  };
+}
+
+/** Row-major strides of a shape. */
+export function stridesOf(shape: Shape): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    s[d] = acc;
+    acc *= shape[d]!;
+  }
+  return s;
+}
+
+/**
+ * WGSL that splits flat index `index` over `shape` into coordinates `${prefix}0..` (u32 lets),
+ * and the expression of the offset of those coordinates under `strides` (0 strides broadcast).
+ */
+export function unravel(shape: Shape, index: string, prefix = 'c'): string {
+  const st = stridesOf(shape);
+  return shape
+    .map((d, k) => `let ${prefix}${k} = (${index} / ${st[k]}u) % ${d}u;`)
+    .join('\n  ');
+}
+
+export function offsetExpr(strides: readonly number[], prefix = 'c'): string {
+  const terms = strides.flatMap((s, k) => (s === 0 ? [] : [s === 1 ? `${prefix}${k}` : `${prefix}${k} * ${s}u`]));
+  return terms.length ? terms.join(' + ') : '0u';
+}
+
+/** Strides that read `shape` broadcast against `outShape` (right-aligned, 0 where broadcast). */
+export function broadcastStrides(shape: Shape, outShape: Shape): number[] {
+  const st = stridesOf(shape);
+  const lead = outShape.length - shape.length;
+  return outShape.map((d, k) => {
+    const j = k - lead;
+    if (j < 0 || shape[j] === 1) return 0;
+    return st[j]!;
+  });
+}
+
+/** The broadcast of two shapes (NumPy rules), naming `op` in the error. */
+export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
+  const n = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const da = a[a.length - n + k] ?? 1;
+    const db = b[b.length - n + k] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new Error(`${op}: shapes ${shapeStr(a)} and ${shapeStr(b)} do not broadcast (dimension ${k}: ${da} vs ${db})`);
+    }
+    out.push(da === 1 ? db : da);
+  }
+  return out;
+}
+
+/** Throws unless `t` broadcasts to `shape` without growing it; the error names `op` and `t` (as `what`). */
+export function expectBroadcastsTo(op: string, what: string, t: Tensor, shape: Shape): void {
+  const lead = shape.length - t.rank;
+  if (lead < 0 || t.shape.some((d, k) => d !== 1 && d !== shape[lead + k])) {
+    throw new Error(`${op}: ${what} of shape ${shapeStr(t.shape)} does not broadcast to ${shapeStr(shape)}`);
+  }
+}
+
+/** Normalises a possibly negative axis for a tensor of `rank`, naming `op` in the error. */
+export function axis(op: string, dim: number, rank: number): number {
+  const a = dim < 0 ? dim + rank : dim;
+  if (!Number.isInteger(a) || a < 0 || a >= Math.max(rank, 1)) {
+    throw new Error(`${op}: dim ${dim} is out of range for a tensor of rank ${rank}`);
+  }
+  return a;
+}
+
+export function expectDType(op: string, t: Tensor, ...dtypes: DType[]): void {
+  if (!dtypes.includes(t.dtype)) {
+    throw new Error(`${op}: expected a ${dtypes.join(' or ')} tensor, got ${t.dtype} ${shapeStr(t.shape)}`);
+  }
+}
+
+export function expectRank(op: string, what: string, t: Tensor, rank: number): void {
+  if (t.rank !== rank) throw new Error(`${op}: ${what} must have rank ${rank}, got shape ${shapeStr(t.shape)}`);
+}

@@ -1,0 +1,169 @@
+// Batches dispatches into few submits. Every op records into one open command encoder (one compute pass
+// for consecutive dispatches); the batch is submitted when data must cross to the CPU, when an upload must
+// be ordered after it, or when it grows long. Validation errors are captured per batch and re-thrown at the
+// next sync point naming the kernels in that batch.
+
+import { device, reportDeviceError, throwPendingDeviceError } from './device.ts';
+
+const maxDispatchesPerSubmit = 128;
+
+let encoder: GPUCommandEncoder | undefined;
+let pass: GPUComputePassEncoder | undefined;
+let batchKernels: string[] = [];
+
+// ---- optional per-dispatch timing (timestamp queries), aggregated by kernel name ----
+interface ProfileEntry { calls: number; totalMs: number }
+const profile = new Map<string, ProfileEntry>();
+let profiling = false;
+let querySet: GPUQuerySet | undefined;
+let queryNames: string[] = [];
+const queryCapacity = 512; // timestamps: two per dispatch
+const pendingReads: Promise<void>[] = [];
+
+export function setProfiling(on: boolean): void {
+  if (on && !device().features.has('timestamp-query')) {
+    throw new Error('profiling needs the timestamp-query feature, which this adapter does not offer');
+  }
+  flush();
+  profiling = on;
+}
+
+/** Per-kernel GPU time since the last reset, sorted by total time (waits for outstanding timings). */
+export async function profileReport(): Promise<{ kernel: string; calls: number; totalMs: number; meanMs: number }[]> {
+  flush();
+  await Promise.all(pendingReads.splice(0));
+  return [...profile.entries()]
+    .map(([kernel, e]) => ({ kernel, calls: e.calls, totalMs: e.totalMs, meanMs: e.totalMs / e.calls }))
+    .sort((a, b) => b.totalMs - a.totalMs);
+}
+
+export function resetProfile(): void {
+  profile.clear();
+}
+
+function commandEncoder(): GPUCommandEncoder {
+  encoder ??= device().createCommandEncoder();
+  return encoder;
+}
+
+/** Records one compute dispatch into the current batch. */
+export function recordDispatch(
+  name: string,
+  pipeline: GPUComputePipeline,
+  bindGroup: GPUBindGroup,
+  workgroups: readonly [number, number, number],
+): void {
+  throwPendingDeviceError();
+  if (profiling) {
+    if (queryNames.length * 2 >= queryCapacity) flush();
+    const d = device();
+    querySet ??= d.createQuerySet({ type: 'timestamp', count: queryCapacity });
+    const i = queryNames.length;
+    queryNames.push(name);
+    endPass();
+    const p = commandEncoder().beginComputePass({
+      timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+    });
+    p.setPipeline(pipeline);
+    p.setBindGroup(0, bindGroup);
+    p.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    p.end();
+  } else {
+    pass ??= commandEncoder().beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+  }
+  batchKernels.push(name);
+  if (batchKernels.length >= maxDispatchesPerSubmit) flush();
+}
+
+function endPass(): void {
+  pass?.end();
+  pass = undefined;
+}
+
+/** The batch's encoder with no pass open, for copies and clears that must stay ordered with dispatches. */
+export function copyEncoder(): GPUCommandEncoder {
+  endPass();
+  return commandEncoder();
+}
+
+/** Submits everything recorded so far. */
+export function flush(): void {
+  if (!encoder) return;
+  endPass();
+  const d = device();
+  let timing: { buffer: GPUBuffer; names: string[]; resolve: GPUBuffer } | undefined;
+  if (queryNames.length > 0 && querySet) {
+    const n = queryNames.length * 2;
+    const resolve = d.createBuffer({ size: n * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = d.createBuffer({ size: n * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.resolveQuerySet(querySet, 0, n, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, read, 0, n * 8);
+    timing = { buffer: read, names: queryNames, resolve };
+    queryNames = [];
+  }
+  const kernels = batchKernels;
+  batchKernels = [];
+  d.pushErrorScope('validation');
+  d.queue.submit([encoder.finish()]);
+  encoder = undefined;
+  d.popErrorScope().then((err) => {
+    if (err) reportDeviceError(new Error(`WebGPU validation error in a batch with kernels [${summarize(kernels)}]: ${err.message}`));
+  });
+  if (timing) {
+    timing.resolve.destroy();
+    pendingReads.push(readTimings(timing.buffer, timing.names));
+  }
+}
+
+async function readTimings(buffer: GPUBuffer, names: string[]): Promise<void> {
+  await buffer.mapAsync(GPUMapMode.READ);
+  const ts = new BigUint64Array(buffer.getMappedRange());
+  names.forEach((name, i) => {
+    const ms = Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
+    const e = profile.get(name) ?? { calls: 0, totalMs: 0 };
+    e.calls++;
+    e.totalMs += ms;
+    profile.set(name, e);
+  });
+  buffer.unmap();
+  buffer.destroy();
+}
+
+function summarize(names: string[]): string {
+  const uniq = [...new Set(names)];
+  return uniq.length > 8 ? `${uniq.slice(0, 8).join(', ')}, … (${uniq.length} kernels)` : uniq.join(', ');
+}
+
+/** Copies `byteLength` bytes of `src` to the CPU, after everything recorded before it. */
+export async function readBuffer(src: GPUBuffer, byteLength: number): Promise<ArrayBuffer> {
+  const d = device();
+  const size = Math.ceil(byteLength / 4) * 4;
+  const staging = d.createBuffer({ size: Math.max(size, 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  copyEncoder().copyBufferToBuffer(src, 0, staging, 0, size);
+  flush();
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+    throwPendingDeviceError();
+    return staging.getMappedRange().slice(0, byteLength);
+  } finally {
+    staging.destroy();
+  }
+}
+
+/** Writes CPU data into `dst` ordered after all recorded work (the pool may be handing back a buffer in use). */
+export function writeBuffer(dst: GPUBuffer, data: ArrayBufferView): void {
+  flush();
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const padded = bytes.byteLength % 4 === 0 ? bytes : Uint8Array.from({ length: Math.ceil(bytes.byteLength / 4) * 4 }, (_, i) => bytes[i] ?? 0);
+  device().queue.writeBuffer(dst, 0, padded as Uint8Array<ArrayBuffer>);
+}
+
+/** Waits until the GPU has finished everything submitted so far; throws any device error seen. */
+export async function sync(): Promise<void> {
+  flush();
+  await device().queue.onSubmittedWorkDone();
+  throwPendingDeviceError();
+}

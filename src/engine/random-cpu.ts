@@ -1,0 +1,26 @@
+// Seeded random numbers on the CPU, for parameter initialisation and tests. Deterministic across runs and
+// platforms (integer arithmetic only), so a model built twice with the same seed has the same weights.
+
+/** Mulberry32: a small seeded generator of uniform numbers in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let generator = seededRandom(0);
+
+/** Reseeds the process-wide generator used by parameter initialisation (like torch.manual_seed). */
+export function manualSeed(seed: number): void {
+  generator = seededRandom(seed);
+}
+
+/** `n` numbers uniform in [lo, hi) from the process-wide generator. */
+export function uniformArray(n: number, lo: number, hi: number): Float32Array {
+  return Float32Array.from({ length: n }, () => lo + generator() * (hi - lo));
+}

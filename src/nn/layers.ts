@@ -1,0 +1,103 @@
+// Basic layers on the engine's ops, with PyTorch's parameter names, layouts and default initialisation
+// (drawn from the seeded CPU generator: `manualSeed` makes a model's initial weights reproducible).
+
+import { type Shape, Tensor, numel } from '../engine/tensor.ts';
+import { uniformArray } from '../engine/random-cpu.ts';
+import { linear } from '../kernels/matmul.ts';
+import { type Conv2dOptions, conv2d } from '../kernels/conv.ts';
+import { groupNorm, layerNorm } from '../kernels/norm.ts';
+import { Module } from './module.ts';
+
+/** A tensor uniform in [-bound, bound): PyTorch's default for Linear/Conv weights (kaiming_uniform_ with a=√5) and biases. */
+export function uniformInit(shape: Shape, bound: number): Tensor {
+  return Tensor.fromArray(uniformArray(numel(shape), -bound, bound), shape);
+}
+
+export function onesInit(shape: Shape): Tensor {
+  return Tensor.fromArray(new Float32Array(numel(shape)).fill(1), shape);
+}
+
+/** y = x Wᵀ + b, weight [out, in]. */
+export class Linear extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | undefined;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, { bias = true } = {}) {
+    super();
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.weight = this.param('weight', uniformInit([outFeatures, inFeatures], bound));
+    this.bias = bias ? this.param('bias', uniformInit([outFeatures], bound)) : undefined;
+  }
+
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+/** 2-D convolution over NCHW, weight [out, in / groups, kh, kw]. */
+export class Conv2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | undefined;
+  readonly options: Conv2dOptions;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernelSize: number | [number, number],
+    { bias = true, ...options }: Conv2dOptions & { bias?: boolean } = {},
+  ) {
+    super();
+    const groups = options.groups ?? 1;
+    if (inChannels % groups || outChannels % groups) {
+      throw new Error(`Conv2d: in_channels ${inChannels} and out_channels ${outChannels} must be divisible by groups ${groups}`);
+    }
+    const [kh, kw] = typeof kernelSize === 'number' ? [kernelSize, kernelSize] : kernelSize;
+    const bound = 1 / Math.sqrt((inChannels / groups) * kh * kw);
+    this.weight = this.param('weight', uniformInit([outChannels, inChannels / groups, kh, kw], bound));
+    this.bias = bias ? this.param('bias', uniformInit([outChannels], bound)) : undefined;
+    this.options = options;
+  }
+
+  forward(x: Tensor): Tensor {
+    return conv2d(x, this.weight, this.bias, this.options);
+  }
+}
+
+/** Group normalisation over NC… with per-channel affine weight and bias (ones and zeros initially). */
+export class GroupNorm extends Module {
+  readonly eps: number;
+  readonly weight: Tensor | undefined;
+  readonly bias: Tensor | undefined;
+
+  constructor(readonly numGroups: number, readonly numChannels: number, { eps = 1e-5, affine = true } = {}) {
+    super();
+    if (numChannels % numGroups) throw new Error(`GroupNorm: num_channels ${numChannels} must be divisible by num_groups ${numGroups}`);
+    this.eps = eps;
+    this.weight = affine ? this.param('weight', onesInit([numChannels])) : undefined;
+    this.bias = affine ? this.param('bias', Tensor.zeros([numChannels])) : undefined;
+  }
+
+  forward(x: Tensor): Tensor {
+    return groupNorm(x, this.numGroups, this.weight, this.bias, this.eps);
+  }
+}
+
+/** Layer normalisation over the trailing `normalizedShape` dimensions. */
+export class LayerNorm extends Module {
+  readonly normalizedShape: number[];
+  readonly eps: number;
+  readonly weight: Tensor | undefined;
+  readonly bias: Tensor | undefined;
+
+  constructor(normalizedShape: number | readonly number[], { eps = 1e-5, elementwiseAffine = true, bias = true } = {}) {
+    super();
+    this.normalizedShape = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
+    this.eps = eps;
+    this.weight = elementwiseAffine ? this.param('weight', onesInit(this.normalizedShape)) : undefined;
+    this.bias = elementwiseAffine && bias ? this.param('bias', Tensor.zeros(this.normalizedShape)) : undefined;
+  }
+
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
+  }
+}

@@ -1,0 +1,266 @@
+// Modules: trees of parameters, buffers and child modules. A tensor's dotted path through the tree
+// (`down_blocks.0.resnets.1.conv1.weight`) is its PyTorch `state_dict()` key, so checkpoints saved by PyTorch
+// load by name. Subclasses declare their state in the constructor, keeping a typed field for each:
+//
+//   this.conv1 = this.module('conv1', new Conv2d(4, 8, 3));
+//   this.weight = this.param('weight', Tensor.zeros([8]));
+//   this.blocks = this.module('blocks', new ModuleList([...]));
+//
+// Loading copies values into the registered tensors in place, so fields and optimizers that hold them stay valid.
+
+import { type DType, type Shape, Tensor, keep, shapeStr } from '../engine/tensor.ts';
+import { cast } from '../kernels/elementwise.ts';
+import { SafetensorsReader } from '../io/safetensors.ts';
+
+/** Where `loadStateDict` takes tensors from: an open safetensors file, or tensors by name. */
+export type StateSource = SafetensorsReader | ReadonlyMap<string, Tensor> | Readonly<Record<string, Tensor>>;
+
+export interface LoadReport {
+  loaded: string[];
+  /** Keys of this module that the source lacks. */
+  missing: string[];
+  /** Keys of the source that this module lacks. */
+  unexpected: string[];
+  /** Keys present in both with different shapes (not loaded). */
+  mismatched: { name: string; expected: number[]; found: number[] }[];
+}
+
+export interface LoadStateDictOptions {
+  /** Throw (before loading anything) when any key is missing, unexpected or of the wrong shape. */
+  strict?: boolean;
+}
+
+/** The base of every layer and model. */
+export class Module {
+  /** Training mode (dropout, batch-norm statistics); set by `train()` / `eval()` on the whole tree. */
+  training = true;
+  readonly #params = new Map<string, Tensor>();
+  readonly #buffers = new Map<string, { tensor: Tensor; persistent: boolean }>();
+  readonly #children = new Map<string, Module>();
+
+  /** Registers a trainable parameter (f32, requiresGrad set) under `name` and returns it. */
+  param(name: string, value: Tensor): Tensor {
+    this.#claim(name);
+    value.requiresGrad = true;
+    value.name ??= name;
+    this.#params.set(name, keep(value));
+    return value;
+  }
+
+  /**
+   * Registers non-trainable state (running statistics, index tables) under `name` and returns it.
+   * Non-persistent buffers are left out of `stateDict()`, as in PyTorch.
+   */
+  buffer(name: string, value: Tensor, { persistent = true } = {}): Tensor {
+    this.#claim(name);
+    value.name ??= name;
+    this.#buffers.set(name, { tensor: keep(value), persistent });
+    return value;
+  }
+
+  /** Registers a child module under `name` and returns it. */
+  module<M extends Module>(name: string, child: M): M {
+    this.#claim(name);
+    this.#children.set(name, child);
+    return child;
+  }
+
+  #claim(name: string): void {
+    if (!name || name.includes('.')) throw new Error(`${this.constructor.name}: invalid name '${name}' (non-empty, without '.')`);
+    if (this.#params.has(name) || this.#buffers.has(name) || this.#children.has(name)) {
+      throw new Error(`${this.constructor.name}: '${name}' is already registered`);
+    }
+  }
+
+  /** Direct children with their names. */
+  namedChildren(): [string, Module][] {
+    return [...this.#children];
+  }
+
+  /** Every module of the tree, this one first (named ''), pre-order; a module shared twice is listed once. */
+  namedModules(): [string, Module][] {
+    const out: [string, Module][] = [];
+    const seen = new Set<Module>();
+    const visit = (m: Module, name: string) => {
+      if (seen.has(m)) return;
+      seen.add(m);
+      out.push([name, m]);
+      for (const [n, c] of m.#children) visit(c, join(name, n));
+    };
+    visit(this, '');
+    return out;
+  }
+
+  /** Trainable parameters by dotted name; a tensor shared by two modules is listed once. */
+  namedParameters(): [string, Tensor][] {
+    const seen = new Set<Tensor>();
+    return this.namedModules().flatMap(([prefix, m]) =>
+      [...m.#params].filter(([, t]) => !seen.has(t) && seen.add(t)).map(([n, t]): [string, Tensor] => [join(prefix, n), t]),
+    );
+  }
+
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, t]) => t);
+  }
+
+  /** Buffers (persistent or not) by dotted name. */
+  namedBuffers(): [string, Tensor][] {
+    return this.namedModules().flatMap(([prefix, m]) => [...m.#buffers].map(([n, b]): [string, Tensor] => [join(prefix, n), b.tensor]));
+  }
+
+  /**
+   * Parameters and persistent buffers by PyTorch `state_dict()` key, in PyTorch's order. The tensors are the
+   * module's own (not copies): save or read them, do not dispose them.
+   */
+  stateDict(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    const visit = (m: Module, prefix: string) => {
+      for (const [n, t] of m.#params) out[prefix + n] = t;
+      for (const [n, b] of m.#buffers) if (b.persistent) out[prefix + n] = b.tensor;
+      for (const [n, c] of m.#children) visit(c, `${prefix}${n}.`);
+    };
+    visit(this, '');
+    return out;
+  }
+
+  /**
+   * Copies tensors from `source` into this module's parameters and persistent buffers, one at a time (a
+   * checkpoint file is never held in memory whole), converting dtypes (an f16 checkpoint into f32 parameters).
+   * Strict (the default): throws one error listing every missing, unexpected and wrong-shape key before
+   * loading anything. Otherwise loads what matches and returns the report.
+   */
+  loadStateDict(source: StateSource, { strict = true }: LoadStateDictOptions = {}): LoadReport {
+    const src = stateSource(source);
+    const targets = new Map(Object.entries(this.stateDict()));
+    const report: LoadReport = { loaded: [], missing: [], unexpected: [], mismatched: [] };
+    for (const [name, t] of targets) {
+      const found = src.shape(name);
+      if (!found) report.missing.push(name);
+      else if (!sameShape(found, t.shape)) report.mismatched.push({ name, expected: [...t.shape], found: [...found] });
+    }
+    for (const name of src.keys()) if (!targets.has(name)) report.unexpected.push(name);
+    if (strict && (report.missing.length || report.unexpected.length || report.mismatched.length)) {
+      throw new Error(`${this.constructor.name}.loadStateDict(${src.label}): ${describeProblems(report)}`);
+    }
+    const skip = new Set([...report.missing, ...report.mismatched.map((m) => m.name)]);
+    for (const [name, t] of targets) {
+      if (skip.has(name)) continue;
+      const value = src.take(name);
+      const converted = convert(value, t.dtype);
+      t.copyFrom(converted);
+      converted.dispose();
+      value.dispose();
+      report.loaded.push(name);
+    }
+    return report;
+  }
+
+  /** Sets training mode on the whole tree; returns this. */
+  train(mode = true): this {
+    for (const [, m] of this.namedModules()) m.training = mode;
+    return this;
+  }
+
+  /** Evaluation mode: `train(false)`. */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Sets requiresGrad on every parameter (false freezes the module); returns this. */
+  requireGrad(flag = true): this {
+    for (const p of this.parameters()) p.requiresGrad = flag;
+    return this;
+  }
+
+  /** Drops every parameter's gradient. */
+  zeroGrad(): void {
+    for (const p of this.parameters()) {
+      p.grad?.dispose();
+      p.grad = undefined;
+    }
+  }
+
+  /** Frees every parameter and buffer of the tree. */
+  dispose(): void {
+    for (const [, m] of this.namedModules()) {
+      for (const t of m.#params.values()) t.dispose();
+      for (const b of m.#buffers.values()) b.tensor.dispose();
+    }
+  }
+}
+
+/** A list of modules, registered under their indices ('0', '1', …) as PyTorch's nn.ModuleList. */
+export class ModuleList<M extends Module = Module> extends Module implements Iterable<M> {
+  readonly #items: M[] = [];
+
+  constructor(items: Iterable<M> = []) {
+    super();
+    for (const m of items) this.push(m);
+  }
+
+  push(m: M): M {
+    this.#items.push(this.module(String(this.#items.length), m));
+    return m;
+  }
+
+  at(index: number): M {
+    const m = this.#items[index];
+    if (!m) throw new Error(`ModuleList: index ${index} is out of range (length ${this.#items.length})`);
+    return m;
+  }
+
+  get length(): number {
+    return this.#items.length;
+  }
+
+  [Symbol.iterator](): Iterator<M> {
+    return this.#items[Symbol.iterator]();
+  }
+}
+
+function join(prefix: string, name: string): string {
+  return prefix ? `${prefix}.${name}` : name;
+}
+
+function sameShape(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, k) => d === b[k]);
+}
+
+/** A uniform view of a source: key listing, shapes without reading data, and one tensor at a time. */
+interface Source {
+  label: string;
+  keys(): Iterable<string>;
+  shape(name: string): Shape | undefined;
+  /** The tensor (the caller disposes it). */
+  take(name: string): Tensor;
+}
+
+function stateSource(source: StateSource): Source {
+  if (source instanceof SafetensorsReader) {
+    return {
+      label: source.label,
+      keys: () => source.keys(),
+      shape: (n) => (source.has(n) ? source.info(n).shape : undefined),
+      take: (n) => source.get(n),
+    };
+  }
+  const map: ReadonlyMap<string, Tensor> = source instanceof Map ? source : new Map(Object.entries(source));
+  return { label: 'state dict', keys: () => map.keys(), shape: (n) => map.get(n)?.shape, take: (n) => map.get(n)!.alias() };
+}
+
+/** `t` in `dtype` (a new tensor; an alias when already there). f16 ↔ integer goes through f32. */
+function convert(t: Tensor, dtype: DType): Tensor {
+  if (t.dtype === dtype || t.dtype === 'f32' || dtype === 'f32') return cast(t, dtype);
+  const viaF32 = cast(t, 'f32');
+  const out = cast(viaF32, dtype);
+  viaF32.dispose();
+  return out;
+}
+
+function describeProblems(r: LoadReport): string {
+  const lines: string[] = [];
+  if (r.missing.length) lines.push(`missing keys (${r.missing.length}): ${r.missing.join(', ')}`);
+  if (r.unexpected.length) lines.push(`unexpected keys (${r.unexpected.length}): ${r.unexpected.join(', ')}`);
+  for (const m of r.mismatched) lines.push(`wrong shape: ${m.name} expected ${shapeStr(m.expected)}, found ${shapeStr(m.found)}`);
+  return lines.join('\n  ');
+}

@@ -1,0 +1,204 @@
+// Finite-difference gradient checks for matmul, gemm, linear, softmax and attention on shapes of our own,
+// plus forward checks against plain CPU loops (tile-unaligned sizes, transposed operands, masks).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { assertClose, randomArray } from './helpers.ts';
+import { assertGradcheck } from '../src/engine/gradcheck.ts';
+import { Tensor, numel } from '../src/engine/tensor.ts';
+import { attentionProbs, scaledDotProductAttention } from '../src/kernels/attention.ts';
+import { gemm, linear, matmul } from '../src/kernels/matmul.ts';
+import { logSoftmax, maskedSoftmax, softmax } from '../src/kernels/softmax.ts';
+
+const input = (shape: number[], seed: number) => ({ data: randomArray(numel(shape), seed), shape });
+const opts = { samples: 16 };
+
+/** C[b] = A[b]·B[b] on the CPU for A [batch, M, K], B [batch, K, N] (batch 1 of either broadcasts). */
+function cpuMatmul(a: Float32Array, b: Float32Array, batch: number, M: number, K: number, N: number, batchA = batch, batchB = batch): Float64Array {
+  const out = new Float64Array(batch * M * N);
+  for (let z = 0; z < batch; z++) {
+    const ao = (batchA === 1 ? 0 : z) * M * K;
+    const bo = (batchB === 1 ? 0 : z) * K * N;
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[ao + i * K + k]! * b[bo + k * N + j]!;
+        out[z * M * N + i * N + j] = s;
+      }
+    }
+  }
+  return out;
+}
+
+/** The transpose of the last two dims of a [batch, rows, cols] array. */
+function cpuTranspose(x: Float32Array, batch: number, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let z = 0; z < batch; z++) for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[z * rows * cols + j * rows + i] = x[z * rows * cols + i * cols + j]!;
+  return out;
+}
+
+async function checkMatmul(batch: number, M: number, K: number, N: number, batchA = batch, batchB = batch): Promise<void> {
+  const ad = randomArray(batchA * M * K, M + K);
+  const bd = randomArray(batchB * K * N, K + N);
+  const a = Tensor.fromArray(ad, [batchA, M, K]);
+  const b = Tensor.fromArray(bd, [batchB, K, N]);
+  const y = matmul(a, b);
+  assert.equal([...y.shape], [batch, M, N]);
+  assertClose(await y.toArray(), cpuMatmul(ad, bd, batch, M, K, N, batchA, batchB), 1e-5, `matmul ${batch}×${M}×${K}×${N}`);
+  [a, b, y].forEach((t) => t.dispose());
+}
+
+test('matmul forward matches a CPU loop on sizes off the tile grid', async () => {
+  await checkMatmul(3, 37, 53, 29);
+  await checkMatmul(3, 37, 53, 29, 1, 3);
+  await checkMatmul(2, 5, 70, 66, 2, 1);
+  await checkMatmul(1, 130, 257, 65);
+});
+
+test('gemm forward: transposed operands, alpha and a broadcast bias', async () => {
+  const [batch, M, K, N] = [2, 19, 35, 40];
+  const ad = randomArray(batch * M * K, 1);
+  const bd = randomArray(batch * K * N, 2);
+  const biasd = randomArray(M, 3);
+  const ref = cpuMatmul(ad, bd, batch, M, K, N).map((v, i) => 0.5 * v + biasd[Math.floor(i / N) % M]!);
+  const stored = { a: Tensor.fromArray(ad, [batch, M, K]), aT: Tensor.fromArray(cpuTranspose(ad, batch, M, K), [batch, K, M]) };
+  const storedB = { b: Tensor.fromArray(bd, [batch, K, N]), bT: Tensor.fromArray(cpuTranspose(bd, batch, K, N), [batch, N, K]) };
+  const bias = Tensor.fromArray(biasd, [M, 1]);
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      const y = gemm(transA ? stored.aT : stored.a, transB ? storedB.bT : storedB.b, { transA, transB, alpha: 0.5, bias });
+      assertClose(await y.toArray(), ref, 1e-5, `gemm transA=${transA} transB=${transB}`);
+      y.dispose();
+    }
+  }
+  [...Object.values(stored), ...Object.values(storedB), bias].forEach((t) => t.dispose());
+});
+
+test('matmul shapes: 1-D operands and errors naming both shapes', () => {
+  const v = Tensor.fromArray(randomArray(4, 1), [4]);
+  const m = Tensor.fromArray(randomArray(12, 2), [4, 3]);
+  const bm = Tensor.fromArray(randomArray(24, 3), [2, 3, 4]);
+  assert.equal([...matmul(v, v).shape], []);
+  assert.equal([...matmul(v, m).shape], [3]);
+  assert.equal([...matmul(bm, v).shape], [2, 3]);
+  assert.throws(() => matmul(m, m), /matmul: .*\[4, 3\].*\[4, 3\]/);
+  assert.throws(() => linear(bm, m), /linear: .*\[2, 3, 4\].*\[4, 3\]/);
+});
+
+test('gradcheck matmul: 2-D, batched with broadcasting, 1-D operands', async () => {
+  await assertGradcheck('matmul 2-D', (a, b) => matmul(a, b), [input([5, 7], 1), input([7, 4], 2)], opts);
+  await assertGradcheck('matmul broadcast', (a, b) => matmul(a, b), [input([2, 1, 3, 5], 3), input([4, 5, 2], 4)], opts);
+  await assertGradcheck('matmul batched · matrix', (a, b) => matmul(a, b), [input([2, 3, 6], 5), input([6, 4], 6)], opts);
+  await assertGradcheck('matmul vector · batched', (a, b) => matmul(a, b), [input([6], 7), input([2, 6, 3], 8)], opts);
+  await assertGradcheck('matmul dot', (a, b) => matmul(a, b), [input([9], 9), input([9], 10)], opts);
+});
+
+test('gradcheck gemm: every transpose combination with alpha and bias', async () => {
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      const a = input(transA ? [2, 6, 5] : [2, 5, 6], 11);
+      const b = input(transB ? [1, 3, 6] : [1, 6, 3], 12);
+      await assertGradcheck(`gemm ${transA}/${transB}`, (x, y, c) => gemm(x, y, { transA, transB, alpha: -0.7, bias: c }), [a, b, input([5, 1], 13)], opts);
+    }
+  }
+});
+
+test('gradcheck linear: with and without bias, 3-D input', async () => {
+  await assertGradcheck('linear bias', (x, w, b) => linear(x, w, b), [input([2, 3, 5], 14), input([4, 5], 15), input([4], 16)], opts);
+  await assertGradcheck('linear no bias', (x, w) => linear(x, w), [input([3, 5], 17), input([6, 5], 18)], opts);
+  await assertGradcheck('linear 1-D', (x, w, b) => linear(x, w, b), [input([5], 19), input([2, 5], 20), input([2], 21)], opts);
+});
+
+test('gradcheck softmax and log_softmax over several dims, short and long rows', async () => {
+  for (const dim of [0, 1, -1]) {
+    await assertGradcheck(`softmax dim ${dim}`, (x) => softmax(x, dim), [input([3, 4, 5], 22 + dim)], opts);
+    await assertGradcheck(`log_softmax dim ${dim}`, (x) => logSoftmax(x, dim), [input([3, 4, 5], 25 + dim)], opts);
+  }
+  // rows of 300 share 64 threads each; along dim 0 they are strided. A larger step keeps the float32
+  // rounding of the 600-term loss out of the finite differences.
+  const long = { ...opts, eps: 1e-2 };
+  await assertGradcheck('softmax long rows', (x) => softmax(x, 0), [input([300, 2], 28)], long);
+  await assertGradcheck('log_softmax long rows', (x) => logSoftmax(x, -1), [input([2, 300], 29)], long);
+});
+
+test('softmax forward: stable for large inputs, sums to one; masked rows', async () => {
+  const data = randomArray(3 * 600, 30, -50, 50).map((v, i) => (i === 7 ? 1e4 : v));
+  const x = Tensor.fromArray(data, [3, 600]);
+  const y = await softmax(x, -1).toArray();
+  const ref: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const row = [...data.subarray(r * 600, (r + 1) * 600)];
+    const mx = Math.max(...row);
+    const total = row.reduce((s, v) => s + Math.exp(v - mx), 0);
+    ref.push(...row.map((v) => Math.exp(v - mx) / total));
+  }
+  assertClose(y, ref, 1e-6, 'softmax');
+  const keep = Tensor.fromArray(new Int32Array([1, 0, 1, 0, 0, 0]), [3, 1, 2]);
+  const z = await maskedSoftmax(Tensor.fromArray([1, 2, 3, 4, 5, 6], [3, 1, 2]), keep, 0).toArray();
+  assertClose(z, [Math.exp(1) / (Math.exp(1) + Math.exp(3)), 0, Math.exp(3) / (Math.exp(1) + Math.exp(3)), 0, 0, 0], 1e-6, 'masked softmax');
+});
+
+test('gradcheck masked softmax', async () => {
+  const keep = Tensor.fromArray(randomArray(4 * 6, 31).map((v) => (v > -0.3 ? 1 : 0)), [4, 1, 6]);
+  await assertGradcheck('masked softmax', (x) => maskedSoftmax(x, keep, -1), [input([4, 3, 6], 32)], opts);
+  keep.dispose();
+});
+
+/** softmax(scale·q·kᵀ + bias) with keep mask on the CPU, for q [B, Lq, D], k [B, Lk, D] and bias/keep [B, Lq, Lk]. */
+function cpuProbs(q: Float32Array, k: Float32Array, bias: Float32Array, keep: ArrayLike<number>, B: number, Lq: number, Lk: number, D: number, scale: number): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < Lq; i++) {
+      const s = Array.from({ length: Lk }, (_, j) => {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += q[(b * Lq + i) * D + d]! * k[(b * Lk + j) * D + d]!;
+        return dot * scale + bias[(b * Lq + i) * Lk + j]!;
+      });
+      const kept = s.map((_, j) => keep[(b * Lq + i) * Lk + j] !== 0);
+      const mx = Math.max(...s.filter((_, j) => kept[j]));
+      const e = s.map((v, j) => (kept[j] ? Math.exp(v - mx) : 0));
+      const total = e.reduce((x, y) => x + y, 0);
+      out.push(...e.map((v) => (total > 0 ? v / total : 0)));
+    }
+  }
+  return out;
+}
+
+test('attentionProbs forward: bias, causal and mask against a CPU reference', async () => {
+  const [B, Lq, Lk, D] = [2, 5, 7, 3];
+  const qd = randomArray(B * Lq * D, 33);
+  const kd = randomArray(B * Lk * D, 34);
+  const biasd = randomArray(Lq * Lk, 35);
+  const maskd = Int32Array.from({ length: B * Lk }, (_, i) => (i % 3 === 1 ? 0 : 1));
+  const q = Tensor.fromArray(qd, [B, Lq, D]);
+  const k = Tensor.fromArray(kd, [B, Lk, D]);
+  const bias = Tensor.fromArray(biasd, [Lq, Lk]);
+  const mask = Tensor.fromArray(maskd, [B, 1, Lk]);
+  const p = attentionProbs(q, k, { scale: 0.8, bias, causal: true, mask });
+  const fullBias = Float32Array.from({ length: B * Lq * Lk }, (_, i) => biasd[i % (Lq * Lk)]!);
+  const keep = Array.from({ length: B * Lq * Lk }, (_, i) => {
+    const [b, r, j] = [Math.floor(i / (Lq * Lk)), Math.floor(i / Lk) % Lq, i % Lk];
+    return j <= r && maskd[b * Lk + j] ? 1 : 0;
+  });
+  assertClose(await p.toArray(), cpuProbs(qd, kd, fullBias, keep, B, Lq, Lk, D, 0.8), 1e-5, 'attention probs');
+  [q, k, bias, mask, p].forEach((t) => t.dispose());
+});
+
+test('gradcheck scaled dot-product attention: plain, bias, causal, mask, 3-D', async () => {
+  const [q, k, v] = [input([1, 2, 4, 3], 36), input([1, 2, 5, 3], 37), input([1, 2, 5, 2], 38)];
+  await assertGradcheck('sdpa', (a, b, c) => scaledDotProductAttention(a, b, c), [q, k, v], opts);
+  await assertGradcheck('sdpa bias', (a, b, c, d) => scaledDotProductAttention(a, b, c, { bias: d, scale: 0.6 }), [q, k, v, input([2, 4, 5], 39)], opts);
+  const [qs, ks, vs] = [input([2, 5, 3], 40), input([2, 5, 3], 41), input([2, 5, 4], 42)];
+  await assertGradcheck('sdpa causal 3-D', (a, b, c) => scaledDotProductAttention(a, b, c, { causal: true }), [qs, ks, vs], opts);
+  const mask = Tensor.fromArray([1, 1, 0, 1, 0, 0, 1, 1, 1, 1], [2, 1, 5]);
+  await assertGradcheck('sdpa mask + bias', (a, b, c, d) => scaledDotProductAttention(a, b, c, { mask, bias: d }), [qs, ks, vs, input([1, 5, 5], 43)], opts);
+  mask.dispose();
+});
+
+test('attention errors name the op and shapes', () => {
+  const q = Tensor.zeros([1, 2, 4, 3]);
+  const k = Tensor.zeros([1, 2, 5, 3]);
+  assert.throws(() => attentionProbs(q, k, { bias: Tensor.zeros([3, 4, 5]) }), /attention: bias of shape \[3, 4, 5\] does not broadcast to \[1, 2, 4, 5\]/);
+  assert.throws(() => scaledDotProductAttention(q, k, Tensor.zeros([1, 2, 4, 3])), /scaled_dot_product_attention: v \[1, 2, 4, 3\].*k \[1, 2, 5, 3\]/);
+});
+
+test.run();

@@ -1,0 +1,56 @@
+// Shared test utilities: the device, conformance vectors, and element-wise comparison.
+import * as assert from 'uvu/assert';
+import { getDevice } from '../src/engine/device.ts';
+import { Tensor } from '../src/engine/tensor.ts';
+import { loadSafetensors, type SafetensorsReader } from '../src/io/safetensors.ts';
+
+await getDevice();
+
+const proc = (globalThis as { process?: { env: Record<string, string | undefined>; cwd(): string } }).process;
+
+/** ../shared/conformance beside the repository (or FREEMASK_CONFORMANCE). */
+export const conformanceDir: string =
+  proc?.env.FREEMASK_CONFORMANCE ?? new URL('../../shared/conformance/', import.meta.url).pathname.replace(/\/$/, '');
+
+export function conformance(folder: string): SafetensorsReader {
+  return loadSafetensors(`${conformanceDir}/${folder}/io.safetensors`);
+}
+
+export async function readJson<T>(path: string): Promise<T> {
+  const fs = (globalThis as { process?: { getBuiltinModule(m: string): { readFileSync(p: string, e: string): string } } }).process!.getBuiltinModule('node:fs');
+  return JSON.parse(fs.readFileSync(path, 'utf8')) as T;
+}
+
+/** Asserts |ours - ref| <= tol * (1 + |ref|) element-wise (the conformance README's rule), naming the worst element. */
+export function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): void {
+  assert.is(ours.length, ref.length, `${what}: ${ours.length} values, reference has ${ref.length}`);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs(ours[i]! - ref[i]!);
+    const excess = d - tol * (1 + Math.abs(ref[i]!));
+    if (!(excess <= 0) && (worst < 0 || excess > worstExcess || Number.isNaN(d))) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0) {
+    assert.unreachable(`${what}: element ${worst} is ${ours[worst]} but the reference is ${ref[worst]} (tol ${tol})`);
+  }
+}
+
+export async function assertTensorClose(t: Tensor, ref: Tensor, tol: number, what: string): Promise<void> {
+  assert.equal([...t.shape], [...ref.shape], `${what}: shape ${JSON.stringify(t.shape)} vs reference ${JSON.stringify(ref.shape)}`);
+  assertClose(await t.toArray(), await ref.toArray(), tol, what);
+}
+
+/** Deterministic test data in [lo, hi). */
+export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let a = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return lo + (((t ^ (t >>> 14)) >>> 0) / 4294967296) * (hi - lo);
+  });
+}

@@ -1,0 +1,115 @@
+// PNG files and image ↔ tensor conversions.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import './helpers.ts';
+import { Tensor } from '../src/engine/tensor.ts';
+import { type Image, imageToLabels, imageToTensor, maskToImage, tensorToImage } from '../src/io/image.ts';
+import { decodePng, encodePng, maskToPng, readPng, writePng } from '../src/io/png.ts';
+
+const fs = process.getBuiltinModule('node:fs');
+const os = process.getBuiltinModule('node:os');
+const path = process.getBuiltinModule('node:path');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-image-'));
+
+/** Awaits `p`, asserting that it rejects with an Error that `check` accepts. */
+async function rejects(p: Promise<unknown>, check: RegExp | ((e: Error) => boolean)): Promise<void> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  assert.ok(e instanceof Error, 'expected a rejection with an Error');
+  const ok = check instanceof RegExp ? check.test(e.message) : check(e);
+  assert.ok(ok, `unexpected error: ${e.message}`);
+}
+
+function pattern(width: number, height: number, channels: Image['channels'], sixteen = false): Image {
+  const n = width * height * channels;
+  const data = sixteen ? Uint16Array.from({ length: n }, (_, i) => (i * 2654435761) % 65536) : Uint8Array.from({ length: n }, (_, i) => (i * 37 + (i >> 3)) % 256);
+  return { width, height, channels, data };
+}
+
+test('PNG round trip: gray, gray + alpha, RGB, RGBA in 8 bits and gray / RGB in 16 bits, through files', async () => {
+  const cases: Image[] = [pattern(5, 3, 1), pattern(4, 4, 2), pattern(7, 2, 3), pattern(3, 5, 4), pattern(6, 3, 1, true), pattern(2, 3, 3, true)];
+  for (const img of cases) {
+    const file = path.join(dir, `c${img.channels}-${img.data.BYTES_PER_ELEMENT * 8}.png`);
+    await writePng(file, img);
+    const back = await readPng(file);
+    assert.equal({ ...back, data: [...back.data] }, { ...img, data: [...img.data] }, file);
+    assert.is(back.data.constructor, img.data.constructor);
+  }
+  assert.equal(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary file is left');
+});
+
+test('imageToTensor: [1, C, H, W] in [0, 1] or [-1, 1], with channel conversion', async () => {
+  const rgba: Image = { width: 2, height: 1, channels: 4, data: new Uint8Array([255, 0, 51, 128, 0, 255, 0, 255]) };
+  const t = imageToTensor(rgba, { channels: 3 });
+  assert.equal(t.shape, [1, 3, 1, 2]);
+  assert.equal([...await t.toArray()], [1, 0, 0, 1, 0.2, 0].map(Math.fround));
+  const s = imageToTensor(rgba, { range: [-1, 1] });
+  assert.equal(s.shape, [1, 4, 1, 2]);
+  const sv = await s.toArray();
+  assert.ok(Math.abs(sv[0]! - 1) < 1e-6 && Math.abs(sv[1]! + 1) < 1e-6 && Math.abs(sv[6]! - (128 / 255 * 2 - 1)) < 1e-6);
+  const gray = imageToTensor(rgba, { channels: 1 });
+  const gv = await gray.toArray();
+  assert.ok(Math.abs(gv[0]! - (0.299 + 0.114 * 0.2)) < 1e-6 && Math.abs(gv[1]! - 0.587) < 1e-6, `luminance ${gv}`);
+  const g: Image = { width: 1, height: 2, channels: 1, data: new Uint8Array([0, 255]) };
+  assert.equal([...await imageToTensor(g, { channels: 3 }).toArray()], [0, 1, 0, 1, 0, 1]);
+  const g16: Image = { width: 1, height: 1, channels: 1, data: new Uint16Array([65535]) };
+  assert.equal([...await imageToTensor(g16).toArray()], [1]);
+  for (const x of [t, s, gray]) x.dispose();
+});
+
+test('tensorToImage clamps and rounds; tensor → image → PNG → image → tensor is exact for 8-bit values', async () => {
+  const t = Tensor.fromArray([-0.5, 0.2, 0.50196, 1.7, 0.0019, 0.9981], [1, 3, 1, 2]);
+  const img = await tensorToImage(t);
+  assert.equal({ ...img, data: [...img.data] }, { width: 2, height: 1, channels: 3, data: [0, 128, 0, 51, 255, 255] });
+  const signed = await tensorToImage(Tensor.fromArray([-1, 0, 1], [1, 1, 3]), { range: [-1, 1] });
+  assert.equal([...signed.data], [0, 128, 255]);
+  const wide = await tensorToImage(Tensor.fromArray([0.5], [1, 1, 1]), { depth: 16 });
+  assert.equal([...wide.data], [32768]);
+  const img2 = pattern(4, 3, 3);
+  const back = await tensorToImage(imageToTensor(await decodePng(await encodePng(img2))));
+  assert.equal([...back.data], [...img2.data]);
+  await rejects(tensorToImage(Tensor.zeros([2, 3, 4, 4])), /expected an f32 tensor \[1, C, H, W\] or \[C, H, W\] with C = 1…4, got f32 \[2, 3, 4, 4\]/);
+  t.dispose();
+});
+
+test('label maps: 8-bit PNG when labels fit, 16-bit above 255; read back exactly', async () => {
+  const small = Tensor.fromArray(new Int32Array([0, 1, 2, 255, 7, 3]), [1, 2, 3]);
+  const big = Tensor.fromArray(new Uint32Array([0, 300, 65535, 2]), [1, 1, 2, 2]);
+  const f1 = path.join(dir, 'small.png');
+  const f2 = path.join(dir, 'big.png');
+  await maskToPng(f1, small);
+  await maskToPng(f2, big);
+  const i1 = await readPng(f1);
+  const i2 = await readPng(f2);
+  assert.ok(i1.data instanceof Uint8Array && i2.data instanceof Uint16Array);
+  const l1 = imageToLabels(i1);
+  const l2 = imageToLabels(i2);
+  assert.equal(l1.shape, [2, 3]);
+  assert.equal([...await l1.toArray()], [0, 1, 2, 255, 7, 3]);
+  assert.equal([...await l2.toArray()], [0, 300, 65535, 2]);
+  const bad = Tensor.fromArray(new Int32Array([1, -2]), [1, 2]);
+  await rejects(maskToImage(bad), /label -2 at index 1 does not fit/);
+  await rejects(maskToImage(Tensor.zeros([2, 2])), /expected an i32\/u32 label map/);
+  for (const t of [small, big, l1, l2, bad]) t.dispose();
+});
+
+test('errors name the file: not a PNG, a corrupt PNG, a missing file', async () => {
+  const text = path.join(dir, 'notes.png');
+  fs.writeFileSync(text, 'this is not an image, just some text in a file');
+  await rejects(readPng(text), (e: Error) => e.constructor === Error && e.message === `${text}: not a PNG file (no PNG signature)`);
+  const bytes = await encodePng(pattern(8, 8, 3));
+  const corrupt = path.join(dir, 'corrupt.png');
+  const broken = bytes.slice();
+  broken.fill(0, 40, 60);
+  fs.writeFileSync(corrupt, broken);
+  await rejects(readPng(corrupt), (e: Error) => e.message.startsWith(`${corrupt}: invalid PNG file:`));
+  const truncated = path.join(dir, 'truncated.png');
+  fs.writeFileSync(truncated, bytes.subarray(0, bytes.length - 20));
+  await rejects(readPng(truncated), (e: Error) => e.message.startsWith(`${truncated}: invalid PNG file:`));
+  const missing = path.join(dir, 'missing.png');
+  await rejects(readPng(missing), (e: Error) => e.message.includes(missing));
+  await rejects(encodePng({ width: 2, height: 2, channels: 3, data: new Uint8Array(5) }), /5 samples do not fill 2×2×3/);
+});
+
+test('cleanup', () => fs.rmSync(dir, { recursive: true }));
+
+test.run();
