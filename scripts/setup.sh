@@ -10,7 +10,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 if [ ! -d node_modules/webgpu ] || [ ! -d node_modules/tsx ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies"
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+  # Not `npm ci`: npm 11 writes only this platform's optional binaries (deno's) into the lock, and then
+  # refuses it as out of sync. `npm install` still takes the locked versions.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 probe() {
