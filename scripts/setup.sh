@@ -11,8 +11,10 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 if [ ! -d node_modules/webgpu ] || [ ! -d node_modules/tsx ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies"
   # Not `npm ci`: npm 11 writes only this platform's optional binaries (deno's) into the lock, and then
-  # refuses it as out of sync. `npm install` still takes the locked versions.
-  npm install --no-audit --no-fund --loglevel=error
+  # refuses it as out of sync. `npm install` still takes the locked versions. --ignore-scripts: the bench
+  # peer onnxruntime-node's install script downloads GPU binaries (unreachable here; its CPU binary ships in
+  # the package), and no dependency we run needs its script (deno's bin.cjs finds its platform binary).
+  npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
 
 probe() {
