@@ -54,23 +54,56 @@ test('matmul forward matches a CPU loop on sizes off the tile grid', async () =>
   await checkMatmul(1, 130, 257, 65);
 });
 
-test('gemm forward: transposed operands, alpha and a broadcast bias', async () => {
-  const [batch, M, K, N] = [2, 19, 35, 40];
-  const ad = randomArray(batch * M * K, 1);
-  const bd = randomArray(batch * K * N, 2);
-  const biasd = randomArray(M, 3);
-  const ref = cpuMatmul(ad, bd, batch, M, K, N).map((v, i) => 0.5 * v + biasd[Math.floor(i / N) % M]!);
-  const stored = { a: Tensor.fromArray(ad, [batch, M, K]), aT: Tensor.fromArray(cpuTranspose(ad, batch, M, K), [batch, K, M]) };
-  const storedB = { b: Tensor.fromArray(bd, [batch, K, N]), bT: Tensor.fromArray(cpuTranspose(bd, batch, K, N), [batch, N, K]) };
-  const bias = Tensor.fromArray(biasd, [M, 1]);
-  for (const transA of [false, true]) {
-    for (const transB of [false, true]) {
-      const y = gemm(transA ? stored.aT : stored.a, transB ? storedB.bT : storedB.b, { transA, transB, alpha: 0.5, bias });
-      assertClose(await y.toArray(), ref, 1e-5, `gemm transA=${transA} transB=${transB}`);
-      y.dispose();
+// Sizes that take each load path: dims that are multiples of 4 load as vec4, others as scalars.
+for (const [batch, M, K, N] of [[2, 19, 35, 40], [2, 16, 36, 44], [1, 68, 12, 9], [3, 4, 7, 130]] as const) {
+  test(`gemm forward ${batch}×${M}×${K}×${N}: transposed operands, alpha, broadcast biases, fused activation`, async () => {
+    const ad = randomArray(batch * M * K, 1);
+    const bd = randomArray(batch * K * N, 2);
+    const rowBias = randomArray(M, 3);
+    const colBias = randomArray(batch * N, 4);
+    const gelu = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
+    const product = cpuMatmul(ad, bd, batch, M, K, N);
+    const refRow = product.map((v, i) => 0.5 * v + rowBias[Math.floor(i / N) % M]!);
+    const refCol = product.map((v, i) => gelu(0.5 * v + colBias[Math.floor(i / (M * N)) * N + (i % N)]!));
+    const stored = { a: Tensor.fromArray(ad, [batch, M, K]), aT: Tensor.fromArray(cpuTranspose(ad, batch, M, K), [batch, K, M]) };
+    const storedB = { b: Tensor.fromArray(bd, [batch, K, N]), bT: Tensor.fromArray(cpuTranspose(bd, batch, K, N), [batch, N, K]) };
+    const biasM = Tensor.fromArray(rowBias, [M, 1]);
+    const biasN = Tensor.fromArray(colBias, [batch, 1, N]);
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        const [a, b] = [transA ? stored.aT : stored.a, transB ? storedB.bT : storedB.b];
+        const y = gemm(a, b, { transA, transB, alpha: 0.5, bias: biasM });
+        assertClose(await y.toArray(), refRow, 1e-5, `gemm transA=${transA} transB=${transB}`);
+        const z = gemm(a, b, { transA, transB, alpha: 0.5, bias: biasN, activation: 'gelu_erf' });
+        assertClose(await z.toArray(), refCol, 1e-5, `gemm+gelu transA=${transA} transB=${transB}`);
+        [y, z].forEach((t) => t.dispose());
+      }
     }
+    [...Object.values(stored), ...Object.values(storedB), biasM, biasN].forEach((t) => t.dispose());
+  });
+}
+
+/** erf by its Maclaurin series (|x| < 3) or continued-fraction tail: float64, independent of the kernel's. */
+function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 3) {
+    let term = ax;
+    let s = ax;
+    for (let n = 1; n < 60; n++) {
+      term *= (-ax * ax) / n;
+      s += term / (2 * n + 1);
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * s;
   }
-  [...Object.values(stored), ...Object.values(storedB), bias].forEach((t) => t.dispose());
+  let f = 0;
+  for (let n = 60; n >= 1; n--) f = (n / 2) / (ax + f);
+  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f));
+}
+
+test('gemm with a fused activation records the activation separately for backward', async () => {
+  const a = input([3, 5], 21);
+  const b = input([5, 4], 22);
+  await assertGradcheck('gemm+silu', (x, y) => gemm(x, y, { activation: 'silu' }), [a, b], opts);
 });
 
 test('matmul shapes: 1-D operands and errors naming both shapes', () => {

@@ -15,6 +15,8 @@ export interface KernelCall {
   inputs: Record<string, Tensor>;
   outputs: Record<string, Tensor>;
   workgroups: readonly [number, number?, number?];
+  /** f32 bindings to declare as array<vec4f> (the kernel then reads/writes four elements at a time). */
+  vec4?: readonly string[];
   /** Builds the WGSL body; `bindings` holds the generated declarations to put at its top. */
   wgsl: (bindings: string) => string;
 }
@@ -29,18 +31,23 @@ export function wgslType(dtype: DType): string {
 function bindingDecls(call: KernelCall): string {
   let i = 0;
   const lines: string[] = [];
+  const type = (name: string, t: Tensor) => {
+    if (!call.vec4?.includes(name)) return wgslType(t.dtype);
+    if (t.dtype !== 'f32') throw new Error(`kernel ${call.name}: binding ${name} is ${t.dtype}; only f32 binds as vec4f`);
+    return 'vec4f';
+  };
   for (const [name, t] of Object.entries(call.inputs)) {
-    lines.push(`@group(0) @binding(${i++}) var<storage, read> ${name}: array<${wgslType(t.dtype)}>;`);
+    lines.push(`@group(0) @binding(${i++}) var<storage, read> ${name}: array<${type(name, t)}>;`);
   }
   for (const [name, t] of Object.entries(call.outputs)) {
-    lines.push(`@group(0) @binding(${i++}) var<storage, read_write> ${name}: array<${wgslType(t.dtype)}>;`);
+    lines.push(`@group(0) @binding(${i++}) var<storage, read_write> ${name}: array<${type(name, t)}>;`);
   }
   return lines.join('\n');
 }
 
 function pipelineFor(call: KernelCall): GPUComputePipeline {
   const dtypes = [...Object.values(call.inputs), ...Object.values(call.outputs)].map((t) => t.dtype).join(',');
-  const cacheKey = `${call.name}|${call.key}|${dtypes}`;
+  const cacheKey = `${call.name}|${call.key}|${dtypes}|${call.vec4?.join(',') ?? ''}`;
   let p = pipelines.get(cacheKey);
   if (p) return p;
   const d = device();

@@ -79,7 +79,7 @@ fn erf_(x: f32) -> f32 {
 const safeTanh = `fn tanh_(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }`;
 const sigmoidFn = `fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`;
 
-interface UnaryDef {
+export interface UnaryDef {
   forward: string;
   backward: string;
   helpers?: string;
