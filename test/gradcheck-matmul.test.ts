@@ -227,6 +227,41 @@ test('gradcheck scaled dot-product attention: plain, bias, causal, mask, 3-D', a
   mask.dispose();
 });
 
+test('sdpa in query blocks equals one block: bias and mask with a query dim, causal, onProbs sees every row', async () => {
+  const [B, H, Lq, Lk, D] = [2, 3, 11, 7, 5];
+  const q = Tensor.fromArray(randomArray(B * H * Lq * D, 51), [B, H, Lq, D]);
+  const k = Tensor.fromArray(randomArray(B * H * Lk * D, 52), [B, H, Lk, D]);
+  const v = Tensor.fromArray(randomArray(B * H * Lk * 4, 53), [B, H, Lk, 4]);
+  const bias = Tensor.fromArray(randomArray(H * Lq * Lk, 54), [H, Lq, Lk]);
+  const mask = Tensor.fromArray(Float32Array.from(randomArray(Lq * Lk, 55), (x) => (x > -0.6 ? 1 : 0)), [Lq, Lk]);
+  const whole = scaledDotProductAttention(q, k, v, { bias, mask, causal: true });
+  const probs = attentionProbs(q, k, { bias, mask, causal: true });
+  const rowBytes = B * H * Lk * 4;
+  const seen: number[] = [];
+  const refProbs = await probs.toArray();
+  const pending: Promise<void>[] = [];
+  const blocked = scaledDotProductAttention(q, k, v, {
+    bias, mask, causal: true, blockBytes: 3 * rowBytes,
+    onProbs: (p, start) => {
+      const rows = p.shape[2]!;
+      for (let r = 0; r < rows; r++) seen.push(start + r);
+      const copy = p.alias();
+      pending.push(copy.toArray().then((got) => {
+        const want = new Float32Array(got.length);
+        for (let bh = 0; bh < B * H; bh++) want.set(refProbs.subarray((bh * Lq + start) * Lk, (bh * Lq + start + rows) * Lk), bh * rows * Lk);
+        assertClose(got, want, 1e-6, `probs block at ${start}`);
+        copy.dispose();
+      }));
+    },
+  });
+  await Promise.all(pending);
+  assert.equal(seen, [...Array(Lq).keys()]);
+  assertClose(await blocked.toArray(), await whole.toArray(), 1e-6, 'blocked sdpa');
+  await assertGradcheck('sdpa in blocks', (a, b, c, d) => scaledDotProductAttention(a, b, c, { bias: d, causal: true, blockBytes: 2 * 2 * Lk * 4 }),
+    [input([2, 5, 3], 56), input([2, Lk, 3], 57), input([2, Lk, 3], 58), input([5, Lk], 59)], opts);
+  [q, k, v, bias, mask, whole, probs, blocked].forEach((t) => t.dispose());
+});
+
 test('attention errors name the op and shapes', () => {
   const q = Tensor.zeros([1, 2, 4, 3]);
   const k = Tensor.zeros([1, 2, 5, 3]);
