@@ -149,6 +149,22 @@ test('conv2d forward matches a CPU loop (batch 2, groups 2, stride [1, 2], paddi
   for (const t of [x, w, b, y]) t.dispose();
 });
 
+test('conv2d with a fused SiLU on a tile-filling size (72 channels, 16×20 pixels) matches a CPU loop', async () => {
+  const xs = [1, 24, 16, 20];
+  const ws = [72, 24, 3, 3];
+  const attrs = { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1 };
+  const [xd, wd, bd] = [randomArray(size(xs), 26), randomArray(size(ws), 27, -0.2, 0.2), randomArray(72, 28)];
+  const ref = cpuConv2d(xd, xs, wd, ws, bd, attrs).out.map((v) => v / (1 + Math.exp(-v)));
+  const [x, w, b] = [Tensor.fromArray(xd, xs), Tensor.fromArray(wd, ws), Tensor.fromArray(bd, [72])];
+  const y = conv2d(x, w, b, { padding: 1, activation: 'silu' });
+  assertClose(await y.toArray(), ref, 1e-5, 'conv2d+silu');
+  for (const t of [x, w, b, y]) t.dispose();
+});
+
+test('gradcheck conv2d with a fused activation (recorded as conv then the activation)', async () => {
+  await assertGradcheck('conv2d+gelu', (x, w, b) => conv2d(x, w, b, { padding: 1, activation: 'gelu_erf' }), [input([1, 2, 5, 4], 29), input([3, 2, 3, 3], 30), input([3], 31)], opts);
+});
+
 test('shape errors name the op and both shapes', () => {
   const x = Tensor.zeros([1, 4, 5, 5]);
   const w = Tensor.zeros([6, 3, 3, 3]);

@@ -1,16 +1,19 @@
 // 2-D convolution and transposed convolution, NCHW, with PyTorch's weight layouts and output sizes.
-// Two direct kernels cover both ops and all their gradients:
-//   convGather  one thread per output element, Σ over the group's input channels × the kernel window.
-//               Direct: reads the input at o·s − p + k·d (conv2d forward, convTranspose2d's input gradient).
-//               Transposed: reads it at (o + p − k·d) / s where that is a whole index (convTranspose2d
-//               forward, conv2d's input gradient), so the transposed op is a gather too, with no scatter.
-//   weightGrad  dw[k] = Σ_o small[o] · big[o·s − p + k·d], the correlation of the input with the output
-//               gradient, for both ops (they differ only in which tensor is `small`).
-// Both are plain loops; an implicit-GEMM tiling would replace their bodies without changing their contracts.
+// Both ops and all their gradients are implicit GEMMs on the product kernel of matmul.ts (no im2col
+// buffer: the image is read in place inside the k loop):
+//   convGather  C[co][pixel] = Σ over (input channel, kh, kw) of weight · image tap, per (image, group).
+//               Direct: taps the input at o·s − p + k·d (conv2d forward, convTranspose2d's input gradient).
+//               Transposed: at (o + p − k·d) / s where that is a whole index (convTranspose2d forward,
+//               conv2d's input gradient), so the transposed op is a gather too, with no scatter.
+//   weightGrad  dw[cs][(cb, kh, kw)] = Σ over (n, oh, ow) of small · big tap, the correlation of the input
+//               with the output gradient, for both ops (they differ only in which tensor is `small`);
+//               the sum is split into chunks when the weight alone has too few outputs to fill the GPU.
 
-import { record } from '../engine/autograd.ts';
-import { expectDType, expectRank, grid1d, launch } from '../engine/kernel.ts';
-import { Tensor, shapeStr } from '../engine/tensor.ts';
+import { isGradEnabled, record } from '../engine/autograd.ts';
+import { expectDType, expectRank } from '../engine/kernel.ts';
+import { Tensor, shapeStr, tidy } from '../engine/tensor.ts';
+import { type UnaryOp, unary } from './elementwise.ts';
+import { productKernel } from './matmul.ts';
 import { sum } from './reduce.ts';
 
 /** A size for both spatial axes, or [height, width]. */
@@ -21,6 +24,8 @@ export interface Conv2dOptions {
   padding?: Pair;
   dilation?: Pair;
   groups?: number;
+  /** An elementwise op applied last, fused into the kernel when no gradient is recorded. */
+  activation?: UnaryOp;
 }
 
 export interface ConvTranspose2dOptions extends Conv2dOptions {
@@ -45,6 +50,11 @@ export function pair(op: string, what: string, v: Pair, min: number): [number, n
 function geometry(op: string, { stride = 1, padding = 0, dilation = 1, groups = 1 }: Conv2dOptions): Geometry {
   if (!Number.isInteger(groups) || groups < 1) throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
   return { stride: pair(op, 'stride', stride, 1), padding: pair(op, 'padding', padding, 0), dilation: pair(op, 'dilation', dilation, 1), groups };
+}
+
+/** WGSL lines for each of a thread's `cols` columns. */
+function perCol(cols: number, f: (c: number) => string): string {
+  return Array.from({ length: cols }, (_, c) => f(c)).join('\n      ');
 }
 
 function geometryKey(g: Geometry): string {
@@ -87,7 +97,11 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor, opts: Conv2dOpt
   const kernel = [weight.shape[2]!, weight.shape[3]!];
   const outHW = inHW.map((n, a) => Math.floor((n + 2 * geo.padding[a]! - geo.dilation[a]! * (kernel[a]! - 1) - 1) / geo.stride[a]!) + 1) as [number, number];
   checkOutputSize('conv2d', x, weight, outHW);
-  const y = convGather(x, weight, bias, geo, false, outHW);
+  if (opts.activation && isGradEnabled() && (x.requiresGrad || weight.requiresGrad || !!bias?.requiresGrad)) {
+    // the activation's backward needs the pre-activation: record the two ops separately
+    return tidy(() => unary(opts.activation!, conv2d(x, weight, bias, { ...opts, activation: undefined })));
+  }
+  const y = convGather(x, weight, bias, geo, false, outHW, opts.activation);
   return record('conv2d', y, [x, weight, bias], (g, [xs, ws]) => [
     x.requiresGrad ? convGather(g, ws!, undefined, geo, true, inHW) : null,
     weight.requiresGrad ? weightGrad(xs!, g, geo, weight.shape[1]!, kernel) : null,
@@ -123,55 +137,60 @@ export function convTranspose2d(x: Tensor, weight: Tensor, bias?: Tensor, opts: 
  * out[n, co, oh, ow] = bias[co] + Σ x[n, ci, ih, iw] · weight over the input channels of co's group and the
  * kernel window. Direct: ih = oh·s − p + kh·d, weight [Cout, Cin/g, kh, kw]. Transposed: oh = ih·s − p + kh·d
  * (so ih = (oh + p − kh·d) / s when whole), weight [Cin, Cout/g, kh, kw]. Positions outside x read zero.
+ * As a product per (image, group): rows co of the group, columns the output pixels, k the (ci, kh, kw).
  */
-function convGather(x: Tensor, weight: Tensor, bias: Tensor | undefined, geo: Geometry, transposed: boolean, outHW: [number, number]): Tensor {
+function convGather(
+  x: Tensor, weight: Tensor, bias: Tensor | undefined, geo: Geometry, transposed: boolean, outHW: [number, number],
+  activation?: UnaryOp,
+): Tensor {
   const [N, Cin, H, W] = x.shape as [number, number, number, number];
   const [KH, KW] = [weight.shape[2]!, weight.shape[3]!];
-  const Cout = transposed ? weight.shape[1]! * geo.groups : weight.shape[0]!;
+  const G = geo.groups;
+  const Cout = transposed ? weight.shape[1]! * G : weight.shape[0]!;
   const [Ho, Wo] = outHW;
-  const CinG = Cin / geo.groups;
-  const CoutG = Cout / geo.groups;
+  const CinG = Cin / G;
+  const CoutG = Cout / G;
+  const taps = KH * KW;
   const out = Tensor.empty([N, Cout, Ho, Wo]);
-  const grid = grid1d(out.size);
   const [sh, sw] = geo.stride;
   const [ph, pw] = geo.padding;
   const [dh, dw] = geo.dilation;
-  // WGSL: the input row/column `v` read by output `o` at kernel tap `k`, or `continue` when there is none.
+  // WGSL: whether output coordinate `o` (a per-column let) has an input `v` at tap `k`, and that input index
   const tap = (v: string, o: string, k: string, s: number, p: number, d: number, size: number) => transposed
     ? `let t${v} = i32(${o}) + ${p} - i32(${k} * ${d}u);
-        if (t${v} < 0 || t${v} % ${s} != 0 || t${v} / ${s} >= ${size}) { continue; }
-        let ${v} = u32(t${v} / ${s});`
+      let ok${v} = t${v} >= 0 && t${v} % ${s} == 0 && t${v} / ${s} < ${size};
+      let ${v} = u32(clamp(t${v} / ${s}, 0, ${size - 1}));`
     : `let t${v} = i32(${o} * ${s}u + ${k} * ${d}u) - ${p};
-        if (t${v} < 0 || t${v} >= ${size}) { continue; }
-        let ${v} = u32(t${v});`;
-  const weightBase = transposed ? `((grp * ${CinG}u + c) * ${CoutG}u + co % ${CoutG}u) * ${KH * KW}u` : `(co * ${CinG}u + c) * ${KH * KW}u`;
-  launch({
+      let ok${v} = t${v} >= 0 && t${v} < ${size};
+      let ${v} = u32(clamp(t${v}, 0, ${size - 1}));`;
+  productKernel({
     name: transposed ? 'conv.gatherTransposed' : 'conv.gather',
-    key: `${shapeStr(x.shape)}|${shapeStr(weight.shape)}|${outHW}|${geometryKey(geo)}|${bias ? 'bias' : ''}`,
+    key: `${shapeStr(x.shape)}|${shapeStr(weight.shape)}|${geometryKey(geo)}|${bias ? 'bias' : ''}`,
+    M: CoutG,
+    N: Ho * Wo,
+    batch: N * G,
     inputs: bias ? { x, weight, bias } : { x, weight },
-    outputs: { out },
-    workgroups: grid.workgroups,
-    wgsl: (bindings) => `${bindings}
-${grid.main}
-  let ow = i % ${Wo}u;
-  let oh = (i / ${Wo}u) % ${Ho}u;
-  let co = (i / ${Ho * Wo}u) % ${Cout}u;
-  let n = i / ${Cout * Ho * Wo}u;
-  let grp = co / ${CoutG}u;
-  var acc = ${bias ? 'bias[co]' : '0.0'};
-  for (var c = 0u; c < ${CinG}u; c++) {
-    let xBase = (n * ${Cin}u + grp * ${CinG}u + c) * ${H * W}u;
-    let wBase = ${weightBase};
+    out,
+    prologue: (cols) => `let img = z / ${G}u;
+  let grp = z % ${G}u;
+  ${perCol(cols, (c) => `let oh${c} = cb${c} / ${Wo}u; let ow${c} = cb${c} % ${Wo}u;`)}`,
+    loop: (body, cols) => `for (var ci = 0u; ci < ${CinG}u; ci++) {
+    let xc = (img * ${Cin}u + grp * ${CinG}u + ci) * ${H * W}u;
     for (var kh = 0u; kh < ${KH}u; kh++) {
-      ${tap('ih', 'oh', 'kh', sh, ph, dh, H)}
+      ${perCol(cols, (c) => `${tap(`ih${c}`, `oh${c}`, 'kh', sh, ph, dh, H)}
+      let xr${c} = xc + ih${c} * ${W}u;`)}
       for (var kw = 0u; kw < ${KW}u; kw++) {
-        ${tap('iw', 'ow', 'kw', sw, pw, dw, W)}
-        acc += x[xBase + ih * ${W}u + iw] * weight[wBase + kh * ${KW}u + kw];
+        let wOff = ${transposed ? `(grp * ${CinG}u + ci) * ${CoutG * taps}u + kh * ${KW}u + kw` : `ci * ${taps}u + kh * ${KW}u + kw`};
+        ${perCol(cols, (c) => tap(`iw${c}`, `ow${c}`, 'kw', sw, pw, dw, W))}
+        ${body}
       }
     }
-  }
-  out[i] = acc;
-}`,
+  }`,
+    rowOf: (i) => `weight[${transposed ? `ra${i} * ${taps}u` : `(grp * ${CoutG}u + ra${i}) * ${CinG * taps}u`} + wOff]`,
+    colOf: (c) => `select(0.0, x[xr${c} + iw${c}], okih${c} && okiw${c})`,
+    outBase: `(img * ${Cout}u + grp * ${CoutG}u) * ${Ho * Wo}u`,
+    bias: bias ? (m) => `bias[grp * ${CoutG}u + ${m}]` : undefined,
+    activation,
   });
   return out;
 }
@@ -181,54 +200,50 @@ ${grid.main}
  * big[n, grp·Cb/g + cb', oh·s − p + kh·d, ow·s − p + kw·d], where `small` is the tensor on the strided side
  * (conv2d: grad_out, convTranspose2d: the input) and cb' runs over `bigPerGroup` channels. The result is
  * [Cs, Cb/g, kh, kw]: conv2d's [Cout, Cin/g, ...] and convTranspose2d's [Cin, Cout/g, ...] layouts alike.
- * The sum over N·Ho rows is split into chunks when the weight alone is too small to fill the GPU, and the
- * chunks' partial sums are added by `sum`.
+ * As a product per (group, chunk of the N·Ho rows): rows cs, columns (cb', kh, kw), k the (n, oh, ow).
  */
 function weightGrad(big: Tensor, small: Tensor, geo: Geometry, bigPerGroup: number, kernel: number[]): Tensor {
   const [N, Cb, H, W] = big.shape as [number, number, number, number];
   const [, Cs, Ho, Wo] = small.shape as [number, number, number, number];
   const [KH, KW] = kernel as [number, number];
-  const CsG = Cs / geo.groups;
-  const weightSize = Cs * bigPerGroup * KH * KW;
+  const G = geo.groups;
+  const CsG = Cs / G;
+  const columns = bigPerGroup * KH * KW;
   const rows = N * Ho;
-  const targetThreads = 1 << 16;
-  const chunks = Math.max(1, Math.min(Math.ceil(targetThreads / weightSize), Math.ceil(rows / 4)));
+  // enough (group, chunk) products for 64 workgroups of up to 64 × 128 outputs, each chunk >= 8 rows
+  const perProduct = Math.ceil(CsG / 64) * Math.ceil(columns / 128);
+  const chunks = Math.max(1, Math.min(Math.ceil(64 / (perProduct * G)), Math.ceil(rows / 8)));
   const rowsPerChunk = Math.ceil(rows / chunks);
   const partial = Tensor.empty([chunks, Cs, bigPerGroup, KH, KW]);
-  const grid = grid1d(partial.size);
   const [sh, sw] = geo.stride;
   const [ph, pw] = geo.padding;
   const [dh, dw] = geo.dilation;
-  launch({
+  productKernel({
     name: 'conv.weightGrad',
     key: `${shapeStr(big.shape)}|${shapeStr(small.shape)}|${bigPerGroup}|${kernel}|${geometryKey(geo)}|${chunks}`,
+    M: CsG,
+    N: columns,
+    batch: G * chunks,
     inputs: { big, small },
-    outputs: { partial },
-    workgroups: grid.workgroups,
-    wgsl: (bindings) => `${bindings}
-${grid.main}
-  let kw = i % ${KW}u;
-  let kh = (i / ${KW}u) % ${KH}u;
-  let cb = (i / ${KH * KW}u) % ${bigPerGroup}u;
-  let cs = (i / ${bigPerGroup * KH * KW}u) % ${Cs}u;
-  let chunk = i / ${weightSize}u;
-  let bigChannel = (cs / ${CsG}u) * ${bigPerGroup}u + cb;
-  var acc = 0.0;
-  for (var r = chunk * ${rowsPerChunk}u; r < min(${rows}u, (chunk + 1u) * ${rowsPerChunk}u); r++) {
+    out: partial,
+    prologue: (cols) => `let grp = z / ${chunks}u;
+  let chunk = z % ${chunks}u;
+  ${perCol(cols, (c) => `let ch${c} = grp * ${bigPerGroup}u + cb${c} / ${KH * KW}u; let kh${c} = (cb${c} / ${KW}u) % ${KH}u; let kw${c} = cb${c} % ${KW}u;`)}`,
+    loop: (body, cols) => `for (var r = chunk * ${rowsPerChunk}u; r < min(${rows}u, (chunk + 1u) * ${rowsPerChunk}u); r++) {
     let n = r / ${Ho}u;
     let oh = r % ${Ho}u;
-    let ih = i32(oh * ${sh}u + kh * ${dh}u) - ${ph};
-    if (ih < 0 || ih >= ${H}) { continue; }
-    let smallRow = ((n * ${Cs}u + cs) * ${Ho}u + oh) * ${Wo}u;
-    let bigRow = ((n * ${Cb}u + bigChannel) * ${H}u + u32(ih)) * ${W}u;
+    let sOff = (n * ${Cs}u + grp * ${CsG}u) * ${Ho * Wo}u + oh * ${Wo}u;
+    ${perCol(cols, (c) => `let tih${c} = i32(oh * ${sh}u + kh${c} * ${dh}u) - ${ph};
+      let okh${c} = tih${c} >= 0 && tih${c} < ${H};
+      let br${c} = ((n * ${Cb}u + ch${c}) * ${H}u + u32(clamp(tih${c}, 0, ${H - 1}))) * ${W}u;`)}
     for (var ow = 0u; ow < ${Wo}u; ow++) {
-      let iw = i32(ow * ${sw}u + kw * ${dw}u) - ${pw};
-      if (iw < 0 || iw >= ${W}) { continue; }
-      acc += small[smallRow + ow] * big[bigRow + u32(iw)];
+      ${perCol(cols, (c) => `let tiw${c} = i32(ow * ${sw}u + kw${c} * ${dw}u) - ${pw};`)}
+      ${body}
     }
-  }
-  partial[i] = acc;
-}`,
+  }`,
+    rowOf: (i) => `small[sOff + ra${i} * ${Ho * Wo}u + ow]`,
+    colOf: (c) => `select(0.0, big[br${c} + u32(clamp(tiw${c}, 0, ${W - 1}))], okh${c} && tiw${c} >= 0 && tiw${c} < ${W})`,
+    outBase: `(chunk * ${Cs}u + grp * ${CsG}u) * ${columns}u`,
   });
   const total = chunks === 1 ? partial.alias(partial.shape.slice(1)) : sum(partial, 0);
   partial.dispose();

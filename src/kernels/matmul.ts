@@ -84,6 +84,51 @@ export function gemm(a: Tensor, b: Tensor, { transA = false, transB = false, alp
   ], [a, b]);
 }
 
+// ---------------------------------------------------------------- the product kernel (GEMM core)
+
+/**
+ * One output-stationary product C[z][m][n] = Σ_k A(m, k)·B(k, n), specialised by how the operands are
+ * read. GEMM reads them from matrices; convolutions read B from the input image (implicit GEMM) over a
+ * loop nest of their own. Rows m of A are read as scalars (lanes of a SIMD row share m, so the load is
+ * uniform) or as vec4 of four rows; columns of B as scalars or vec4 of four columns.
+ */
+export interface ProductSpec {
+  name: string;
+  /** Everything the WGSL depends on besides M, N, the batch count and the bindings' dtypes. */
+  key: string;
+  M: number;
+  N: number;
+  /** Independent products, indexed by `z` in the WGSL. */
+  batch: number;
+  inputs: Record<string, Tensor>;
+  out: Tensor;
+  /**
+   * WGSL run once per thread after `z`, `m0`, `n0` and the clamped `ra<i>` rows / `cb<c>` columns exist;
+   * `cols` is the number of columns the thread owns (c = 0..cols-1).
+   */
+  prologue?: (cols: number) => string;
+  /** The loop nest over k around `body` (the loads and FMAs of one k), for threads owning `cols` columns. */
+  loop: (body: string, cols: number) => string;
+  /** A(row, k) for block row i: a scalar WGSL expression (may use `ra<i>`). */
+  rowOf?: (i: number) => string;
+  /**
+   * Four rows of A at once, block rows 4r..4r+3 (a vec4f expression; may use `rv<r>`), used when M % 4 == 0;
+   * `input` is then bound as array<vec4f>.
+   */
+  rowsVec?: { input: string; load: (r: number) => string };
+  /** B(k, column) for block column c: a scalar expression (may use `cb<c>`). */
+  colOf?: (c: number) => string;
+  /** Four columns of B at once, block columns 4j..4j+3 (may use `cv<j>`), used when N % 4 == 0. */
+  colsVec?: { input: string; load: (j: number) => string };
+  /** WGSL offset of C[z][0][0] in `out`. */
+  outBase: string;
+  /** Multiplies the sum. */
+  alpha?: number;
+  /** A bias term at output (m, n) (WGSL expressions), added after alpha. */
+  bias?: (m: string, n: string) => string;
+  activation?: UnaryOp;
+}
+
 /** 8 × 8 threads per workgroup, x along N. */
 const threadsX = 8;
 const threadsY = 8;
@@ -103,45 +148,19 @@ function blocking(M: number, N: number, batch: number): { RM: number; VN: number
   return { RM, VN };
 }
 
-function gemmKernel(
-  a: Tensor, b: Tensor, bias: Tensor | undefined, transA: boolean, transB: boolean, alpha: number,
-  activation: UnaryOp | undefined, { M, N, K, batch }: GemmShapes,
-): Tensor {
-  const outShape = [...batch, M, N];
-  const out = Tensor.empty(outShape);
-  if (out.size === 0) return out;
-  if (transB) {
-    // Bᵀ stored [N, K] makes every thread of a row of lanes read a different row of B (a gather per k);
-    // one transposed copy, O(N·K) next to the product's O(M·N·K), measured 2–3× faster overall on lavapipe.
-    const bT = noGrad(() => transpose(b, -1, -2));
-    const y = gemmKernelInto(out, a, bT, bias, transA, alpha, activation, { M, N, K, batch });
-    bT.dispose();
-    return y;
-  }
-  return gemmKernelInto(out, a, b, bias, transA, alpha, activation, { M, N, K, batch });
-}
-
-function gemmKernelInto(
-  out: Tensor, a: Tensor, b: Tensor, bias: Tensor | undefined, transA: boolean, alpha: number,
-  activation: UnaryOp | undefined, { M, N, K, batch }: GemmShapes,
-): Tensor {
-  const outShape = out.shape;
-  const batchCount = numel(batch);
-  const { RM, VN } = blocking(M, N, batchCount);
+/** Records the product kernel described by `spec`. */
+export function productKernel(spec: ProductSpec): void {
+  const { M, N, batch, out } = spec;
+  if (M === 0 || N === 0 || batch === 0) return;
+  const { RM, VN } = blocking(M, N, batch);
   const CW = 4 * VN;
-  // vec4 along rows of Aᵀ and columns of B when those are multiples of 4 (so every vec4 is aligned). A's own
-  // rows are read one scalar at a time: lanes along N share the row, so the load is uniform (one read).
-  const aVec = transA && M % 4 === 0;
-  const bVec = N % 4 === 0;
+  const aVec = !!spec.rowsVec && M % 4 === 0;
+  const bVec = !!spec.colsVec && N % 4 === 0;
   const range = (n: number) => [...Array(n).keys()];
 
   const loads = [
-    ...(aVec
-      ? range(RM / 4).map((r) => `let a${r} = a[(aBase + k * ${M}u + rv${r}) / 4u];`)
-      : range(RM).map((i) => `let a${i} = a[aBase + ${transA ? `k * ${M}u + ra${i}` : `ra${i} * ${K}u + k`}];`)),
-    ...(bVec
-      ? range(VN).map((j) => `let b${j} = b[(bBase + k * ${N}u + cv${j}) / 4u];`)
-      : range(CW).map((c) => `let b${c} = b[bBase + k * ${N}u + cb${c}];`)),
+    ...(aVec ? range(RM / 4).map((r) => `let a${r} = ${spec.rowsVec!.load(r)};`) : range(RM).map((i) => `let a${i} = ${spec.rowOf!(i)};`)),
+    ...(bVec ? range(VN).map((j) => `let b${j} = ${spec.colsVec!.load(j)};`) : range(CW).map((c) => `let b${c} = ${spec.colOf!(c)};`)),
   ];
   const A = (i: number) => (aVec ? `a${i >> 2}[${i & 3}]` : `a${i}`);
   const B = (j: number) => (bVec ? `b${j}` : `vec4f(${range(4).map((c) => `b${4 * j + c}`).join(', ')})`);
@@ -149,58 +168,92 @@ function gemmKernelInto(
 
   // clamped rows / columns the loads read (out-of-range ones repeat the last and are never stored)
   const indices = [
-    ...(aVec ? range(RM / 4).map((r) => `let rv${r} = min(m0 + ${4 * r}u, ${M - 4}u);`) : range(RM).map((i) => `let ra${i} = min(m0 + ${i}u, ${M - 1}u);`)),
-    ...(bVec ? range(VN).map((j) => `let cv${j} = min(n0 + ${4 * j}u, ${N - 4}u);`) : range(CW).map((c) => `let cb${c} = min(n0 + ${c}u, ${N - 1}u);`)),
+    ...range(RM).map((i) => `let ra${i} = min(m0 + ${i}u, ${M - 1}u);`),
+    ...(aVec ? range(RM / 4).map((r) => `let rv${r} = min(m0 + ${4 * r}u, ${M - 4}u);`) : []),
+    ...range(CW).map((c) => `let cb${c} = min(n0 + ${c}u, ${N - 1}u);`),
+    ...(bVec ? range(VN).map((j) => `let cv${j} = min(n0 + ${4 * j}u, ${N - 4}u);`) : []),
   ];
 
-  const scale = alpha === 1 ? '' : ` * ${f32(alpha)}`;
-  const biasStrides = bias ? broadcastStrides(bias.shape, outShape) : [];
-  const [sm = 0, sn = 0] = biasStrides.slice(-2);
-  const act: UnaryDef | undefined = activation ? unaryOps[activation] : undefined;
+  const scale = !spec.alpha || spec.alpha === 1 ? '' : ` * ${f32(spec.alpha)}`;
+  const act: UnaryDef | undefined = spec.activation ? unaryOps[spec.activation] : undefined;
   const epilogue = (v: string, n: string) => {
-    const e = `${v}${scale}${bias ? ` + bias[biasBase + m * ${sm}u + (${n}) * ${sn}u]` : ''}`;
+    const e = `${v}${scale}${spec.bias ? ` + ${spec.bias('m', n)}` : ''}`;
     return act ? `act(${e})` : e;
   };
+  // N % 4 == 0 makes the output rows vec4-aligned too
+  const outVec = N % 4 === 0;
   const stores = range(RM).flatMap((i) => range(VN).map((j) => {
     const n = `n0 + ${4 * j}u`;
-    const body = bVec
+    const body = outVec
       ? `if (${n} < ${N}u) { out[(oBase + m * ${N}u + ${n}) / 4u] = vec4f(${range(4).map((c) => epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)).join(', ')}); }`
       : range(4).map((c) => `if (${n} + ${c}u < ${N}u) { out[oBase + m * ${N}u + ${n} + ${c}u] = ${epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)}; }`).join('\n      ');
     return `{ let m = m0 + ${i}u; if (m < ${M}u) {
       ${body}
     } }`;
   }));
-  const batchOffset = (t: Tensor, matrix: number) => offsetExpr(broadcastStrides(t.shape.slice(0, -2), batch).map((s) => s * matrix), 'z');
 
   launch({
-    name: activation ? `gemm+${activation}` : 'gemm',
-    key: `${shapeStr(a.shape)}${transA ? 'T' : ''}|${shapeStr(b.shape)}|${bias ? shapeStr(bias.shape) : '-'}|${alpha}|${RM}x${VN}`,
-    inputs: bias ? { a, b, bias } : { a, b },
+    name: spec.activation ? `${spec.name}+${spec.activation}` : spec.name,
+    key: `${spec.key}|${M}|${N}|${batch}|${spec.alpha ?? 1}|${RM}x${VN}|${aVec}${bVec}`,
+    inputs: spec.inputs,
     outputs: { out },
-    // N % 4 == 0 makes the output rows vec4-aligned too
-    vec4: [...(aVec ? ['a'] : []), ...(bVec ? ['b', 'out'] : [])],
-    workgroups: [Math.ceil(N / (CW * threadsX)), Math.ceil(M / (RM * threadsY)), batchCount],
+    vec4: [...(aVec ? [spec.rowsVec!.input] : []), ...(bVec ? [spec.colsVec!.input] : []), ...(outVec ? ['out'] : [])],
+    workgroups: [Math.ceil(N / (CW * threadsX)), Math.ceil(M / (RM * threadsY)), batch],
     wgsl: (bindings) => `${bindings}
 ${act ? `${act.helpers ?? ''}
 fn act(x: f32) -> f32 { return ${act.forward}; }` : ''}
 @compute @workgroup_size(${threadsX}, ${threadsY})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  ${unravel(batch, 'gid.z', 'z')}
-  let aBase = ${batchOffset(a, M * K)};
-  let bBase = ${batchOffset(b, K * N)};
-  let oBase = gid.z * ${M * N}u;
-  ${bias ? `let biasBase = ${offsetExpr(biasStrides.slice(0, -2), 'z')};` : ''}
+  let z = gid.z;
   let m0 = gid.y * ${RM}u;
   let n0 = gid.x * ${CW}u;
   ${indices.join('\n  ')}
+  ${spec.prologue?.(CW) ?? ''}
+  let oBase = ${spec.outBase};
   ${range(RM).flatMap((i) => range(VN).map((j) => `var c${i}_${j} = vec4f(0.0);`)).join(' ')}
-  for (var k = 0u; k < ${K}u; k++) {
-    ${loads.join('\n    ')}
-    ${fmas.join('\n    ')}
-  }
+  ${spec.loop(`${loads.join('\n    ')}
+    ${fmas.join('\n    ')}`, CW)}
   ${stores.join('\n  ')}
 }`,
   });
+}
+
+function gemmKernel(
+  a: Tensor, b: Tensor, bias: Tensor | undefined, transA: boolean, transB: boolean, alpha: number,
+  activation: UnaryOp | undefined, { M, N, K, batch }: GemmShapes,
+): Tensor {
+  const outShape = [...batch, M, N];
+  const out = Tensor.empty(outShape);
+  if (out.size === 0) return out;
+  // Bᵀ stored [N, K] makes every lane of a SIMD row read a different row of B (a gather per k); one
+  // transposed copy, O(N·K) next to the product's O(M·N·K), measured 2–3× faster overall on lavapipe.
+  const bMatrix = transB ? noGrad(() => transpose(b, -1, -2)) : b;
+  const batchOffset = (t: Tensor, matrix: number) => offsetExpr(broadcastStrides(t.shape.slice(0, -2), batch).map((s) => s * matrix), 'z');
+  const biasStrides = bias ? broadcastStrides(bias.shape, outShape) : [];
+  const [sm = 0, sn = 0] = biasStrides.slice(-2);
+  productKernel({
+    name: 'gemm',
+    key: `${shapeStr(a.shape)}${transA ? 'T' : ''}|${shapeStr(b.shape)}|${bias ? shapeStr(bias.shape) : '-'}`,
+    M, N, batch: numel(batch),
+    inputs: bias ? { a, b: bMatrix, bias } : { a, b: bMatrix },
+    out,
+    prologue: () => `${unravel(batch, 'z', 'z')}
+  let aBase = ${batchOffset(a, M * K)};
+  let bBase = ${batchOffset(bMatrix, K * N)};
+  ${bias ? `let biasBase = ${offsetExpr(biasStrides.slice(0, -2), 'z')};` : ''}`,
+    loop: (body) => `for (var k = 0u; k < ${K}u; k++) {
+    ${body}
+  }`,
+    rowOf: (i) => `a[aBase + ${transA ? `k * ${M}u + ra${i}` : `ra${i} * ${K}u + k`}]`,
+    rowsVec: transA ? { input: 'a', load: (r) => `a[(aBase + k * ${M}u + rv${r}) / 4u]` } : undefined,
+    colOf: (c) => `b[bBase + k * ${N}u + cb${c}]`,
+    colsVec: { input: 'b', load: (j) => `b[(bBase + k * ${N}u + cv${j}) / 4u]` },
+    outBase: `z * ${M * N}u`,
+    alpha,
+    bias: bias ? (m, n) => `bias[biasBase + ${m} * ${sm}u + (${n}) * ${sn}u]` : undefined,
+    activation,
+  });
+  if (transB) bMatrix.dispose();
   return out;
 }
 
