@@ -1,7 +1,10 @@
 // A contact sheet: scenes side by side with their instance masks overlaid, for a person to look at.
+import { nodeFs } from '../io/fs.ts';
 import type { Image } from '../io/image.ts';
-import type { Scene } from './scene.ts';
+import { writePng } from '../io/png.ts';
 import { vocPalette } from '../data/voc.ts';
+import { type Scene, generateScene } from './scene.ts';
+import { splitSeed } from './splits.ts';
 
 /**
  * Lays `scenes` (all the same size) out in a grid of `columns`, each as the picture and, beside it, the picture
@@ -32,4 +35,25 @@ export function contactSheet(scenes: readonly Scene[], columns = 8, gap = 2): Im
     }
   });
   return { width: W, height: H, channels: 3, data };
+}
+
+/** Scales an image up by an integer factor (nearest neighbour), for looking at small scenes. */
+export function zoomImage(img: Image, factor: number): Image {
+  const { width: w, height: h, channels: ch } = img;
+  const W = w * factor, H = h * factor;
+  const data = new Uint8Array(W * H * ch);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      for (let c = 0; c < ch; c++) data[(y * W + x) * ch + c] = img.data[(Math.floor(y / factor) * w + Math.floor(x / factor)) * ch + c]!;
+    }
+  }
+  return { width: W, height: H, channels: ch, data };
+}
+
+/** Writes the contact sheet of the first `count` validation scenes at `size` pixels (zoomed ×2 below 96 px). */
+export async function writeWorldContactSheet(path: string, { size = 64, count = 64 }: { size?: number; count?: number } = {}): Promise<void> {
+  const scenes = Array.from({ length: count }, (_, k) => generateScene(splitSeed('val', k), { width: size }));
+  const fs = nodeFs(`writing ${path}`);
+  fs.mkdirSync(path.replace(/\/[^/]*$/, '') || '.', { recursive: true });
+  await writePng(path, zoomImage(contactSheet(scenes), size < 96 ? 2 : 1));
 }
