@@ -1,8 +1,10 @@
 // ShapeWorld's rasteriser: primitives given by a signed distance in pixels, anti-aliased by one rule used for
-// both the picture and the ground truth. A pixel's coverage by a primitive is clamp(0.5 − d, 0, 1), where d is
-// the primitive's signed distance (negative inside) at the pixel centre (x + 0.5, y + 0.5): a one-pixel ramp
-// across the edge. An object is the union of its primitives; its coverage A is their alpha composite, and a
-// pixel belongs to the object in the masks when A ≥ 0.5 (see scene.ts for occlusion).
+// both the picture and the ground truth. A pixel's coverage by a shape is clamp(0.5 − d, 0, 1), where d is the
+// shape's signed distance (negative inside) at the pixel centre (x + 0.5, y + 0.5): a one-pixel ramp across the
+// edge. An object is the union of its primitives, so its coverage A is that of the smallest distance (the
+// largest primitive coverage); its colour is the primitives composited in order. The masks take a pixel for
+// the object when A ≥ 0.5, i.e. exactly when the pixel centre lies inside one of its primitives (scene.ts
+// adds occlusion: the nearest such object owns the pixel).
 
 export type Rgb = readonly [number, number, number];
 
@@ -42,7 +44,8 @@ export function distanceOf(p: Primitive): Distance {
       return Math.sqrt(dx * dx + dy * dy) - r;
     };
   }
-  // Convex polygon: the largest signed distance to its edge lines (outward positive).
+  // Convex polygon: the distance to the nearest edge segment, negative inside (inside: on the inner side of
+  // every edge line). Exact, so sharp tips (wings, beaks) are not fattened as a max of edge lines would.
   const pts = p.points;
   const n = pts.length / 2;
   let area = 0;
@@ -51,22 +54,24 @@ export function distanceOf(p: Primitive): Distance {
     area += pts[2 * i]! * pts[2 * j + 1]! - pts[2 * j]! * pts[2 * i + 1]!;
   }
   const sign = area >= 0 ? 1 : -1;
-  const eq = new Float64Array(3 * n);
+  const edges = new Float64Array(4 * n); // ax, ay, ex, ey
   for (let i = 0; i < n; i++) {
     const j = (i + 1) % n;
-    const ax = pts[2 * i]!, ay = pts[2 * i + 1]!;
-    const ex = pts[2 * j]! - ax, ey = pts[2 * j + 1]! - ay;
-    const len = Math.hypot(ex, ey) || 1;
-    // Outward normal of a counter-clockwise (area > 0 in y-down pixels: clockwise on screen) polygon is (ey, −ex).
-    const nx = (sign * ey) / len, ny = (-sign * ex) / len;
-    eq[3 * i] = nx;
-    eq[3 * i + 1] = ny;
-    eq[3 * i + 2] = -(nx * ax + ny * ay);
+    edges.set([pts[2 * i]!, pts[2 * i + 1]!, pts[2 * j]! - pts[2 * i]!, pts[2 * j + 1]! - pts[2 * i + 1]!], 4 * i);
   }
   return (x, y) => {
-    let d = -Infinity;
-    for (let k = 0; k < 3 * n; k += 3) d = Math.max(d, eq[k]! * x + eq[k + 1]! * y + eq[k + 2]!);
-    return d;
+    let d2 = Infinity, outside = false;
+    for (let k = 0; k < 4 * n; k += 4) {
+      const ax = edges[k]!, ay = edges[k + 1]!, ex = edges[k + 2]!, ey = edges[k + 3]!;
+      const px = x - ax, py = y - ay;
+      // with area > 0 (y down), the interior lies where ex·py − ey·px > 0
+      if (sign * (ex * py - ey * px) < 0) outside = true;
+      const t = Math.min(1, Math.max(0, (px * ex + py * ey) / (ex * ex + ey * ey || 1)));
+      const dx = px - t * ex, dy = py - t * ey;
+      d2 = Math.min(d2, dx * dx + dy * dy);
+    }
+    const d = Math.sqrt(d2);
+    return outside ? d : -d;
   };
 }
 
@@ -98,7 +103,7 @@ export interface Layer {
   y0: number;
   width: number;
   height: number;
-  /** coverage A per pixel of the window */
+  /** coverage A per pixel of the window: the largest coverage of a primitive */
   alpha: Float32Array;
   /** premultiplied RGB per pixel of the window */
   color: Float32Array;
@@ -114,6 +119,7 @@ export function rasterize(prims: readonly Primitive[], W: number, H: number): La
   if (x1 <= x0 || y1 <= y0) return null;
   const width = x1 - x0, height = y1 - y0;
   const alpha = new Float32Array(width * height);
+  const composite = new Float32Array(width * height); // alpha of the primitives composited in order
   const color = new Float32Array(width * height * 3);
   prims.forEach((p, k) => {
     const dist = distanceOf(p);
@@ -124,13 +130,20 @@ export function rasterize(prims: readonly Primitive[], W: number, H: number): La
         const c = coverage(dist(x + 0.5, y + 0.5));
         if (c === 0) continue;
         const i = (y - y0) * width + (x - x0);
-        alpha[i] = alpha[i]! * (1 - c) + c;
+        alpha[i] = Math.max(alpha[i]!, c);
+        composite[i] = composite[i]! * (1 - c) + c;
         color[3 * i] = color[3 * i]! * (1 - c) + r * c;
         color[3 * i + 1] = color[3 * i + 1]! * (1 - c) + g * c;
         color[3 * i + 2] = color[3 * i + 2]! * (1 - c) + b * c;
       }
     }
   });
+  // the composited colour, rescaled from the composite's alpha to the union's
+  for (let i = 0; i < alpha.length; i++) {
+    if (composite[i] === 0) continue;
+    const k = alpha[i]! / composite[i]!;
+    for (let c = 0; c < 3; c++) color[3 * i + c] *= k;
+  }
   return { x0, y0, width, height, alpha, color };
 }
 

@@ -55,6 +55,8 @@ export interface Instance {
   depthRank: number;
   /** the layout box the object was placed with */
   layoutBox: Box;
+  /** index of the object in SceneSpec.objects */
+  object: number;
 }
 
 export interface Scene {
@@ -313,7 +315,7 @@ function groundTruth(spec: SceneSpec, owner: Uint8Array): Pick<Scene, 'semantic'
     const o = spec.objects[k - 1]!;
     return {
       id: r + 1, classId: o.classId, className: classSpec(o.classId).name,
-      bbox: [x0[k]!, y0[k]!, x1[k]! - x0[k]!, y1[k]! - y0[k]!], area: area[k]!, depthRank: r, layoutBox: o.box,
+      bbox: [x0[k]!, y0[k]!, x1[k]! - x0[k]!, y1[k]! - y0[k]!], area: area[k]!, depthRank: r, layoutBox: o.box, object: k - 1,
     };
   });
   return { semantic, instance, instances };
