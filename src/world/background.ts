@@ -36,7 +36,7 @@ export function paintBackground(spec: BackgroundSpec, W: number, H: number, rgb:
   const waterFar: Rgb = mix([0.45, 0.65, 0.8], [0.55, 0.7, 0.75], r(5));
   const waterNear: Rgb = mix([0.05, 0.25, 0.45], [0.08, 0.32, 0.4], r(6));
   const wall: Rgb = mix([0.85, 0.8, 0.68], [0.7, 0.78, 0.72], r(7));
-  const floor: Rgb = mix([0.55, 0.36, 0.2], [0.42, 0.28, 0.18], r(8));
+  const floor: Rgb = r(8) < 0.5 ? mix([0.55, 0.36, 0.2], [0.42, 0.28, 0.18], r(12)) : r(8) < 0.75 ? [0.72, 0.6, 0.45] : [0.5, 0.52, 0.55]; // dark or light wood, grey
   const asphalt: Rgb = mix([0.32, 0.32, 0.34], [0.42, 0.41, 0.4], r(9));
   const roadHalf = 0.3 + 0.15 * r(10); // half-width of the road at the bottom edge, fraction of W
   const vanish = W * (0.35 + 0.3 * r(11));

@@ -180,7 +180,7 @@ export const classes: readonly ClassSpec[] = [
     id: 9, name: 'chair', words: ['chair', 'chairs'], affinity: { indoor: 1 }, support: 'ground',
     height: 1.25, aspect: [0.6, 0.8], tilt: 0, texture: 0.08,
     draw(f, rand) {
-      const c = jitter(rand, pick(rand, [[0.55, 0.33, 0.15], [0.4, 0.24, 0.12], [0.8, 0.15, 0.1], [0.15, 0.4, 0.7]] as Rgb[]));
+      const c = jitter(rand, pick(rand, [[0.85, 0.62, 0.35], [0.85, 0.15, 0.1], [0.15, 0.4, 0.8], [0.92, 0.92, 0.9], [0.12, 0.12, 0.13]] as Rgb[]));
       const leg = shade(c, 0.75);
       return [
         f.capsule(0.12, 0.55, 0.12, 0.98, 0.035, leg), f.capsule(0.88, 0.55, 0.88, 0.98, 0.035, leg),
