@@ -28,6 +28,9 @@ interface Labels {
   instances: MaskInstance[] | null;
 }
 
+/** The file name without folder and extension: the image id in VOC layout. */
+const stem = (fileName: string) => fileName.replace(/^.*\//, '').replace(/\.[^.]*$/, '');
+
 /** A folder's labels per image id: from VOC files, else rasterised from its COCO instances. */
 class Folder {
   readonly coco: CocoFile | null;
@@ -43,7 +46,7 @@ class Folder {
     this.coco = files.length ? parseCoco(new TextDecoder().decode(fs.readFileSync(`${ann}/${files[0]}`)), `${ann}/${files[0]}`) : null;
     if (!this.hasVoc && !this.coco) throw new Error(`${arg}: ${dir} has neither ${vocFolders.semantic}/ nor annotations/*.json`);
     if (this.coco) {
-      const names = new Map(this.coco.images.map((im) => [im.id, im.file_name.replace(/^.*\//, '').replace(/\.[^.]*$/, '')]));
+      const names = this.idMap();
       for (const a of this.coco.annotations) {
         const id = names.get(a.image_id) ?? idOf?.get(a.image_id) ?? String(a.image_id);
         this.cocoByImage.set(id, [...(this.cocoByImage.get(id) ?? []), a]);
@@ -53,12 +56,12 @@ class Folder {
 
   /** image id → file stem, from the COCO images list */
   idMap(): Map<number, string> {
-    return new Map((this.coco?.images ?? []).map((im) => [im.id, im.file_name.replace(/^.*\//, '').replace(/\.[^.]*$/, '')]));
+    return new Map((this.coco?.images ?? []).map((im) => [im.id, stem(im.file_name)]));
   }
 
   ids(): string[] {
     if (this.hasVoc) return vocIds(this.dir);
-    return [...new Set([...(this.coco!.images.map((im) => im.file_name.replace(/^.*\//, '').replace(/\.[^.]*$/, ''))), ...this.cocoByImage.keys()])].sort();
+    return [...new Set([...this.idMap().values(), ...this.cocoByImage.keys()])].sort();
   }
 
   labels(id: string, size?: [number, number]): Labels {
@@ -69,7 +72,7 @@ class Folder {
         [height, width] = a.segmentation.size;
         return { imageId: id, categoryId: a.category_id, score: a.score, mask: rleToMask(a.segmentation, `${this.arg}: annotation ${a.id}`) };
       });
-      const im = this.coco.images.find((x) => x.file_name.replace(/^.*\//, '').replace(/\.[^.]*$/, '') === id);
+      const im = this.coco.images.find((x) => stem(x.file_name) === id);
       if (im) [width, height] = [im.width, im.height];
     }
     if (this.hasVoc) {

@@ -158,7 +158,7 @@ function sampleBox(rand: () => number, spec: ClassSpec, bg: BackgroundSpec, W: n
 }
 
 /** The distance of an object: ground objects by perspective, air objects by their size. */
-function distanceOf(spec: ClassSpec, box: Box, hy: number, H: number): number {
+function cameraDistance(spec: ClassSpec, box: Box, hy: number, H: number): number {
   if (spec.support === 'ground') return (cameraHeight * H) / Math.max(box[1] + box[3] - hy, 1e-3);
   const [lo, hi] = spec.height as [number, number];
   return (((lo + hi) / 2) * 10 * H) / box[3];
@@ -180,13 +180,14 @@ function describe(objects: readonly ObjectSpec[], kind: BackgroundKind): string 
 
 /** Draws a scene description from a seed: background, light, objects by their affinities and priors. */
 export function sampleScene(seed: number, { mode = 'scene', width = 64, height = width }: { mode?: WorldMode; width?: number; height?: number } = {}): SceneSpec {
+  // the modes draw from different streams, so seed k of one mode is unrelated to seed k of the other
   const rand = seededRandom(mode === 'scene' ? seed : seed ^ 0x5bd1e995);
   const W = width, H = height;
   const light = sampleLight(rand);
   const objects: ObjectSpec[] = [];
   const newObject = (spec: ClassSpec, box: Box, hy: number): ObjectSpec => ({
     classId: spec.id, box, facing: rand() < 0.5 ? 1 : -1, tilt: range(rand, -spec.tilt, spec.tilt),
-    distance: distanceOf(spec, box, hy, H), seed: Math.floor(rand() * 2 ** 31),
+    distance: cameraDistance(spec, box, hy, H), seed: Math.floor(rand() * 2 ** 31),
   });
   let background: BackgroundSpec;
   if (mode === 'single') {
