@@ -4,6 +4,9 @@ import * as assert from 'uvu/assert';
 import { ConfusionMatrix } from '../src/metrics/miou.ts';
 import { type MaskInstance, maskAp, maskIou } from '../src/metrics/maskAp.ts';
 import { boundaryF, maskBoundary } from '../src/metrics/boundary.ts';
+import { maskToRle, parseCoco, rleToMask } from '../src/data/coco.ts';
+
+const fs = process.getBuiltinModule('node:fs');
 
 const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 1e-12, `${what}: ${a} vs ${b}`);
 
@@ -84,6 +87,26 @@ test('boundary F: outlines, a one-pixel shift with and without tolerance, empty 
   assert.equal(boundaryF(square(3), square(2), 8, 8, 0), { precision: 0.5, recall: 0.5, f: 0.5 });
   assert.equal(boundaryF(new Uint8Array(64), new Uint8Array(64), 8, 8), { precision: 1, recall: 1, f: 1 });
   assert.is(boundaryF(new Uint8Array(64), square(2), 8, 8).f, 0);
+});
+
+test('mask AP and RLE strings agree with pycocotools on perturbed ShapeWorld predictions (test/fixtures/coco-eval)', () => {
+  // truth.json: 12 val scenes at 32×32; results.json: shifted, holed, relabelled, duplicated and false masks
+  // with scores; expected.json: what pycocotools 2.0.11 computed from them (see the folder's README.md).
+  const dir = 'test/fixtures/coco-eval';
+  const read = (f: string) => fs.readFileSync(`${dir}/${f}`, 'utf8');
+  const truth = parseCoco(read('truth.json'), 'truth.json');
+  const results = parseCoco(read('results.json'), 'results.json');
+  const expected = JSON.parse(read('expected.json')) as { ap: number; ap50: number; ap75: number; perClass: Record<string, number>; rle: { mask_rows: number[][]; counts: string }[] };
+  const toInstances = (anns: typeof truth.annotations): MaskInstance[] => anns.map((a) => ({ imageId: a.image_id, categoryId: a.category_id, score: a.score, mask: rleToMask(a.segmentation) }));
+  const r = maskAp(toInstances(results.annotations), toInstances(truth.annotations));
+  close(r.ap, expected.ap, 'AP');
+  close(r.ap50, expected.ap50, 'AP50');
+  close(r.ap75, expected.ap75, 'AP75');
+  assert.equal([...r.perClass.keys()].map(String), Object.keys(expected.perClass));
+  for (const [c, v] of r.perClass) close(v, expected.perClass[String(c)]!, `class ${c}`);
+  for (const { mask_rows: rows, counts } of expected.rle) {
+    assert.is(maskToRle(rows.flat(), rows[0]!.length, rows.length).counts, counts);
+  }
 });
 
 test.run();
