@@ -222,7 +222,7 @@ export function sampleScene(seed: number, { mode = 'scene', width = 64, height =
       if (rand() < 0.3) {
         // a touching twin of the same class beside it, a hair nearer, for instance separation
         const [x, y, w, h] = box;
-        const side = rand() < 0.5 ? 1 : -1;
+        const side = x + w / 2 < W / 2 ? 1 : -1; // towards the middle, so that the twin is in the picture
         const twin: Box = [x + side * w * range(rand, 0.7, 0.9), y + 0.01 * H, w, h];
         objects.push({ ...newObject(spec, twin, hy), facing: obj.facing, distance: obj.distance * 0.98 });
       }
