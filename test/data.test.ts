@@ -157,4 +157,16 @@ test('evaluate folders: truth against itself is perfect; damaged predictions sco
   assert.ok(sceneAnnotations(generateScene(1), 1).length >= 1);
 });
 
+test('CLI: eval prints the table; bad arguments exit 1 naming the argument', () => {
+  const cp = process.getBuiltinModule('node:child_process');
+  const cli = (...args: string[]) => cp.spawnSync(process.execPath, ['--import', 'tsx', 'bin/freemask.ts', ...args], { encoding: 'utf8' });
+  const ok = cli('eval', '--pred', path.join(dir, 'a'), '--gt', path.join(dir, 'a'));
+  assert.is(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /mIoU  100\.0/);
+  assert.match(ok.stdout, /mask AP  100\.0   AP50  100\.0   AP75  100\.0/);
+  const bad = cli('world', '--split', 'val', '--count', 'many', '--out', path.join(dir, 'z'));
+  assert.is(bad.status, 1);
+  assert.match(bad.stderr, /freemask world: --count: expected a positive integer, got 'many'/);
+});
+
 test.run();

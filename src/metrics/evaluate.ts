@@ -122,6 +122,7 @@ export function evaluateFolders(predDir: string, gtDir: string, numClasses = voc
     const p = pred.labels(id, [t.width, t.height]);
     if (p.width !== t.width || p.height !== t.height) throw new Error(`--pred: image '${id}' is ${p.width}×${p.height} in ${predDir}, ${t.width}×${t.height} in ${gtDir}`);
     cm.add(p.semantic, t.semantic, id);
+    // boundary F per class present; ignore pixels count as outside the class
     const classes = new Set([...t.semantic, ...p.semantic].filter((c) => c !== 0 && c < numClasses));
     for (const c of classes) {
       const valid = (m: Uint8Array) => m.map((v) => (v === c ? 1 : 0));
