@@ -35,6 +35,7 @@ const stem = (fileName: string) => fileName.replace(/^.*\//, '').replace(/\.[^.]
 class Folder {
   readonly coco: CocoFile | null;
   private readonly cocoByImage = new Map<string, CocoFile['annotations']>();
+  private readonly imageById = new Map<string, CocoFile['images'][number]>();
   readonly hasVoc: boolean;
   constructor(readonly dir: string, readonly arg: string, idOf?: Map<number, string>) {
     const fs = nodeFs(`reading ${dir}`);
@@ -47,6 +48,7 @@ class Folder {
     if (!this.hasVoc && !this.coco) throw new Error(`${arg}: ${dir} has neither ${vocFolders.semantic}/ nor annotations/*.json`);
     if (this.coco) {
       const names = this.idMap();
+      for (const im of this.coco.images) this.imageById.set(stem(im.file_name), im);
       for (const a of this.coco.annotations) {
         const id = names.get(a.image_id) ?? idOf?.get(a.image_id) ?? String(a.image_id);
         this.cocoByImage.set(id, [...(this.cocoByImage.get(id) ?? []), a]);
@@ -72,7 +74,7 @@ class Folder {
         [height, width] = a.segmentation.size;
         return { imageId: id, categoryId: a.category_id, score: a.score, mask: rleToMask(a.segmentation, `${this.arg}: annotation ${a.id}`) };
       });
-      const im = this.coco.images.find((x) => stem(x.file_name) === id);
+      const im = this.imageById.get(id);
       if (im) [width, height] = [im.width, im.height];
     }
     if (this.hasVoc) {
