@@ -1,13 +1,61 @@
 #!/usr/bin/env -S node --import tsx
-// freemask command line. For now one command, `demo`: acquire the device, run a few kernels (forward and
-// backward) and report the adapter, results and timings.
+// freemask command line. `demo`: acquire the device, run a few kernels (forward and backward), report the
+// adapter, results and timings, and write a ShapeWorld contact sheet. `world`: write a ShapeWorld dataset.
+// `eval`: metrics of a prediction folder against a truth folder.
 import { deviceInfo, getDevice } from '../src/engine/device.ts';
 import { backward } from '../src/engine/autograd.ts';
 import { memoryStats, Tensor, tidy } from '../src/engine/tensor.ts';
 import { sync } from '../src/engine/queue.ts';
 import * as F from '../src/index.ts';
+import { writeWorldDataset } from '../src/data/dataset.ts';
+import { evaluateFolders, formatEvalTable } from '../src/metrics/evaluate.ts';
+import { writeWorldContactSheet } from '../src/world/contact.ts';
+import type { Split } from '../src/world/splits.ts';
+import type { WorldMode } from '../src/world/scene.ts';
 
-const [command = 'demo'] = process.argv.slice(2);
+const [command = 'demo', ...rest] = process.argv.slice(2);
+
+/** `--name value` pairs of the command line; throws on a stray word, a flag without a value or one not in `allowed`. */
+function flags(allowed: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < rest.length; i += 2) {
+    const name = rest[i]!, value = rest[i + 1];
+    if (!name.startsWith('--') || !allowed.includes(name.slice(2))) throw new Error(`${command}: unexpected argument '${name}' (options: ${allowed.map((a) => `--${a}`).join(' ')})`);
+    if (value === undefined || value.startsWith('--')) throw new Error(`${name}: missing value`);
+    out[name.slice(2)] = value;
+  }
+  return out;
+}
+
+/** An integer flag, or an error naming it. */
+function intFlag(f: Record<string, string>, name: string, fallback?: number): number {
+  const v = f[name];
+  if (v === undefined) {
+    if (fallback === undefined) throw new Error(`--${name}: required`);
+    return fallback;
+  }
+  if (!/^\d+$/.test(v)) throw new Error(`--${name}: expected a positive integer, got '${v}'`);
+  return Number(v);
+}
+
+async function world(): Promise<void> {
+  const f = flags(['split', 'count', 'out', 'mode', 'size', 'first']);
+  if (!f.split) throw new Error('--split: required (train, val or test)');
+  if (!f.out) throw new Error('--out: required (a directory that does not exist yet)');
+  const t0 = performance.now();
+  const m = await writeWorldDataset({
+    split: f.split as Split, count: intFlag(f, 'count'), out: f.out, mode: (f.mode ?? 'scene') as WorldMode,
+    size: intFlag(f, 'size', 64), first: intFlag(f, 'first', 0),
+  });
+  console.log(`wrote ${m.count} ${m.mode} images of split ${m.split} (seeds ${m.seeds.first}..${m.seeds.last}, ${m.size}×${m.size}) to ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+async function evaluate(): Promise<void> {
+  const f = flags(['pred', 'gt']);
+  if (!f.pred) throw new Error('--pred: required (a folder of predictions)');
+  if (!f.gt) throw new Error('--gt: required (a folder of truth)');
+  console.log(formatEvalTable(evaluateFolders(f.pred, f.gt)));
+}
 
 async function demo(): Promise<void> {
   const t0 = performance.now();
@@ -35,13 +83,21 @@ async function demo(): Promise<void> {
   console.log(`memory: live ${m.liveBytes} B, peak ${m.peakBytes} B, pooled ${m.pooledBytes} B`);
   console.log(`done in ${(performance.now() - t0).toFixed(0)} ms`);
   for (const t of [x, w, head, labels, loss]) t.dispose();
+  const sheet = 'out/demo/shapeworld-contact.png';
+  await writeWorldContactSheet(sheet);
+  console.log(`ShapeWorld: 64 validation scenes with their masks in ${sheet}`);
 }
 
-const commands: Record<string, () => Promise<void>> = { demo };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);
   process.exit(2);
 }
-await run();
+try {
+  await run();
+} catch (e) {
+  console.error(`freemask ${command}: ${(e as Error).message}`);
+  process.exit(1);
+}
 process.exit(0);

@@ -27,3 +27,20 @@ export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
 export { imageToTensor, tensorToImage, maskToImage, imageToLabels, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
+export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
+export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
+export { type Primitive, type Rgb, type Layer, rasterize, coverage } from './world/raster.ts';
+export {
+  generateScene, sampleScene, renderScene, objectPrimitives, placementPlausibility, cameraHeight, ignoreLabel,
+  type Scene, type SceneSpec, type ObjectSpec, type Instance, type Light, type WorldMode,
+} from './world/scene.ts';
+export { splits, splitSeed, type Split } from './world/splits.ts';
+export { contactSheet, writeWorldContactSheet } from './world/contact.ts';
+export { encodeIndexedPng, decodeIndexedPng, readIndexedPng, writeIndexedPng, type IndexedImage } from './io/png.ts';
+export { vocPalette, vocFolders, vocIds, readVocLabels, writeVocSample, makeVocFolders, type VocSample } from './data/voc.ts';
+export { encodeRle, rleToString, rleFromString, maskToRle, rleToMask, parseCoco, vocCategories, type Rle, type CocoFile, type CocoImage, type CocoAnnotation } from './data/coco.ts';
+export { writeWorldDataset, sceneAnnotations, shapeWorldVersion, worldImageId, type WorldDatasetOptions, type Manifest } from './data/dataset.ts';
+export { ConfusionMatrix } from './metrics/miou.ts';
+export { maskAp, maskIou, iouThresholds, type MaskInstance, type MaskApResult } from './metrics/maskAp.ts';
+export { boundaryF, maskBoundary, boundaryTolerance } from './metrics/boundary.ts';
+export { evaluateFolders, formatEvalTable, instancesFromMaps, type EvalResult } from './metrics/evaluate.ts';

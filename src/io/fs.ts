@@ -10,6 +10,11 @@ export type Fs = {
   writeSync(fd: number, buf: Uint8Array): number;
   renameSync(a: string, b: string): void;
   unlinkSync(p: string): void;
+  existsSync(p: string): boolean;
+  mkdirSync(p: string, o?: { recursive?: boolean }): unknown;
+  readdirSync(p: string): string[];
+  rmSync(p: string, o?: { recursive?: boolean; force?: boolean }): void;
+  statSync(p: string): { isDirectory(): boolean };
 };
 
 /** node:fs, or an error saying that `what` needs a file system. */
