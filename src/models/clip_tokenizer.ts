@@ -4,6 +4,7 @@
 // with `</w>` marking the end of each piece. Ids: `<|startoftext|>` … `<|endoftext|>`, padded to 77.
 
 import { nodeFs } from '../io/fs.ts';
+import { fileExists, joinPath, readJson } from './pretrained.ts';
 
 export const CLIP_CONTEXT_LENGTH = 77;
 
@@ -125,36 +126,19 @@ export class CLIPTokenizer {
       return CLIPTokenizer.fromOpenAI(await gunzipText(await readShipped(shipped)), options);
     }
     const fs = nodeFs(`CLIPTokenizer.fromPretrained('${path}')`);
-    const file = (name: string) => `${path.replace(/\/$/, '')}/${name}`;
-    const exists = (p: string) => {
-      let fd: number;
-      try {
-        fd = fs.openSync(p, 'r');
-      } catch {
-        return false;
-      }
-      fs.closeSync(fd);
-      return true;
-    };
-    const text = (p: string) => new TextDecoder().decode(fs.readFileSync(p));
     if (/\.txt(\.gz)?$/.test(path)) return CLIPTokenizer.fromOpenAI(await openAIText(fs.readFileSync(path), path), options);
-    if (exists(file('vocab.json')) || exists(file('merges.txt'))) {
+    const file = (name: string) => joinPath(path, name);
+    if (fileExists(file('vocab.json')) || fileExists(file('merges.txt'))) {
       for (const f of ['vocab.json', 'merges.txt']) {
-        if (!exists(file(f))) throw new Error(`CLIPTokenizer.fromPretrained: ${file(f)} is missing (a transformers tokenizer folder needs vocab.json and merges.txt)`);
+        if (!fileExists(file(f))) throw new Error(`CLIPTokenizer.fromPretrained: ${file(f)} is missing (a transformers tokenizer folder needs vocab.json and merges.txt)`);
       }
-      const json = (f: string): Record<string, unknown> => {
-        if (!exists(file(f))) return {};
-        try {
-          return JSON.parse(text(file(f))) as Record<string, unknown>;
-        } catch (e) {
-          throw new Error(`CLIPTokenizer.fromPretrained: ${file(f)} is not valid JSON (${(e as Error).message})`);
-        }
-      };
-      const config = { ...json('special_tokens_map.json'), ...json('tokenizer_config.json') };
-      return CLIPTokenizer.fromVocabAndMerges(json('vocab.json') as Record<string, number>, text(file('merges.txt')), config, options);
+      const optional = (f: string) => (fileExists(file(f)) ? readJson(file(f)) : {});
+      const config = { ...optional('special_tokens_map.json'), ...optional('tokenizer_config.json') };
+      const merges = new TextDecoder().decode(fs.readFileSync(file('merges.txt')));
+      return CLIPTokenizer.fromVocabAndMerges(readJson(file('vocab.json')) as Record<string, number>, merges, config, options);
     }
     for (const f of ['bpe_simple_vocab_16e6.txt.gz', 'bpe_simple_vocab_16e6.txt']) {
-      if (exists(file(f))) return CLIPTokenizer.fromOpenAI(await openAIText(fs.readFileSync(file(f)), file(f)), options);
+      if (fileExists(file(f))) return CLIPTokenizer.fromOpenAI(await openAIText(fs.readFileSync(file(f)), file(f)), options);
     }
     throw new Error(`CLIPTokenizer.fromPretrained: ${path} has neither vocab.json + merges.txt nor bpe_simple_vocab_16e6.txt(.gz)`);
   }
