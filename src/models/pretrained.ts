@@ -26,12 +26,27 @@ export function readJson(path: string): JsonConfig {
   if (!fileExists(path)) throw new Error(`${path} is missing`);
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder().decode(nodeFs(`reading ${path}`).readFileSync(path)));
+    value = parsePythonJson(new TextDecoder().decode(nodeFs(`reading ${path}`).readFileSync(path)));
   } catch (e) {
     throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
   }
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${path} must hold a JSON object`);
   return value as JsonConfig;
+}
+
+/**
+ * JSON as Python's json.dumps writes it: bare Infinity, -Infinity and NaN are allowed (diffusers saves
+ * e.g. `"lambda_min_clipped": -Infinity`).
+ */
+function parsePythonJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    const quoted = text.replace(/([:[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])/g, '$1"py-float:$2"');
+    if (quoted === text) throw e;
+    const special: Record<string, number> = { 'py-float:Infinity': Infinity, 'py-float:-Infinity': -Infinity, 'py-float:NaN': NaN };
+    return JSON.parse(quoted, (_k, v: unknown) => (typeof v === 'string' && v in special ? special[v] : v));
+  }
 }
 
 /** The first of `names` present in `dir`, read as JSON, with the path it came from. */
@@ -61,8 +76,8 @@ export class ConfigReader {
     return v as T;
   }
 
-  number(key: string, fallback?: number): number {
-    return this.#get(key, fallback, (v) => typeof v === 'number' && Number.isFinite(v), 'a number');
+  number(key: string, fallback?: number, { infinite = false } = {}): number {
+    return this.#get(key, fallback, (v) => typeof v === 'number' && (infinite ? !Number.isNaN(v) : Number.isFinite(v)), 'a number');
   }
   int(key: string, fallback?: number, min = 0): number {
     return this.#get(key, fallback, (v) => Number.isInteger(v) && (v as number) >= min, `an integer >= ${min}`);
