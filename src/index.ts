@@ -27,3 +27,13 @@ export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
 export { imageToTensor, tensorToImage, maskToImage, imageToLabels, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
+export { CLIPTokenizer, type CLIPTokenizerOptions, type EncodeResult, type TruncationInfo } from './models/clip_tokenizer.ts';
+export { CLIPTextModel, clipTextConfig, type CLIPTextConfig, type CLIPTextOutput, type CLIPTextForwardOptions } from './models/clip_text_model.ts';
+export {
+  DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, NoiseScheduler, classifierFreeGuidance, linearCombination,
+  type SchedulerStepOutput,
+} from './models/schedulers.ts';
+export {
+  StableDiffusionPipeline, SCHEDULERS, type SchedulerName, type StableDiffusionComponents, type StableDiffusionLoadOptions,
+  type SampleOptions, type UNetLike, type VaeLike, type PretrainedLoader,
+} from './models/stable_diffusion.ts';
