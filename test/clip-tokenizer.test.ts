@@ -2,7 +2,7 @@
 // announced truncation of long prompts, a transformers-format folder built here from the same BPE file, token spans.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { conformanceDir, readJson } from './helpers.ts';
+import { assertRejects, conformanceDir, readJson } from './helpers.ts';
 import { CLIPTokenizer, clipPieces, type TruncationInfo } from '../src/models/clip_tokenizer.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -113,22 +113,12 @@ test('clip_tokenizer: a transformers folder (vocab.json + merges.txt) gives the 
 test('clip_tokenizer: bad folders are named', async () => {
   const noMerges = transformersFolder();
   fs.unlinkSync(`${noMerges}/merges.txt`);
-  await rejects(CLIPTokenizer.fromPretrained(noMerges), /merges\.txt is missing/);
+  await assertRejects(CLIPTokenizer.fromPretrained(noMerges), /merges\.txt is missing/);
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-tokenizer-'));
-  await rejects(CLIPTokenizer.fromPretrained(empty), /has neither vocab\.json \+ merges\.txt nor bpe_simple_vocab_16e6/);
-  await rejects(CLIPTokenizer.fromPretrained(transformersFolder({ 'tokenizer_config.json': JSON.stringify({ pad_token: '<pad>' }) })), /pad_token "<pad>" is not in vocab\.json/);
-  await rejects(CLIPTokenizer.fromPretrained(transformersFolder({ 'tokenizer_config.json': '{oops' })), /tokenizer_config\.json is not valid JSON/);
+  await assertRejects(CLIPTokenizer.fromPretrained(empty), /has neither vocab\.json \+ merges\.txt nor bpe_simple_vocab_16e6/);
+  await assertRejects(CLIPTokenizer.fromPretrained(transformersFolder({ 'tokenizer_config.json': JSON.stringify({ pad_token: '<pad>' }) })), /pad_token "<pad>" is not in vocab\.json/);
+  await assertRejects(CLIPTokenizer.fromPretrained(transformersFolder({ 'tokenizer_config.json': '{oops' })), /tokenizer_config\.json is not valid JSON/);
 });
-
-async function rejects(p: Promise<unknown>, re: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable(`expected an error matching ${re}`);
-}
 
 test('clip_tokenizer: token spans of class names among the 77 ids', () => {
   const plant = ref.cases.find((c) => c.text === 'potted plant')!.bpe_ids;

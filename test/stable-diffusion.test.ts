@@ -3,7 +3,7 @@
 // (the real UNet2DConditionModel on ../unet plugs into the same test through `unet`).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
+import { assertRejects, assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import { concat } from '../src/kernels/shape.ts';
 import { StableDiffusionPipeline, type UNetLike, type VaeLike } from '../src/models/stable_diffusion.ts';
@@ -131,41 +131,31 @@ test('pipeline: fromPretrained reads model_index.json and the five subfolders (f
   assert.ok((await StableDiffusionPipeline.fromPretrained(dir, loaders)).scheduler instanceof DPMSolverMultistepScheduler);
 });
 
-async function rejects(p: Promise<unknown>, re: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable(`expected an error matching ${re}`);
-}
-
 test('pipeline: a missing model_index.json, key, subfolder, config key or weights file is named', async () => {
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-sd-'));
-  await rejects(StableDiffusionPipeline.fromPretrained(empty, loaders), /model_index\.json is missing \(not a diffusers pipeline folder\)/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(empty, loaders), /model_index\.json is missing \(not a diffusers pipeline folder\)/);
 
   const noKey = await pipelineFolder();
   const index = JSON.parse(fs.readFileSync(`${noKey}/model_index.json`, 'utf8'));
   delete index.unet;
   fs.writeFileSync(`${noKey}/model_index.json`, JSON.stringify(index));
-  await rejects(StableDiffusionPipeline.fromPretrained(noKey, loaders), /model_index\.json: missing key "unet"/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noKey, loaders), /model_index\.json: missing key "unet"/);
 
   const noVae = await pipelineFolder();
   fs.rmSync(`${noVae}/vae`, { recursive: true });
-  await rejects(StableDiffusionPipeline.fromPretrained(noVae, loaders), /the vae folder is missing \(model_index\.json lists AutoencoderKL\)/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noVae, loaders), /the vae folder is missing \(model_index\.json lists AutoencoderKL\)/);
 
   const noInChannels = await pipelineFolder();
   fs.writeFileSync(`${noInChannels}/unet/config.json`, JSON.stringify({ sample_size: 8 }));
-  await rejects(StableDiffusionPipeline.fromPretrained(noInChannels, loaders), /unet\/config\.json: missing key "in_channels"/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noInChannels, loaders), /unet\/config\.json: missing key "in_channels"/);
 
   const noWeights = await pipelineFolder();
   fs.unlinkSync(`${noWeights}/text_encoder/model.fp16.safetensors`);
-  await rejects(StableDiffusionPipeline.fromPretrained(noWeights, loaders), /text_encoder: no weights file, looked for model\.safetensors, model\.fp16\.safetensors/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noWeights, loaders), /text_encoder: no weights file, looked for model\.safetensors, model\.fp16\.safetensors/);
 
   const noSchedulerKey = await pipelineFolder();
   fs.writeFileSync(`${noSchedulerKey}/scheduler/scheduler_config.json`, JSON.stringify({ num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012 }));
-  await rejects(StableDiffusionPipeline.fromPretrained(noSchedulerKey, loaders), /scheduler_config\.json: missing key "beta_schedule"/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noSchedulerKey, loaders), /scheduler_config\.json: missing key "beta_schedule"/);
 });
 
 test.run();
