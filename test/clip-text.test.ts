@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
-import { Tensor, f32ToF16, numel } from '../src/engine/tensor.ts';
+import { Tensor, f16ToF32, f32ToF16, numel } from '../src/engine/tensor.ts';
+import { embedding } from '../src/kernels/gather.ts';
 import { saveSafetensors } from '../src/io/safetensors.ts';
 import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
 
@@ -49,6 +50,30 @@ test('clip_text: eos_token_id 2 (old configs) pools at argmax(input_ids), the sa
   assert.is(model.config.eosTokenId, 2);
   await assertTensorClose(model.forwardWithOutputs(io.get('input_ids')).pooledOutput, io.get('pooler_output'), TOL, 'pooler_output (argmax)');
   model.dispose();
+});
+
+test('embedding: an f16 table gives its rows as f32 (odd row length, ids of any shape)', async () => {
+  const table = randomArray(7 * 5, 77, -2, 2);
+  const half = Uint16Array.from(table, f32ToF16);
+  const ids = [6, 0, 3, 3, 1, 5];
+  const out = embedding(Tensor.fromArray(Int32Array.from(ids), [2, 3]), Tensor.fromArray(half, [7, 5], 'f16'));
+  assert.equal([...out.shape], [2, 3, 5]);
+  assertClose(await out.toArray(), ids.flatMap((id) => Array.from(half.slice(id * 5, id * 5 + 5), f16ToF32)), 0, 'rows');
+});
+
+test('clip_text: an f16 token table (what a vocabulary too large for one f32 buffer uses) equals f32 with the rounded table', async () => {
+  const half = CLIPTextModel.fromPretrained(dir, { tokenEmbeddingDType: 'f16' });
+  assert.is(half.tokenEmbeddingDType, 'f16');
+  assert.ok(half.stateDict()['text_model.embeddings.token_embedding.weight'], 'same state_dict key');
+  const full = CLIPTextModel.fromPretrained(dir);
+  assert.is(full.tokenEmbeddingDType, 'f32');
+  const table = full.text_model.embeddings.token_embedding.weight;
+  const rounded = Float32Array.from(await table.toArray(), (v) => f16ToF32(f32ToF16(v)));
+  table.copyFrom(Tensor.fromArray(rounded, table.shape));
+  const ids = io.get('input_ids');
+  assertClose(await half.forward(ids).toArray(), await full.forward(ids).toArray(), 1e-6, 'last hidden state');
+  half.dispose();
+  full.dispose();
 });
 
 // ---------------------------------------------------------------- another config vs a naive CPU model

@@ -2,6 +2,7 @@
 // pre-LayerNorm encoder layers with causal self-attention and an MLP, a final LayerNorm, and the pooled output
 // at the end token. Module tree and parameter names = CLIPTextModel.state_dict(); config = its config.json.
 
+import { device } from '../engine/device.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
 import { add, cast, gelu, map, quickGelu } from '../kernels/elementwise.ts';
 import { argmax } from '../kernels/reduce.ts';
@@ -65,10 +66,10 @@ export interface CLIPTextForwardOptions {
 class CLIPTextEmbeddings extends Module {
   readonly token_embedding: Module & { weight: Tensor };
   readonly position_embedding: Module & { weight: Tensor };
-  constructor(c: CLIPTextConfig) {
+  constructor(c: CLIPTextConfig, tokenDType: 'f32' | 'f16') {
     super();
-    this.token_embedding = this.module('token_embedding', embeddingModule(c.vocabSize, c.hiddenSize));
-    this.position_embedding = this.module('position_embedding', embeddingModule(c.maxPositionEmbeddings, c.hiddenSize));
+    this.token_embedding = this.module('token_embedding', embeddingModule(c.vocabSize, c.hiddenSize, tokenDType));
+    this.position_embedding = this.module('position_embedding', embeddingModule(c.maxPositionEmbeddings, c.hiddenSize, 'f32'));
   }
   forward(ids: Tensor): Tensor {
     const [, L] = ids.shape as [number, number];
@@ -79,10 +80,13 @@ class CLIPTextEmbeddings extends Module {
   }
 }
 
-/** nn.Embedding's parameter `weight` [num, dim] (zeros until a checkpoint is loaded). */
-function embeddingModule(num: number, dim: number): Module & { weight: Tensor } {
+/**
+ * nn.Embedding's `weight` [num, dim] (zeros until a checkpoint is loaded); an f16 table is a frozen buffer
+ * under the same state_dict key.
+ */
+function embeddingModule(num: number, dim: number, dtype: 'f32' | 'f16'): Module & { weight: Tensor } {
   const m = new Module() as Module & { weight: Tensor };
-  m.weight = m.param('weight', Tensor.zeros([num, dim]));
+  m.weight = dtype === 'f32' ? m.param('weight', Tensor.zeros([num, dim])) : m.buffer('weight', Tensor.zeros([num, dim], 'f16'));
   return m;
 }
 
@@ -165,32 +169,51 @@ class CLIPTextTransformer extends Module {
   readonly embeddings: CLIPTextEmbeddings;
   readonly encoder: CLIPEncoder;
   readonly final_layer_norm: LayerNorm;
-  constructor(c: CLIPTextConfig) {
+  constructor(c: CLIPTextConfig, tokenDType: 'f32' | 'f16') {
     super();
-    this.embeddings = this.module('embeddings', new CLIPTextEmbeddings(c));
+    this.embeddings = this.module('embeddings', new CLIPTextEmbeddings(c, tokenDType));
     this.encoder = this.module('encoder', new CLIPEncoder(c));
     this.final_layer_norm = this.module('final_layer_norm', new LayerNorm(c.hiddenSize, { eps: c.layerNormEps }));
   }
 }
 
+export interface CLIPTextModelOptions {
+  /**
+   * Storage of the token embedding table. Default: f32, or f16 when an f32 table would exceed the device's
+   * largest storage buffer (SD 1.x's 49408 × 768 f32 table is 152 MB, over lavapipe's and many browsers' 128 MiB);
+   * rows are read back as f32 either way.
+   */
+  tokenEmbeddingDType?: 'f32' | 'f16';
+}
+
+const TOKEN_EMBEDDING = 'text_model.embeddings.token_embedding.weight';
+
 export class CLIPTextModel extends Module {
   readonly config: CLIPTextConfig;
   readonly text_model: CLIPTextTransformer;
 
-  constructor(config: CLIPTextConfig) {
+  constructor(config: CLIPTextConfig, { tokenEmbeddingDType }: CLIPTextModelOptions = {}) {
     super();
     this.config = config;
-    this.text_model = this.module('text_model', new CLIPTextTransformer(config));
+    const f32Bytes = config.vocabSize * config.hiddenSize * 4;
+    const dtype = tokenEmbeddingDType ?? (f32Bytes > device().limits.maxStorageBufferBindingSize ? 'f16' : 'f32');
+    this.text_model = this.module('text_model', new CLIPTextTransformer(config, dtype));
+  }
+
+  /** The token embedding table's storage dtype. */
+  get tokenEmbeddingDType(): 'f32' | 'f16' {
+    return this.text_model.embeddings.token_embedding.weight.dtype as 'f32' | 'f16';
   }
 
   /**
    * From a transformers folder (e.g. an SD checkpoint's `text_encoder/`): `config.json` and `model.safetensors`
    * (or `model.fp16.safetensors`; f16 weights are converted to f32 on load). Every key must match.
    */
-  static fromPretrained(dir: string, { variant }: { variant?: 'fp16' } = {}): CLIPTextModel {
+  static fromPretrained(dir: string, { variant, ...options }: { variant?: 'fp16' } & CLIPTextModelOptions = {}): CLIPTextModel {
     const configPath = joinPath(dir, 'config.json');
-    const model = new CLIPTextModel(clipTextConfig(readJson(configPath), configPath));
-    const reader = loadSafetensors(findWeights(dir, ['model'], variant));
+    const model = new CLIPTextModel(clipTextConfig(readJson(configPath), configPath), options);
+    const half = model.tokenEmbeddingDType === 'f16';
+    const reader = loadSafetensors(findWeights(dir, ['model'], variant), { asF16: (name) => half && name === TOKEN_EMBEDDING });
     try {
       model.loadStateDict(reader);
     } catch (e) {
