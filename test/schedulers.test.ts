@@ -23,7 +23,7 @@ const DDIM_TOL = 2e-3; // ddim/README.md
  * one; with the UNet, the CFG-combined UNet output on [x, x] and [uncond, cond]). `chained`: each step starts
  * from our own previous latents instead of the reference's. Returns the worst |ours - ref| / (1 + |ref|).
  */
-export async function ddimConformanceRun(predict: (x: Tensor, t: number, i: number) => Tensor, { chained }: { chained: boolean }): Promise<number> {
+async function ddimConformanceRun(predict: (x: Tensor, t: number, i: number) => Tensor, { chained }: { chained: boolean }): Promise<number> {
   const scheduler = DDIMScheduler.fromPretrained(`${conformanceDir}/ddim`);
   scheduler.setTimesteps(4);
   let x = io.get('init_latents');
@@ -206,6 +206,8 @@ test('euler: v_prediction, trailing spacing, linear betas; leading spacing init 
   for (let i = 0; i < 4; i++) assertClose(gpu.samples[i]!, cpu.samples[i]!, 1e-4, `step ${i}`);
 
   const leading = new EulerDiscreteScheduler({ beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012, timestep_spacing: 'leading', steps_offset: 1 });
+  const s999 = sigmaAt(cpuAlphasCumprod(SD), 999);
+  assert.ok(Math.abs(leading.initNoiseSigma - Math.sqrt(s999 * s999 + 1)) < 1e-4, 'before setTimesteps: from the training σ_max');
   leading.setTimesteps(4);
   assert.equal(leading.timesteps, [751, 501, 251, 1]); // arange(4) * (1000 // 4), reversed, + 1
   const smax = sigmaAt(cpuAlphasCumprod(SD), 751);

@@ -331,7 +331,9 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
   }
 
   override get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
+    // Before setTimesteps, the training schedule's largest σ (at the last timestep), as diffusers.
+    const ac = this.alphasCumprod[this.alphasCumprod.length - 1]!;
+    const max = this.sigmas.length ? Math.max(...this.sigmas) : Math.sqrt((1 - ac) / ac);
     return this.config.timestepSpacing === 'leading' ? Math.sqrt(max * max + 1) : max;
   }
 
