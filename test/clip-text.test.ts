@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
 import { Tensor, f16ToF32, f32ToF16, numel } from '../src/engine/tensor.ts';
 import { embedding } from '../src/kernels/gather.ts';
-import { saveSafetensors } from '../src/io/safetensors.ts';
+import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.ts';
 import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -41,11 +41,15 @@ test('clip_text: clipSkip 1 = final_layer_norm(hidden_states.1) (SD 2.x penultim
   model.dispose();
 });
 
-test('clip_text: eos_token_id 2 (old configs) pools at argmax(input_ids), the same end token here', async () => {
+test('clip_text: eos_token_id 2 (old configs) pools at argmax(input_ids); old checkpoints\' position_ids are passed over', async () => {
   const json = JSON.parse(fs.readFileSync(`${dir}/config.json`, 'utf8'));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-clip-'));
   fs.writeFileSync(`${tmp}/config.json`, JSON.stringify({ ...json, eos_token_id: 2 }));
-  fs.copyFileSync(`${dir}/model.safetensors`, `${tmp}/model.safetensors`);
+  const weights = loadSafetensors(`${dir}/model.safetensors`);
+  const positionIds = new BigInt64Array(77).map((_, k) => BigInt(k));
+  await saveSafetensors(`${tmp}/model.safetensors`, {
+    ...Object.fromEntries(weights.entries()), 'text_model.embeddings.position_ids': { dtype: 'I64', shape: [1, 77], data: positionIds },
+  });
   const model = CLIPTextModel.fromPretrained(tmp);
   assert.is(model.config.eosTokenId, 2);
   await assertTensorClose(model.forwardWithOutputs(io.get('input_ids')).pooledOutput, io.get('pooler_output'), TOL, 'pooler_output (argmax)');

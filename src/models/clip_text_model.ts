@@ -215,7 +215,8 @@ export class CLIPTextModel extends Module {
     const half = model.tokenEmbeddingDType === 'f16';
     const reader = loadSafetensors(findWeights(dir, ['model'], variant), { asF16: (name) => half && name === TOKEN_EMBEDDING });
     try {
-      model.loadStateDict(reader);
+      // Checkpoints saved by transformers < 4.31 (SD 1.x's among them) also hold the position_ids buffer.
+      model.loadStateDict(reader, { ignore: (name) => name === 'text_model.embeddings.position_ids' });
     } catch (e) {
       model.dispose();
       throw e;
