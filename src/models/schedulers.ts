@@ -371,7 +371,8 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
  * DPM-Solver++ multistep (Lu et al. 2022), first or second order ("2M", midpoint or heun), as diffusers'
  * DPMSolverMultistepScheduler with algorithm_type dpmsolver++: the model output becomes an x0 estimate, and
  * each step combines the last two estimates in λ = log(α/σ). Lower orders at the start and (few steps, or a
- * final σ of 0) at the end. It holds the previous x0 estimate on the GPU between steps: `dispose()` frees it.
+ * final σ of 0) at the end. It holds the previous x0 estimate on the GPU between steps, until the last step
+ * (or `dispose()`).
  */
 export class DPMSolverMultistepScheduler extends SigmaScheduler {
   readonly solverOrder: 1 | 2;
@@ -450,7 +451,9 @@ export class DPMSolverMultistepScheduler extends SigmaScheduler {
     }
     if (this.#lowerOrderNums < this.solverOrder) this.#lowerOrderNums++;
     this.stepIndex = i + 1;
-    return { prevSample, predOriginalSample: x0.alias() };
+    const predOriginalSample = x0.alias();
+    if (i === n - 1) this.dispose(); // the run is over: nothing to hold
+    return { prevSample, predOriginalSample };
   }
 }
 
