@@ -133,6 +133,7 @@ test('pipeline: fromPretrained reads model_index.json and the five subfolders (f
 
 test('pipeline: a missing model_index.json, key, subfolder, config key or weights file is named', async () => {
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-sd-'));
+  await assertRejects(StableDiffusionPipeline.fromPretrained(empty), /pass the model classes, \{ unet: UNet2DConditionModel, vae: AutoencoderKL \}/);
   await assertRejects(StableDiffusionPipeline.fromPretrained(empty, loaders), /model_index\.json is missing \(not a diffusers pipeline folder\)/);
 
   const noKey = await pipelineFolder();

@@ -52,8 +52,10 @@ export interface StableDiffusionComponents {
 }
 
 export interface StableDiffusionLoadOptions {
-  unet: PretrainedLoader<UNetLike>;
-  vae: PretrainedLoader<VaeLike>;
+  /** The UNet class (UNet2DConditionModel). */
+  unet?: PretrainedLoader<UNetLike>;
+  /** The VAE class (AutoencoderKL). */
+  vae?: PretrainedLoader<VaeLike>;
   /** 'fp16': prefer the `*.fp16.safetensors` weights (converted to f32 on load). */
   variant?: 'fp16';
   /** Sampler to use instead of the one model_index.json names. */
@@ -110,7 +112,9 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
    * `vae`, `scheduler`, each with its config and (fp16 variant) safetensors weights. Errors name the missing
    * file, folder or key.
    */
-  static async fromPretrained(dir: string, options: StableDiffusionLoadOptions): Promise<StableDiffusionPipeline> {
+  static async fromPretrained(dir: string, options: StableDiffusionLoadOptions = {}): Promise<StableDiffusionPipeline> {
+    const { unet: unetClass, vae: vaeClass } = options;
+    if (!unetClass || !vaeClass) throw new Error('StableDiffusionPipeline.fromPretrained: pass the model classes, { unet: UNet2DConditionModel, vae: AutoencoderKL }');
     const indexPath = joinPath(dir, 'model_index.json');
     if (!fileExists(indexPath)) throw new Error(`${dir}: model_index.json is missing (not a diffusers pipeline folder)`);
     const index = readJson(indexPath);
@@ -140,8 +144,8 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
     const tokenizer = await CLIPTokenizer.fromPretrained(parts.tokenizer.path);
     const textEncoder = CLIPTextModel.fromPretrained(parts.textEncoder.path, { variant });
     const scheduler = SCHEDULERS[schedulerName as SchedulerName].fromPretrained(parts.scheduler.path);
-    const unet = await options.unet.fromPretrained(parts.unet.path, { variant });
-    const vae = await options.vae.fromPretrained(parts.vae.path, { variant });
+    const unet = await unetClass.fromPretrained(parts.unet.path, { variant });
+    const vae = await vaeClass.fromPretrained(parts.vae.path, { variant });
     return new StableDiffusionPipeline({
       tokenizer, textEncoder, unet, vae, scheduler,
       vaeScalingFactor: vaeConfig.number('scaling_factor', 0.18215),
