@@ -44,3 +44,13 @@ export { ConfusionMatrix } from './metrics/miou.ts';
 export { maskAp, maskIou, iouThresholds, type MaskInstance, type MaskApResult } from './metrics/maskAp.ts';
 export { boundaryF, maskBoundary, boundaryTolerance } from './metrics/boundary.ts';
 export { evaluateFolders, formatEvalTable, instancesFromMaps, type EvalResult } from './metrics/evaluate.ts';
+export { CLIPTokenizer, type CLIPTokenizerOptions, type EncodeResult, type TruncationInfo } from './models/clip_tokenizer.ts';
+export { CLIPTextModel, clipTextConfig, type CLIPTextConfig, type CLIPTextOutput, type CLIPTextForwardOptions } from './models/clip_text_model.ts';
+export {
+  DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, NoiseScheduler, classifierFreeGuidance, linearCombination,
+  type SchedulerStepOutput,
+} from './models/schedulers.ts';
+export {
+  StableDiffusionPipeline, SCHEDULERS, type SchedulerName, type StableDiffusionComponents, type StableDiffusionLoadOptions,
+  type SampleOptions, type UNetLike, type VaeLike, type PretrainedLoader,
+} from './models/stable_diffusion.ts';

@@ -54,3 +54,14 @@ export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Ar
     return lo + (((t ^ (t >>> 14)) >>> 0) / 4294967296) * (hi - lo);
   });
 }
+
+/** Asserts that `p` rejects with a message matching `re`. */
+export async function assertRejects(p: Promise<unknown>, re: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    assert.match((e as Error).message, re);
+    return;
+  }
+  assert.unreachable(`expected an error matching ${re}`);
+}

@@ -4,7 +4,7 @@
 
 import { readBuffer } from '../engine/queue.ts';
 import { nodeFs, writeFileAtomic } from './fs.ts';
-import { type DType, Tensor, bf16ToF32, f16ToF32, numel, shapeStr } from '../engine/tensor.ts';
+import { type DType, Tensor, bf16ToF32, f16ToF32, f32ToF16, numel, shapeStr } from '../engine/tensor.ts';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'U16' | 'U32' | 'U64' | 'BOOL';
 
@@ -106,6 +106,11 @@ function parseHeader(src: ByteSource, label: string): { infos: Map<string, Tenso
 export interface LoadOptions {
   /** Convert F16 tensors to f32 on load (BF16 and F64 always become f32, having no engine dtype). */
   f16ToF32?: boolean;
+  /**
+   * Tensors to read as f16 whatever their stored float type (converted on the CPU, so an f32 tensor too large
+   * for one GPU buffer never needs one).
+   */
+  asF16?: (name: string) => boolean;
 }
 
 /**
@@ -178,10 +183,16 @@ export class SafetensorsReader implements Iterable<[string, Tensor]> {
   }
 
   get(name: string): Tensor {
-    const { data, shape, dtype } = this.readArray(name);
+    const { data, shape, dtype } = this.#readForUpload(name);
     const t = Tensor.fromArray(data, shape, dtype);
     t.name = name;
     return t;
+  }
+
+  #readForUpload(name: string): ReturnType<SafetensorsReader['readArray']> {
+    const read = this.readArray(name);
+    if (read.dtype !== 'f32' || !this.options.asF16?.(name)) return read;
+    return { ...read, data: Uint16Array.from(read.data, f32ToF16), dtype: 'f16' };
   }
 
   *entries(): IterableIterator<[string, Tensor]> {

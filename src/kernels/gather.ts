@@ -7,7 +7,7 @@
 // Indices must be in range (PyTorch raises); an out-of-range one reads a clamped position instead.
 
 import { record } from '../engine/autograd.ts';
-import { axis, expectDType, stridesOf } from '../engine/kernel.ts';
+import { axis, expectDType, grid1d, launch, stridesOf } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { reshape } from './shape.ts';
@@ -62,11 +62,37 @@ export function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
   return record(op, y, [x], (g, [idx]) => [scatterAdd(`${op}.backward`, g, reshape(idx!, [L]), a, x.shape, false)], [index]);
 }
 
-/** Rows of `weight` [num, dim] at i32 `ids` of any shape: [...ids.shape, dim], torch.nn.functional.embedding. */
+/**
+ * Rows of `weight` [num, dim] at i32 `ids` of any shape: [...ids.shape, dim], torch.nn.functional.embedding.
+ * An f16 weight (a table too large for one f32 buffer, e.g. CLIP's 49408-token vocabulary) gives f32 rows
+ * and no gradient.
+ */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
   if (weight.rank !== 2) throw new Error(`embedding: weight must be [num_embeddings, dim], got ${shapeStr(weight.shape)}`);
   expectDType('embedding', ids, 'i32');
+  if (weight.dtype === 'f16') return embeddingHalf(ids, weight);
   return tidy(() => reshape(indexSelect(weight, 0, reshape(ids, [ids.size])), [...ids.shape, weight.shape[1]!]));
+}
+
+/** f16 storage is packed pairs in u32 words: element e is half (e & 1) of word e / 2. */
+function embeddingHalf(ids: Tensor, weight: Tensor): Tensor {
+  const [num, dim] = weight.shape as [number, number];
+  const out = Tensor.empty([...ids.shape, dim]);
+  const g = grid1d(out.size);
+  launch({
+    name: 'embedding.f16',
+    key: `${num}|${dim}|${out.size}`,
+    inputs: { ids, w: weight },
+    outputs: { out },
+    workgroups: g.workgroups,
+    wgsl: (bindings) => `${bindings}
+${g.main}
+  let e = ${clamped(`ids[i / ${dim}u]`, num)} * ${dim}u + i % ${dim}u;
+  let pair = unpack2x16float(w[e / 2u]);
+  out[i] = select(pair.x, pair.y, (e & 1u) == 1u);
+}`,
+  });
+  return out;
 }
 
 /**

@@ -28,6 +28,8 @@ export interface LoadReport {
 export interface LoadStateDictOptions {
   /** Throw (before loading anything) when any key is missing, unexpected or of the wrong shape. */
   strict?: boolean;
+  /** Source keys to pass over silently (like transformers' _keys_to_ignore_on_load_unexpected). */
+  ignore?: (name: string) => boolean;
 }
 
 /** The base of every layer and model. */
@@ -129,7 +131,7 @@ export class Module {
    * Strict (the default): throws one error listing every missing, unexpected and wrong-shape key before
    * loading anything. Otherwise loads what matches and returns the report.
    */
-  loadStateDict(source: StateSource, { strict = true }: LoadStateDictOptions = {}): LoadReport {
+  loadStateDict(source: StateSource, { strict = true, ignore }: LoadStateDictOptions = {}): LoadReport {
     const src = stateSource(source);
     const targets = new Map(Object.entries(this.stateDict()));
     const report: LoadReport = { loaded: [], missing: [], unexpected: [], mismatched: [] };
@@ -138,7 +140,7 @@ export class Module {
       if (!found) report.missing.push(name);
       else if (!sameShape(found, t.shape)) report.mismatched.push({ name, expected: [...t.shape], found: [...found] });
     }
-    for (const name of src.keys()) if (!targets.has(name)) report.unexpected.push(name);
+    for (const name of src.keys()) if (!targets.has(name) && !ignore?.(name)) report.unexpected.push(name);
     if (strict && (report.missing.length || report.unexpected.length || report.mismatched.length)) {
       throw new Error(`${this.constructor.name}.loadStateDict(${src.label}): ${describeProblems(report)}`);
     }

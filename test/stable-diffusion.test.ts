@@ -1,0 +1,162 @@
+// StableDiffusionPipeline: loading a diffusers folder (errors name the file, folder or key), and the guided
+// DDIM loop against ../shared/conformance/ddim with a UNet stand-in that replays the recorded noise predictions
+// (the real UNet2DConditionModel on ../unet plugs into the same test through `unet`).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { assertRejects, assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
+import { Tensor } from '../src/engine/tensor.ts';
+import { concat } from '../src/kernels/shape.ts';
+import { StableDiffusionPipeline, type UNetLike, type VaeLike } from '../src/models/stable_diffusion.ts';
+import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
+import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
+import { DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler } from '../src/models/schedulers.ts';
+
+const fs = process.getBuiltinModule('node:fs');
+const os = process.getBuiltinModule('node:os');
+const path = process.getBuiltinModule('node:path');
+
+const io = conformance('ddim');
+
+/** Stands in for the UNet: checks its inputs against the reference run and returns [ε, ε] with ε the recorded guided prediction. */
+class ReplayUNet implements UNetLike {
+  calls: { t: number; batch: number }[] = [];
+  forward(sample: Tensor, timestep: number, encoderHiddenStates: Tensor): Tensor {
+    const i = this.calls.length;
+    this.calls.push({ t: timestep, batch: sample.shape[0]! });
+    assert.equal([...encoderHiddenStates.shape], [2, 7, 32]);
+    const eps = io.get(`step${i}.noise_pred`);
+    const out = concat([eps, eps], 0);
+    eps.dispose();
+    return out;
+  }
+}
+
+class IdentityVae implements VaeLike {
+  decode(latents: Tensor): Tensor {
+    return latents.alias();
+  }
+}
+
+const tinyText = { vocab_size: 49408, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 77, hidden_act: 'quick_gelu', eos_token_id: 2 };
+
+async function pipelineWith(unet: UNetLike): Promise<StableDiffusionPipeline> {
+  const textEncoder = new CLIPTextModel(clipTextConfig(tinyText));
+  let seed = 3;
+  for (const t of Object.values(textEncoder.stateDict())) t.copyFrom(Tensor.fromArray(randomArray(t.size, seed++), t.shape));
+  return new StableDiffusionPipeline({
+    tokenizer: await CLIPTokenizer.fromPretrained(), textEncoder, unet, vae: new IdentityVae(),
+    scheduler: DDIMScheduler.fromPretrained(`${conformanceDir}/ddim`), vaeScalingFactor: 0.18215, vaeScaleFactor: 8, latentChannels: 4, sampleSize: 16,
+  });
+}
+
+test('pipeline: guided DDIM loop reproduces the conformance latents (UNet replaying the recorded predictions)', async () => {
+  const unet = new ReplayUNet();
+  const pipe = await pipelineWith(unet);
+  const seen: number[] = [];
+  const cond = io.get('cond');
+  const uncond = io.get('uncond');
+  const latents = pipe.sample({
+    promptEmbeds: cond, negativePromptEmbeds: uncond, latents: io.get('init_latents'), numInferenceSteps: 4, guidanceScale: 7.5,
+    onStep: (i, t) => seen.push(t),
+  });
+  assert.equal(unet.calls, [751, 501, 251, 1].map((t) => ({ t, batch: 2 })));
+  assert.equal(seen, [751, 501, 251, 1]);
+  await assertTensorClose(latents, io.get('step3.latents'), 2e-3, 'final latents');
+  const images = pipe.decodeLatents(latents);
+  const l = await latents.toArray();
+  assertClose(await images.toArray(), Array.from(l, (v) => Math.min(1, Math.max(0, v / 0.18215 / 2 + 0.5))), 1e-5, 'decoded');
+});
+
+test('pipeline: prompts are tokenized to 77 ids and encoded; guidance off runs one UNet pass per step', async () => {
+  const calls: number[] = [];
+  const unet: UNetLike = { forward: (sample) => (calls.push(sample.shape[0]!), Tensor.zeros(sample.shape)) };
+  const pipe = await pipelineWith(unet);
+  const embeds = pipe.encodePrompt(['a photo of a cat', 'a dog']);
+  assert.equal([...embeds.shape], [2, 77, 8]);
+  const direct = pipe.textEncoder.forward([pipe.tokenizer.encode('a photo of a cat'), pipe.tokenizer.encode('a dog')]);
+  assertClose(await embeds.toArray(), await direct.toArray(), 0, 'encodePrompt');
+  const latents = pipe.sample({ promptEmbeds: embeds, guidanceScale: 1, numInferenceSteps: 3, seed: 5, height: 32, width: 24 });
+  assert.equal([...latents.shape], [2, 4, 4, 3]);
+  assert.equal(calls, [2, 2, 2]);
+  assert.throws(() => pipe.sample({ promptEmbeds: embeds, numInferenceSteps: 2 }), /give `latents` or a `seed`/);
+  assert.throws(() => pipe.sample({ promptEmbeds: embeds, numInferenceSteps: 2, seed: 1, height: 30 }), /multiples of 8/);
+  const { images } = pipe.generate(['a cat'], { guidanceScale: 3, numInferenceSteps: 2, seed: 1 });
+  assert.equal([...images.shape], [1, 4, 16, 16]);
+});
+
+// ---------------------------------------------------------------- loading a diffusers folder
+
+/** A pipeline folder: tiny CLIP text model, the shipped BPE, the conformance DDIM config, stub unet/vae configs. */
+async function pipelineFolder(): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-sd-'));
+  const sub = (name: string) => (fs.mkdirSync(`${dir}/${name}`), `${dir}/${name}`);
+  fs.writeFileSync(`${dir}/model_index.json`, JSON.stringify({
+    _class_name: 'StableDiffusionPipeline', text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'],
+    unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'PNDMScheduler'],
+    safety_checker: [null, null], feature_extractor: [null, null],
+  }));
+  fs.copyFileSync(`${conformanceDir}/clip_tokenizer/bpe_simple_vocab_16e6.txt.gz`, `${sub('tokenizer')}/bpe_simple_vocab_16e6.txt.gz`);
+  const te = sub('text_encoder');
+  fs.copyFileSync(`${conformanceDir}/clip_text/config.json`, `${te}/config.json`);
+  fs.copyFileSync(`${conformanceDir}/clip_text/model.safetensors`, `${te}/model.fp16.safetensors`);
+  fs.copyFileSync(`${conformanceDir}/ddim/config.json`, `${sub('scheduler')}/scheduler_config.json`);
+  fs.writeFileSync(`${sub('unet')}/config.json`, JSON.stringify({ in_channels: 4, sample_size: 8 }));
+  fs.writeFileSync(`${sub('vae')}/config.json`, JSON.stringify({ block_out_channels: [4, 8, 8], scaling_factor: 0.13025 }));
+  return dir;
+}
+
+const loaders = {
+  onWarning: () => {},
+  unet: { fromPretrained: (dir: string): UNetLike => (assert.ok(dir.endsWith('/unet')), new ReplayUNet()) },
+  vae: { fromPretrained: async (dir: string): Promise<VaeLike> => (assert.ok(dir.endsWith('/vae')), new IdentityVae()) },
+};
+
+test('pipeline: fromPretrained reads model_index.json and the five subfolders (fp16 weights, scheduler choice)', async () => {
+  const dir = await pipelineFolder();
+  const warnings: string[] = [];
+  const pipe = await StableDiffusionPipeline.fromPretrained(dir, { ...loaders, variant: 'fp16', onWarning: (m) => warnings.push(m) });
+  assert.ok(pipe.scheduler instanceof DDIMScheduler);
+  assert.is(warnings.length, 1);
+  assert.match(warnings[0]!, /PNDMScheduler is not implemented; sampling with DDIMScheduler/);
+  assert.is(pipe.vaeScalingFactor, 0.13025);
+  assert.is(pipe.vaeScaleFactor, 4);
+  assert.is(pipe.sampleSize, 8);
+  assert.is(pipe.latentChannels, 4);
+  assert.is(pipe.textEncoder.config.hiddenSize, 32);
+  assert.equal(pipe.tokenizer.encode('a photo of a cat').slice(0, 7), [49406, 320, 1125, 539, 320, 2368, 49407]);
+  const euler = await StableDiffusionPipeline.fromPretrained(dir, { ...loaders, scheduler: 'EulerDiscreteScheduler' });
+  assert.ok(euler.scheduler instanceof EulerDiscreteScheduler);
+  const index = JSON.parse(fs.readFileSync(`${dir}/model_index.json`, 'utf8'));
+  fs.writeFileSync(`${dir}/model_index.json`, JSON.stringify({ ...index, scheduler: ['diffusers', 'DPMSolverMultistepScheduler'] }));
+  assert.ok((await StableDiffusionPipeline.fromPretrained(dir, loaders)).scheduler instanceof DPMSolverMultistepScheduler);
+});
+
+test('pipeline: a missing model_index.json, key, subfolder, config key or weights file is named', async () => {
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-sd-'));
+  await assertRejects(StableDiffusionPipeline.fromPretrained(empty), /pass the model classes, \{ unet: UNet2DConditionModel, vae: AutoencoderKL \}/);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(empty, loaders), /model_index\.json is missing \(not a diffusers pipeline folder\)/);
+
+  const noKey = await pipelineFolder();
+  const index = JSON.parse(fs.readFileSync(`${noKey}/model_index.json`, 'utf8'));
+  delete index.unet;
+  fs.writeFileSync(`${noKey}/model_index.json`, JSON.stringify(index));
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noKey, loaders), /model_index\.json: missing key "unet"/);
+
+  const noVae = await pipelineFolder();
+  fs.rmSync(`${noVae}/vae`, { recursive: true });
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noVae, loaders), /the vae folder is missing \(model_index\.json lists AutoencoderKL\)/);
+
+  const noInChannels = await pipelineFolder();
+  fs.writeFileSync(`${noInChannels}/unet/config.json`, JSON.stringify({ sample_size: 8 }));
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noInChannels, loaders), /unet\/config\.json: missing key "in_channels"/);
+
+  const noWeights = await pipelineFolder();
+  fs.unlinkSync(`${noWeights}/text_encoder/model.fp16.safetensors`);
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noWeights, loaders), /text_encoder: no weights file, looked for model\.safetensors, model\.fp16\.safetensors/);
+
+  const noSchedulerKey = await pipelineFolder();
+  fs.writeFileSync(`${noSchedulerKey}/scheduler/scheduler_config.json`, JSON.stringify({ num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012 }));
+  await assertRejects(StableDiffusionPipeline.fromPretrained(noSchedulerKey, loaders), /scheduler_config\.json: missing key "beta_schedule"/);
+});
+
+test.run();
