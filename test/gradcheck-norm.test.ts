@@ -41,6 +41,37 @@ test('group_norm forward: each group has mean 0 and variance 1 before the affine
   }
 });
 
+test('group_norm with a fused SiLU equals silu(group_norm) computed on the CPU; gradcheck records it unfused', async () => {
+  const [N, C, S, G] = [2, 6, 10, 3];
+  const xd = randomArray(N * C * S, 9, -3, 3);
+  const wd = randomArray(C, 10, 0.5, 1.5);
+  const bd = randomArray(C, 11);
+  const ref = new Float64Array(xd.length);
+  const per = (C / G) * S;
+  for (let n = 0; n < N; n++) {
+    for (let g = 0; g < G; g++) {
+      const base = (n * C + g * (C / G)) * S;
+      let m = 0;
+      for (let j = 0; j < per; j++) m += xd[base + j]!;
+      m /= per;
+      let v = 0;
+      for (let j = 0; j < per; j++) v += (xd[base + j]! - m) ** 2;
+      v /= per;
+      for (let j = 0; j < per; j++) {
+        const c = g * (C / G) + Math.floor(j / S);
+        const y = ((xd[base + j]! - m) / Math.sqrt(v + 1e-5)) * wd[c]! + bd[c]!;
+        ref[base + j] = y / (1 + Math.exp(-y));
+      }
+    }
+  }
+  const [x, w, b] = [Tensor.fromArray(xd, [N, C, S]), Tensor.fromArray(wd, [C]), Tensor.fromArray(bd, [C])];
+  const y = groupNorm(x, G, w, b, 1e-5, 'silu');
+  assertClose(await y.toArray(), ref, 1e-5, 'group_norm+silu');
+  [x, w, b, y].forEach((t) => t.dispose());
+  await assertGradcheck('group_norm+silu', (xx, ww, bb) => groupNorm(xx, 2, ww, bb, 1e-4, 'silu'),
+    [input([1, 4, 3, 2], 12), input([4], 13, 0.5, 1.5), input([4], 14)], opts);
+});
+
 test('gradcheck layer_norm over two trailing dims, with and without affine', async () => {
   await assertGradcheck('layer_norm affine', (x, w, b) => layerNorm(x, [4, 5], w, b),
     [input([3, 4, 5], 9), input([4, 5], 10, 0.5, 1.5), input([4, 5], 11)], opts);

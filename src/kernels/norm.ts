@@ -7,10 +7,10 @@
 // Forward: mean, then the centred second moment (two passes, stable), then the output in a third pass.
 // Backward of x in one kernel: dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·weight.
 
-import { record } from '../engine/autograd.ts';
+import { isGradEnabled, record } from '../engine/autograd.ts';
 import { expectDType, f32, grid1d, launch } from '../engine/kernel.ts';
-import { type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
-import { map } from './elementwise.ts';
+import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
+import { type UnaryDef, type UnaryOp, map, unary, unaryOps } from './elementwise.ts';
 import { sum } from './reduce.ts';
 import { reshape } from './shape.ts';
 
@@ -84,8 +84,12 @@ function viewKey(v: NormView): string {
   return `${v.A},${v.R},${v.B}|${v.outer},${v.C},${v.inner}|${v.eps}`;
 }
 
-/** Normalises every row of the view; also returns the row statistics (mean, 1/std) for the backward. */
-function normForward(x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor): { y: Tensor; mean: Tensor; rstd: Tensor } {
+/**
+ * Normalises every row of the view, then applies `activation` if given; also returns the row statistics
+ * (mean, 1/std) for the backward.
+ */
+function normForward(x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor, activation?: UnaryOp): { y: Tensor; mean: Tensor; rstd: Tensor } {
+  const act: UnaryDef | undefined = activation ? unaryOps[activation] : undefined;
   const y = Tensor.empty(x.shape);
   const mean = Tensor.empty([v.R]);
   const rstd = Tensor.empty([v.R]);
@@ -98,11 +102,13 @@ function normForward(x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor): { 
   }`;
   launch({
     name: `${v.op}.forward`,
-    key: `${viewKey(v)}|${!!weight}${!!bias}`,
+    key: `${viewKey(v)}|${!!weight}${!!bias}|${activation ?? ''}`,
     inputs: { in_x: x, ...(weight && { in_w: weight }), ...(bias && { in_b: bias }) },
     outputs: { y, mean, rstd },
     workgroups: k.workgroups,
     wgsl: (bindings) => `${bindings}
+${act ? `${act.helpers ?? ''}
+fn act(x: f32) -> f32 { return ${act.forward}; }` : ''}
 ${k.head}
   var total = 0.0;
   ${overRow('total += in_x[o];')}
@@ -114,7 +120,7 @@ ${k.head}
   let m = mu + moments.x;
   let rs = inverseSqrt(max(moments.y - moments.x * moments.x, 0.0) + ${f32(v.eps)});
   ${overRow(`let ch = ${channelOf(v, 'o')};
-    y[o] = ${affine('(in_x[o] - m) * rs', 'ch', !!weight, !!bias)};`)}
+    y[o] = ${act ? `act(${affine('(in_x[o] - m) * rs', 'ch', !!weight, !!bias)})` : affine('(in_x[o] - m) * rs', 'ch', !!weight, !!bias)};`)}
   if (t == 0u) {
     mean[r] = m;
     rstd[r] = rs;
@@ -167,8 +173,14 @@ function affineGrads(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, v: NormVi
 }
 
 /** Runs the shared kernels for a view whose statistics come from x itself, with autograd; `useStats` sees them. */
-function normalize(x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor, useStats?: (mean: Tensor, rstd: Tensor) => void): Tensor {
-  const { y, mean, rstd } = normForward(x, v, weight, bias);
+function normalize(
+  x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor, useStats?: (mean: Tensor, rstd: Tensor) => void, activation?: UnaryOp,
+): Tensor {
+  if (activation && isGradEnabled() && [x, weight, bias].some((t) => t?.requiresGrad)) {
+    // the activation's backward needs the normalised values: record the two ops separately
+    return tidy(() => unary(activation, normalize(x, v, weight, bias, useStats)));
+  }
+  const { y, mean, rstd } = normForward(x, v, weight, bias, activation);
   const out = record(v.op, y, [x, weight, bias], (g, [xs, m, r, w]) => [
     x.requiresGrad ? normBackward(g, xs!, m!, r!, v, w) : null,
     ...affineGrads(g, xs!, m!, r!, v, weight, bias),
@@ -194,9 +206,10 @@ function channelsOf(op: string, x: Tensor): { N: number; C: number; S: number } 
 
 /**
  * Group normalisation of x [N, C, …] (torch.nn.functional.group_norm): statistics over each group of
- * C / numGroups channels and all spatial positions, then per-channel weight and bias of shape [C].
+ * C / numGroups channels and all spatial positions, then per-channel weight and bias of shape [C], then
+ * `activation` if given (fused into the kernel when no gradient is recorded).
  */
-export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5, activation?: UnaryOp): Tensor {
   const op = 'group_norm';
   const { N, C, S } = channelsOf(op, x);
   if (!Number.isInteger(numGroups) || numGroups < 1 || C % numGroups !== 0) {
@@ -204,7 +217,7 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: 
   }
   checkParam(op, 'weight', weight, [C]);
   checkParam(op, 'bias', bias, [C]);
-  return normalize(x, { op, A: 1, R: N * numGroups, B: (C / numGroups) * S, outer: N, C, inner: S, eps }, weight, bias);
+  return normalize(x, { op, A: 1, R: N * numGroups, B: (C / numGroups) * S, outer: N, C, inner: S, eps }, weight, bias, undefined, activation);
 }
 
 /**
