@@ -20,7 +20,7 @@ export * from './kernels/gather.ts';
 export * from './kernels/random.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, type LoadReport, type StateSource } from './nn/module.ts';
-export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit } from './nn/layers.ts';
+export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit, skipInit } from './nn/layers.ts';
 export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';

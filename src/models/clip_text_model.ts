@@ -11,7 +11,7 @@ import { permute, reshape } from '../kernels/shape.ts';
 import { scaledDotProductAttention } from '../kernels/attention.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
 import { Module, ModuleList } from '../nn/module.ts';
-import { LayerNorm, Linear } from '../nn/layers.ts';
+import { LayerNorm, Linear, skipInit } from '../nn/layers.ts';
 import { ConfigReader, type JsonConfig, findWeights, joinPath, readJson } from './pretrained.ts';
 
 export interface CLIPTextConfig {
@@ -211,7 +211,8 @@ export class CLIPTextModel extends Module {
    */
   static fromPretrained(dir: string, { variant, ...options }: { variant?: 'fp16' } & CLIPTextModelOptions = {}): CLIPTextModel {
     const configPath = joinPath(dir, 'config.json');
-    const model = new CLIPTextModel(clipTextConfig(readJson(configPath), configPath), options);
+    // every parameter is loaded strictly below, so none needs its random initial values
+    const model = skipInit(() => new CLIPTextModel(clipTextConfig(readJson(configPath), configPath), options));
     const half = model.tokenEmbeddingDType === 'f16';
     const reader = loadSafetensors(findWeights(dir, ['model'], variant), { asF16: (name) => half && name === TOKEN_EMBEDDING });
     try {

@@ -8,12 +8,30 @@ import { type Conv2dOptions, conv2d } from '../kernels/conv.ts';
 import { groupNorm, layerNorm } from '../kernels/norm.ts';
 import { Module } from './module.ts';
 
+let skipping = 0;
+
+/**
+ * Builds a model whose parameters are left uninitialised (GPU memory from the pool): for loaders that
+ * overwrite every parameter with a strict `loadStateDict` right after. Drawing SD's 860M random weights on
+ * the CPU first would cost minutes.
+ */
+export function skipInit<T>(build: () => T): T {
+  skipping++;
+  try {
+    return build();
+  } finally {
+    skipping--;
+  }
+}
+
 /** A tensor uniform in [-bound, bound): PyTorch's default for Linear/Conv weights (kaiming_uniform_ with a=√5) and biases. */
 export function uniformInit(shape: Shape, bound: number): Tensor {
+  if (skipping) return Tensor.empty(shape);
   return Tensor.fromArray(uniformArray(numel(shape), -bound, bound), shape);
 }
 
 export function onesInit(shape: Shape): Tensor {
+  if (skipping) return Tensor.empty(shape);
   return Tensor.fromArray(new Float32Array(numel(shape)).fill(1), shape);
 }
 
