@@ -1,6 +1,6 @@
 // Reductions over any set of axes: sum, mean, max, min, argmax, argmin. One template: each output element
 // walks the K reduced elements. Small K: one thread per output. Large K: one workgroup per output, threads
-// striding over K, then a tree in workgroup memory.
+// striding over K (about 64 elements each), then a tree in workgroup memory.
 
 import { record } from '../engine/autograd.ts';
 import { axis, expectDType, f32, grid1d, launch, offsetExpr, stridesOf, unravel, workgroupSize } from '../engine/kernel.ts';
@@ -79,7 +79,8 @@ ${g.main}
     });
     return out;
   }
-  const wg = workgroupSize;
+  // about 64 elements per thread: trees over many threads cost more in barriers than they save on lavapipe
+  const wg = Math.min(workgroupSize, Math.max(8, 2 ** Math.ceil(Math.log2(Math.ceil(K / 64)))));
   const gx = Math.min(n, 65535);
   const gy = Math.ceil(n / gx);
   const merge = c.better
@@ -88,7 +89,7 @@ ${g.main}
     : 'sacc[t] += sacc[t + s];';
   launch({
     name: `reduce.${kind}`,
-    key: `${shapeStr(x.shape)}|${axes}|${scale}|wg`,
+    key: `${shapeStr(x.shape)}|${axes}|${scale}|wg${wg}`,
     inputs: { x },
     outputs: { out },
     workgroups: [gx, gy],
