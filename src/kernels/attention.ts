@@ -1,17 +1,13 @@
-// Scaled dot-product attention, two ways to the same result:
-// - fused (`flashAttention`): one thread per query row streams the keys with an online softmax (running
-//   maximum and sum, accumulator rescaled as the maximum grows), so no score is ever stored. Lanes of a
-//   SIMD row hold neighbouring queries and read the same key and value: every k/v load is uniform.
-//   Used when nothing needs the probabilities: no gradient is recorded and no `onProbs`.
-// - composed: scores = scale·q·kᵀ + bias (one GEMM, bias in its epilogue), masked softmax, then probs·v,
-//   differentiable through those ops. Queries go in blocks whose [..., rows, Lk] scores fit
-//   `attentionBlockBytes`, so no [Lq × Lk] buffer exists for long sequences (4096² f32 per head would not
-//   even fit lavapipe's 128 MiB binding limit). `onProbs` hands each block's probabilities to the caller as
-//   they are made (attention-map capture needs no second Q·Kᵀ); `attentionProbs` returns the whole matrix.
+// Scaled dot-product attention, composed of the GEMM core and the row softmax: scores = scale·q·kᵀ + bias
+// (one GEMM, bias in its epilogue), masked softmax, then probs·v, differentiable through those ops. Queries
+// go in blocks whose [..., rows, Lk] scores fit `attentionBlockBytes`, so no [Lq × Lk] buffer exists for
+// long sequences (4096² f32 per head would not even fit lavapipe's 128 MiB binding limit). `onProbs` hands
+// each block's probabilities to the caller as they are made (attention-map capture needs no second Q·Kᵀ);
+// `attentionProbs` returns the whole matrix. A fused online-softmax kernel (one thread per query streaming
+// the keys) was measured 3× slower than this on lavapipe at 1024 and 77 keys, so there is none.
 
-import { isGradEnabled } from '../engine/autograd.ts';
 import { device } from '../engine/device.ts';
-import { broadcastStrides, expectBroadcastsTo, expectDType, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
+import { expectBroadcastsTo, expectDType } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { gemm } from './matmul.ts';
@@ -107,8 +103,6 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   if (v.rank !== k.rank || k.shape.slice(0, -1).some((d, i) => d !== v.shape[i])) {
     throw new Error(`${op}: v ${shapeStr(v.shape)} does not match k ${shapeStr(k.shape)} (expected [..., Lk, dimV] with the batch dims and Lk of k)`);
   }
-  const recording = isGradEnabled() && [q, k, v, options.bias].some((t) => t?.requiresGrad);
-  if (!recording && !options.onProbs) return flashAttention(q, k, v, options, shape);
   const Lq = shape[shape.length - 2]!;
   const budget = Math.min(options.blockBytes ?? attentionBlockBytes, device().limits.maxStorageBufferBindingSize);
   const rows = Math.max(1, Math.floor(budget / ((numel(shape) / Lq) * 4)));
@@ -125,85 +119,3 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   });
 }
 
-/** Keys per step of the online softmax: one rescale of the accumulator per step. */
-const keysPerStep = 4;
-
-/** The fused forward (see the header): q [..., Lq, D], k [..., Lk, D], v [..., Lk, Dv] → [..., Lq, Dv]. */
-function flashAttention(q: Tensor, k: Tensor, v: Tensor, { scale, bias, causal = false, mask }: AttentionOptions, shape: Shape): Tensor {
-  const batchShape = shape.slice(0, -2);
-  const [Lq, Lk] = shape.slice(-2) as [number, number];
-  const D = q.shape[q.rank - 1]!;
-  const Dv = v.shape[v.rank - 1]!;
-  const out = Tensor.empty([...batchShape, Lq, Dv]);
-  if (out.size === 0) return out;
-  const batch = numel(batchShape);
-  const range = (n: number) => [...Array(n).keys()];
-  // vectors of 4 along the head dimension; a partial last vector is padded with zeros
-  const vecs = (dim: number) => Math.ceil(dim / 4);
-  const aligned = (dim: number) => dim % 4 === 0;
-  const read = (name: string, dim: number, base: string, i: number) => aligned(dim)
-    ? `${name}[(${base}) / 4u + ${i}u]`
-    : `vec4f(${range(4).map((c) => (4 * i + c < dim ? `${name}[${base} + ${4 * i + c}u]` : '0.0')).join(', ')})`;
-  const extra = (t: Tensor | undefined, name: string) => {
-    if (!t) return undefined;
-    const st = broadcastStrides(t.shape, shape);
-    const [sr, sk] = st.slice(-2) as [number, number];
-    return { base: `let ${name}Base = ${offsetExpr(st.slice(0, -2), 'z')} + row * ${sr}u;`, at: (key: string) => `${name}[${name}Base + (${key}) * ${sk}u]` };
-  };
-  const biasAt = extra(bias, 'bias');
-  const maskAt = extra(mask, 'mask');
-  const keptTest = mask ? (mask.dtype === 'f32' ? (x: string) => `${x} != 0.0` : mask.dtype === 'i32' ? (x: string) => `${x} != 0i` : (x: string) => `${x} != 0u`) : undefined;
-  // score and kept flag of key `key` into s<i>, kept<i>
-  const score = (i: number, key: string) => `var s${i} = ${range(vecs(D)).map((d) => `dot(qv${d}, ${read('k', D, `kb${i}`, d)})`).join(' + ')};
-    ${biasAt ? `s${i} += ${biasAt.at(key)};` : ''}
-    let kept${i} = ${[causal ? `${key} <= row` : '', keptTest ? keptTest(maskAt!.at(key)) : ''].filter(Boolean).join(' && ') || 'true'};`;
-  const step = (keys: number, first: string) => `{
-    ${range(keys).map((i) => `let kb${i} = (kvBase + ${first} + ${i}u) * ${D}u;
-    ${score(i, `${first} + ${i}u`)}`).join('\n    ')}
-    let mt = max(m, max(${range(keys).map((i) => `select(${f32(-Infinity)}, s${i}, kept${i})`).reduce((x, y) => `max(${x}, ${y})`)}, ${f32(-Infinity)}));
-    let corr = exp(m - mt);
-    ${range(keys).map((i) => `let p${i} = select(0.0, exp(s${i} - mt), kept${i});`).join(' ')}
-    l = l * corr + ${range(keys).map((i) => `p${i}`).join(' + ')};
-    ${range(vecs(Dv)).map((e) => `acc${e} = acc${e} * corr + ${range(keys).map((i) => `p${i} * ${read('v', Dv, `(kvBase + ${first} + ${i}u) * ${Dv}u`, e)}`).join(' + ')};`).join('\n    ')}
-    m = mt;
-  }`;
-  const whole = Lk - (Lk % keysPerStep);
-  const outIndex = `(z * ${Lq}u + row) * ${Dv}u`;
-  const vec4 = [...(aligned(D) ? ['q', 'k'] : []), ...(aligned(Dv) ? ['v', 'out'] : [])];
-  const inputs: Record<string, Tensor> = { q, k, v };
-  if (bias) inputs.bias = bias;
-  if (mask) inputs.mask = mask;
-  const groups = Math.ceil(Lq / 64);
-  launch({
-    name: 'attention.flash',
-    key: `${shapeStr(q.shape)}|${shapeStr(k.shape)}|${shapeStr(v.shape)}|${scale}|${causal}|${bias ? shapeStr(bias.shape) : '-'}|${mask ? shapeStr(mask.shape) : '-'}`,
-    inputs,
-    outputs: { out },
-    vec4,
-    workgroups: [groups, batch],
-    wgsl: (bindings) => `${bindings}
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lane: u32) {
-  let z = wid.y;
-  let row = wid.x * 64u + lane;
-  if (row >= ${Lq}u) { return; }
-  ${unravel(batchShape, 'z', 'z')}
-  ${biasAt?.base ?? ''}
-  ${maskAt?.base ?? ''}
-  let qb = (z * ${Lq}u + row) * ${D}u;
-  let kvBase = z * ${Lk}u;
-  ${range(vecs(D)).map((d) => `let qv${d} = ${read('q', D, 'qb', d)} * ${f32(scale ?? 1 / Math.sqrt(D))};`).join('\n  ')}
-  ${range(vecs(Dv)).map((e) => `var acc${e} = vec4f(0.0);`).join(' ')}
-  var m = ${f32(-Infinity)};
-  var l = 0.0;
-  for (var j = 0u; j < ${whole}u; j += ${keysPerStep}u) ${step(keysPerStep, 'j')}
-  ${whole < Lk ? `for (var j = ${whole}u; j < ${Lk}u; j++) ${step(1, 'j')}` : ''}
-  // a row with no key kept has l = 0 and gets zeros, as the masked softmax gives
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  ${range(vecs(Dv)).map((e) => aligned(Dv)
-    ? `out[${outIndex} / 4u + ${e}u] = acc${e} * inv;`
-    : range(4).filter((c) => 4 * e + c < Dv).map((c) => `out[${outIndex} + ${4 * e + c}u] = acc${e}[${c}] * inv;`).join(' ')).join('\n  ')}
-}`,
-  });
-  return out;
-}
