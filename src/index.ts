@@ -18,6 +18,7 @@ export * from './kernels/norm.ts';
 export * from './kernels/loss.ts';
 export * from './kernels/gather.ts';
 export * from './kernels/random.ts';
+export { msDeformAttn } from './kernels/ms_deform_attn.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, type LoadReport, type StateSource } from './nn/module.ts';
 export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit } from './nn/layers.ts';
