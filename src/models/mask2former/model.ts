@@ -105,8 +105,14 @@ export class Mask2FormerForUniversalSegmentation extends Module {
     return m.eval();
   }
 
-  /** pixelValues [B, 3, H, W] (normalised); with maskLabels and classLabels also the loss. */
-  forward(pixelValues: Tensor, { maskLabels, classLabels, ...lossOptions }: ForwardOptions = {}): Mask2FormerOutput {
+  /**
+   * pixelValues [B, 3, H, W] (normalised). With maskLabels and classLabels the result also has the loss and
+   * is a Promise (the matching reads predictions back to the CPU).
+   */
+  forward(pixelValues: Tensor): Mask2FormerOutput;
+  forward(pixelValues: Tensor, options: ForwardOptions & { maskLabels: Tensor[]; classLabels: Tensor[] }): Promise<Mask2FormerOutput>;
+  forward(pixelValues: Tensor, options?: ForwardOptions): Mask2FormerOutput | Promise<Mask2FormerOutput>;
+  forward(pixelValues: Tensor, { maskLabels, classLabels, ...lossOptions }: ForwardOptions = {}): Mask2FormerOutput | Promise<Mask2FormerOutput> {
     if ((maskLabels === undefined) !== (classLabels === undefined)) {
       throw new Error('Mask2FormerForUniversalSegmentation.forward: give both maskLabels and classLabels, or neither');
     }
@@ -127,11 +133,12 @@ export class Mask2FormerForUniversalSegmentation extends Module {
       pixelDecoderLastHiddenState: maskFeatures,
       transformerDecoderHiddenStates: hiddenStates,
     };
-    if (maskLabels && classLabels) {
-      const details = mask2formerLoss(this.config, final, this.config.useAuxiliaryLoss ? out.auxiliaryLogits : [], maskLabels, classLabels, lossOptions);
+    if (!maskLabels || !classLabels) return out;
+    const auxiliary = this.config.useAuxiliaryLoss ? out.auxiliaryLogits : [];
+    return mask2formerLoss(this.config, final, auxiliary, maskLabels, classLabels, this.criterion.emptyWeight, lossOptions).then((details) => {
       out.loss = details.total;
       out.lossDetails = details;
-    }
-    return out;
+      return out;
+    });
   }
 }
