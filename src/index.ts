@@ -28,3 +28,7 @@ export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
 export { imageToTensor, tensorToImage, maskToImage, imageToLabels, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
+export { Mask2FormerForUniversalSegmentation, type Mask2FormerOutput, type Mask2FormerLogits, type ForwardOptions as Mask2FormerForwardOptions } from './models/mask2former/model.ts';
+export { parseMask2FormerConfig, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
+export { linearSumAssignment } from './models/mask2former/hungarian.ts';
+export { seededUniform, type RandomSource } from './models/mask2former/loss.ts';
