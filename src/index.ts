@@ -32,3 +32,4 @@ export { Mask2FormerForUniversalSegmentation, type Mask2FormerOutput, type Mask2
 export { parseMask2FormerConfig, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
 export { linearSumAssignment } from './models/mask2former/hungarian.ts';
 export { seededUniform, type RandomSource } from './models/mask2former/loss.ts';
+export { semanticSegmentation, instanceSegmentation, type InstanceSegmentation, type InstanceSegment, type InstanceOptions } from './models/mask2former/postprocess.ts';

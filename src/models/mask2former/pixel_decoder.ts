@@ -39,13 +39,13 @@ export function sinePositionEmbedding(H: number, W: number, numPosFeats: number)
 export class ConvNorm extends Module {
   readonly conv: Conv2d;
   readonly norm: GroupNorm;
+  readonly withRelu: boolean;
   constructor(inC: number, outC: number, kernel: number, { bias = true, relu: withRelu = false } = {}) {
     super();
     this.conv = this.module('0', new Conv2d(inC, outC, kernel, { bias, padding: (kernel - 1) / 2 }));
     this.norm = this.module('1', new GroupNorm(32, outC));
     this.withRelu = withRelu;
   }
-  private readonly withRelu: boolean;
 
   forward(x: Tensor): Tensor {
     const y = this.norm.forward(this.conv.forward(x));
@@ -127,7 +127,7 @@ export class Mask2FormerPixelDecoder extends Module {
     super();
     const C = config.featureSize;
     const transformerIn = featureChannels.slice(-numLevels);
-    this.inputProjections = this.module('input_projections', new ModuleList(transformerIn.reverse().map((ch) => new ConvNorm(ch, C, 1))));
+    this.inputProjections = this.module('input_projections', new ModuleList(transformerIn.slice().reverse().map((ch) => new ConvNorm(ch, C, 1))));
     this.encoder = this.module('encoder', new PixelDecoderEncoder(config));
     this.levelEmbed = this.param('level_embed', Tensor.zeros([numLevels, C]));
     this.maskProjection = this.module('mask_projection', new Conv2d(C, config.maskFeatureSize, 1));

@@ -4,8 +4,7 @@
 
 import { Tensor, tidy } from '../../engine/tensor.ts';
 import { add, map, relu } from '../../kernels/elementwise.ts';
-import { matmul } from '../../kernels/matmul.ts';
-import { linear } from '../../kernels/matmul.ts';
+import { linear, matmul } from '../../kernels/matmul.ts';
 import { sum } from '../../kernels/reduce.ts';
 import { interpolate } from '../../kernels/resample.ts';
 import { scaledDotProductAttention } from '../../kernels/attention.ts';
