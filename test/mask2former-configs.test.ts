@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomArray } from './helpers.ts';
 import { backward, noGrad } from '../src/engine/autograd.ts';
-import { Tensor, tidy } from '../src/engine/tensor.ts';
+import { Tensor, memoryStats, tidy } from '../src/engine/tensor.ts';
 import { add, mul } from '../src/kernels/elementwise.ts';
 import { sum } from '../src/kernels/reduce.ts';
 import { parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
@@ -111,9 +111,11 @@ test('mask2former, own config: the loss runs end to end (matching sizes, finite 
   const masks = new Float32Array(2 * H * W);
   for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) masks[y * W + x] = x < 25 ? 1 : 0;
   for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) masks[H * W + y * W + x] = y > 30 ? 1 : 0;
-  const o = await model.forward(pixels, {
-    maskLabels: [Tensor.fromArray(masks, [2, H, W])], classLabels: [Tensor.fromArray([2, 0], [2], 'i32')], random: seededUniform(3),
-  });
+  const maskLabels = [Tensor.fromArray(masks, [2, H, W])];
+  const classLabels = [Tensor.fromArray([2, 0], [2], 'i32')];
+  model.zeroGrad();
+  const live = memoryStats().liveBytes;
+  const o = await model.forward(pixels, { maskLabels, classLabels, random: seededUniform(3) });
   const loss = await o.loss!.item();
   assert.ok(Number.isFinite(loss) && loss > 0, `loss ${loss}`);
   assert.is(Object.keys(o.lossDetails!.terms).length, 9);
@@ -123,7 +125,6 @@ test('mask2former, own config: the loss runs end to end (matching sizes, finite 
     assert.equal([...targets].sort(), [0, 1]);
   }
   assert.equal([...o.lossDetails!.points[0]!.shape], [2, 24, 2]);
-  model.zeroGrad();
   backward(o.loss!);
   for (const [name, p] of model.namedParameters()) {
     const g = await p.grad?.toArray();
@@ -131,6 +132,8 @@ test('mask2former, own config: the loss runs end to end (matching sizes, finite 
   }
   model.zeroGrad();
   disposeOutput(o);
+  for (const t of [o.loss!, ...Object.values(o.lossDetails!.terms), ...o.lossDetails!.points]) t.dispose();
+  assert.is(memoryStats().liveBytes, live, 'forward, loss and backward leave nothing behind');
 });
 
 async function rejects(fn: () => Promise<unknown>, pattern: RegExp): Promise<void> {

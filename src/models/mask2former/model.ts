@@ -116,26 +116,26 @@ export class Mask2FormerForUniversalSegmentation extends Module {
     if ((maskLabels === undefined) !== (classLabels === undefined)) {
       throw new Error('Mask2FormerForUniversalSegmentation.forward: give both maskLabels and classLabels, or neither');
     }
-    const encoderHiddenStates = this.model.pixelLevelModule.encoder.forward(pixelValues);
-    const { multiScaleFeatures, maskFeatures } = this.model.pixelLevelModule.decoder.forward(encoderHiddenStates);
-    const { hiddenStates, predictions } = this.model.transformerModule.forward(multiScaleFeatures, maskFeatures);
-    const logits = predictions.map((p) => {
-      const classQueriesLogits = tidy(() => this.classPredictor.forward(p.normed));
-      p.normed.dispose();
-      return { classQueriesLogits, masksQueriesLogits: p.masksQueriesLogits };
+    // one scope for the whole forward: everything but the outputs is freed (the loss path is async, so
+    // callers cannot wrap it in tidy themselves)
+    const out = tidy((): Mask2FormerOutput => {
+      const encoderHiddenStates = this.model.pixelLevelModule.encoder.forward(pixelValues);
+      const { multiScaleFeatures, maskFeatures } = this.model.pixelLevelModule.decoder.forward(encoderHiddenStates);
+      const { hiddenStates, predictions } = this.model.transformerModule.forward(multiScaleFeatures, maskFeatures);
+      const logits = predictions.map((p) => ({ classQueriesLogits: this.classPredictor.forward(p.normed), masksQueriesLogits: p.masksQueriesLogits }));
+      const final = logits[logits.length - 1]!;
+      return {
+        ...final,
+        auxiliaryLogits: logits.slice(0, -1),
+        encoderHiddenStates,
+        pixelDecoderHiddenStates: multiScaleFeatures,
+        pixelDecoderLastHiddenState: maskFeatures,
+        transformerDecoderHiddenStates: hiddenStates,
+      };
     });
-    const final = logits[logits.length - 1]!;
-    const out: Mask2FormerOutput = {
-      ...final,
-      auxiliaryLogits: logits.slice(0, -1),
-      encoderHiddenStates,
-      pixelDecoderHiddenStates: multiScaleFeatures,
-      pixelDecoderLastHiddenState: maskFeatures,
-      transformerDecoderHiddenStates: hiddenStates,
-    };
     if (!maskLabels || !classLabels) return out;
     const auxiliary = this.config.useAuxiliaryLoss ? out.auxiliaryLogits : [];
-    return mask2formerLoss(this.config, final, auxiliary, maskLabels, classLabels, this.criterion.emptyWeight, lossOptions).then((details) => {
+    return mask2formerLoss(this.config, out, auxiliary, maskLabels, classLabels, this.criterion.emptyWeight, lossOptions).then((details) => {
       out.loss = details.total;
       out.lossDetails = details;
       return out;
