@@ -146,6 +146,16 @@ async function rejects(fn: () => Promise<unknown>, pattern: RegExp): Promise<voi
   assert.unreachable(`expected an error matching ${pattern}`);
 }
 
+test('mask2former, own config: an image without objects gets only the no-object cross-entropy', async () => {
+  const o = await model.forward(pixels, { maskLabels: [Tensor.zeros([0, H, W])], classLabels: [Tensor.fromArray(new Int32Array(0), [0], 'i32')], random: seededUniform(4) });
+  const terms = o.lossDetails!.terms;
+  assert.ok((await terms.loss_cross_entropy!.item()) > 0);
+  assert.is(await terms.loss_mask!.item(), 0);
+  assert.is(await terms.loss_dice_1!.item(), 0);
+  assert.equal(o.lossDetails!.matchings.map((r) => r[0]![0].length), [0, 0, 0]);
+  disposeOutput(o);
+});
+
 test('mask2former: bad labels and checkpoints are named', async () => {
   const masks = Tensor.zeros([1, H, W]);
   await rejects(() => model.forward(pixels, { maskLabels: [masks], classLabels: [Tensor.fromArray([3], [1], 'i32')] }), /classLabels\[0\]\[0\] = 3 is outside the 3 configured classes/);

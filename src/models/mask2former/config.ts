@@ -118,6 +118,8 @@ export function parseMask2FormerConfig(json: Json, what = 'config.json'): Mask2F
     useAuxiliaryLoss: field(json, 'use_auxiliary_loss', what, (v) => typeof v === 'boolean', 'a boolean', true),
     featureStrides: field(json, 'feature_strides', what, isIntList, 'a list of positive integers', [4, 8, 16, 32]),
   };
+  const activation = json.activation_function ?? 'relu';
+  if (activation !== 'relu') throw new Error(`${what}: activation_function must be 'relu' (the decoder's FFN), got ${JSON.stringify(activation)}`);
   if (config.preNorm) throw new Error(`${what}: pre_norm true is not supported (Mask2Former checkpoints use post-norm)`);
   if (config.featureSize !== config.hiddenDim || config.enforceInputProjection) {
     throw new Error(`${what}: feature_size (${config.featureSize}) must equal hidden_dim (${config.hiddenDim}) without enforce_input_projection (transformers registers no weights for those projections)`);

@@ -91,12 +91,14 @@ async function checkTargets(config: Mask2FormerConfig, maskLabels: Tensor[], cla
 }
 
 /** Hungarian matching of one image (no gradient): cost matrix [Q, T] on the CPU in float64. */
-async function matchImage(config: Mask2FormerConfig, classLogits: Float32Array, predMasks: Tensor, targetMasks: Tensor, labels: Int32Array, random: RandomSource): Promise<[Int32Array, Int32Array]> {
+async function matchImage(config: Mask2FormerConfig, classLogits: Float32Array, masks: () => [Tensor, Tensor], labels: Int32Array, random: RandomSource): Promise<[Int32Array, Int32Array]> {
   const P = config.trainNumPoints;
+  // drawn even for an image without targets, as the reference does, so later draws stay aligned
   const draw = await random([1, P, 2]);
-  const Q = predMasks.shape[0]!;
   const T = labels.length;
   if (T === 0) return [new Int32Array(0), new Int32Array(0)];
+  const [predMasks, targetMasks] = masks();
+  const Q = predMasks.shape[0]!;
   const repeat = (n: number) => {
     const out = new Float32Array(n * P * 2);
     for (let k = 0; k < n; k++) out.set(draw.subarray(0, P * 2), k * P * 2);
@@ -106,8 +108,7 @@ async function matchImage(config: Mask2FormerConfig, classLogits: Float32Array, 
     const p = samplePoints(predMasks, repeat(Q), P);
     const t = samplePoints(targetMasks, repeat(T), P);
     const out = [await p.toArray(), await t.toArray()] as const;
-    p.dispose();
-    t.dispose();
+    for (const x of [p, t, predMasks, targetMasks]) x.dispose();
     return out;
   });
   const K = config.numLabels + 1;
@@ -186,11 +187,12 @@ async function roundLoss(config: Mask2FormerConfig, pred: LossPrediction, target
   const [Ht, Wt] = targets.masks.shape.slice(1) as [number, number];
   for (let b = 0; b < B; b++) {
     const T = targets.labels[b]!.length;
-    const pm = noGrad(() => tidy(() => reshape(indexSelect(reshape(pred.masksQueriesLogits, [B, Q * h * w]), 0, Tensor.fromArray([b], [1], 'i32')), [Q, 1, h, w])));
-    const tm = noGrad(() => tidy(() => reshape(indexSelect(targets.masks, 0, Tensor.fromArray(Int32Array.from({ length: T }, (_, t) => targets.offsets[b]! + t), [T], 'i32')), [T, 1, Ht, Wt])));
-    matching.push(await matchImage(config, classLogits.subarray(b * Q * K, (b + 1) * Q * K), pm, tm, targets.labels[b]!, random));
-    pm.dispose();
-    tm.dispose();
+    const rows = (x: Tensor, first: number, n: number, shape: number[]) => reshape(indexSelect(x, 0, Tensor.fromArray(Int32Array.from({ length: n }, (_, k) => first + k), [n], 'i32')), shape);
+    const masks = () => noGrad(() => tidy((): [Tensor, Tensor] => [
+      rows(reshape(pred.masksQueriesLogits, [B * Q, h, w]), b * Q, Q, [Q, 1, h, w]),
+      rows(targets.masks, targets.offsets[b]!, T, [T, 1, Ht, Wt]),
+    ]));
+    matching.push(await matchImage(config, classLogits.subarray(b * Q * K, (b + 1) * Q * K), masks, targets.labels[b]!, random));
   }
   const src = matching.flatMap(([qs], b) => [...qs].map((q) => b * Q + q));
   const tgt = matching.flatMap(([, ts], b) => [...ts].map((t) => targets.offsets[b]! + t));
