@@ -3,7 +3,7 @@
 // self-attention, then FFN, post-norm), predicting masks before the first layer and after each one.
 
 import { Tensor, tidy } from '../../engine/tensor.ts';
-import { add, map, relu } from '../../kernels/elementwise.ts';
+import { add, compare, maximum, relu, sigmoid } from '../../kernels/elementwise.ts';
 import { linear, matmul } from '../../kernels/matmul.ts';
 import { sum } from '../../kernels/reduce.ts';
 import { interpolate } from '../../kernels/resample.ts';
@@ -151,9 +151,8 @@ export function attentionKeepMask(maskLogits: Tensor, [h, w]: [number, number]):
   return noGrad(() => tidy(() => {
     const [B, Q] = maskLogits.shape as [number, number];
     const resized = interpolate(maskLogits, { size: [h, w], mode: 'bilinear', alignCorners: false });
-    const keep = map('mask2former.keep', 'select(0.0, 1.0, 1.0 / (1.0 + exp(-x)) >= 0.5)', { x: reshape(resized, [B, 1, Q, h * w]) });
-    const kept = sum(keep, -1, { keepdim: true });
-    return map('mask2former.keep_empty', 'select(k, 1.0, n == 0.0)', { k: keep, n: kept });
+    const keep = compare('ge', sigmoid(reshape(resized, [B, 1, Q, h * w])), 0.5);
+    return maximum(keep, compare('eq', sum(keep, -1, { keepdim: true }), 0));
   }));
 }
 
