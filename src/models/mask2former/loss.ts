@@ -50,6 +50,11 @@ function samplePoints(maps: Tensor, points: Float32Array, P: number): Tensor {
   });
 }
 
+/** Rows `indices` of x along dim 0, reshaped to `shape`. */
+function rowsOf(x: Tensor, indices: number[], shape: number[]): Tensor {
+  return reshape(indexSelect(x, 0, Tensor.fromArray(Int32Array.from(indices), [indices.length], 'i32')), shape);
+}
+
 function softplus(x: number): number {
   return Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x)));
 }
@@ -187,10 +192,10 @@ async function roundLoss(config: Mask2FormerConfig, pred: LossPrediction, target
   const [Ht, Wt] = targets.masks.shape.slice(1) as [number, number];
   for (let b = 0; b < B; b++) {
     const T = targets.labels[b]!.length;
-    const rows = (x: Tensor, first: number, n: number, shape: number[]) => reshape(indexSelect(x, 0, Tensor.fromArray(Int32Array.from({ length: n }, (_, k) => first + k), [n], 'i32')), shape);
+    const range = (first: number, n: number) => Array.from({ length: n }, (_, k) => first + k);
     const masks = () => noGrad(() => tidy((): [Tensor, Tensor] => [
-      rows(reshape(pred.masksQueriesLogits, [B * Q, h, w]), b * Q, Q, [Q, 1, h, w]),
-      rows(targets.masks, targets.offsets[b]!, T, [T, 1, Ht, Wt]),
+      rowsOf(reshape(pred.masksQueriesLogits, [B * Q, h, w]), range(b * Q, Q), [Q, 1, h, w]),
+      rowsOf(targets.masks, range(targets.offsets[b]!, T), [T, 1, Ht, Wt]),
     ]));
     matching.push(await matchImage(config, classLogits.subarray(b * Q * K, (b + 1) * Q * K), masks, targets.labels[b]!, random));
   }
@@ -204,10 +209,10 @@ async function roundLoss(config: Mask2FormerConfig, pred: LossPrediction, target
   if (N === 0) {
     return { crossEntropy: ce, mask: Tensor.zeros([]), dice: Tensor.zeros([]), matching, points: Tensor.zeros([0, P, 2]) };
   }
-  const predMasks = tidy(() => reshape(indexSelect(reshape(pred.masksQueriesLogits, [B * Q, h, w]), 0, Tensor.fromArray(Int32Array.from(src), [N], 'i32')), [N, 1, h, w]));
+  const predMasks = tidy(() => rowsOf(reshape(pred.masksQueriesLogits, [B * Q, h, w]), src, [N, 1, h, w]));
   const points = await lossPoints(config, predMasks, random);
   const { mask, dice } = tidy(() => {
-    const targetMasks = reshape(indexSelect(targets.masks, 0, Tensor.fromArray(Int32Array.from(tgt), [N], 'i32')), [N, 1, Ht, Wt]);
+    const targetMasks = rowsOf(targets.masks, tgt, [N, 1, Ht, Wt]);
     const labels = noGrad(() => samplePoints(targetMasks, points, P));
     const logits = samplePoints(predMasks, points, P);
     const bce = affine(binaryCrossEntropyWithLogits(logits, labels, { reduction: 'sum' }), 1 / (P * numMasks));
