@@ -36,6 +36,9 @@ test('semanticSegmentation matches Σ_q softmax(class)·sigmoid(mask), argmax ov
     }
   }
   assert.ok(compared > 0.9 * B * H * W);
+  // in blocks of 7 pixels (5 classes × 7 × 4 bytes): the same map
+  const blocked = semanticSegmentation({ classQueriesLogits: cls, masksQueriesLogits: masks }, undefined, 140);
+  assert.equal([...(await blocked.toArray())], [...ours]);
   const big = semanticSegmentation({ classQueriesLogits: cls, masksQueriesLogits: masks }, [40, 24]);
   assert.equal([...big.shape], [B, 40, 24]);
 });

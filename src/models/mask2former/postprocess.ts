@@ -1,15 +1,17 @@
 // Turning Mask2Former predictions into segmentations, as transformers' Mask2FormerImageProcessor does:
 // semantic = argmax over classes of Σ_q softmax(class)[q, c] · sigmoid(mask)[q]; instances = the top
-// (query, class) pairs by class probability × mean foreground mask probability. Masks are resized to the
-// requested size directly (the processor first goes through 384×384).
+// (query, class) pairs by class probability × mean foreground mask probability. Differences from the
+// processor: mask logits are resized straight to the requested size (it goes through 384×384 first), and
+// semantic maps resize the mask logits before combining them with the class probabilities (it resizes the
+// combined per-class scores, a map too large for one buffer with many classes).
 
 import { noGrad } from '../../engine/autograd.ts';
 import { Tensor, tidy } from '../../engine/tensor.ts';
-import { sigmoid } from '../../kernels/elementwise.ts';
+import { cast, sigmoid } from '../../kernels/elementwise.ts';
 import { gemm } from '../../kernels/matmul.ts';
 import { argmax } from '../../kernels/reduce.ts';
 import { interpolate } from '../../kernels/resample.ts';
-import { reshape, slice } from '../../kernels/shape.ts';
+import { concat, reshape, slice } from '../../kernels/shape.ts';
 import { softmax } from '../../kernels/softmax.ts';
 
 export interface SegmentationLogits {
@@ -23,16 +25,30 @@ function resized(masks: Tensor, size: [number, number] | undefined): Tensor {
   return size ? interpolate(masks, { size, mode: 'bilinear', alignCorners: false }) : masks;
 }
 
-/** Class ids i32 [B, H, W] (mask resolution, or `size`). */
-export function semanticSegmentation(logits: SegmentationLogits, size?: [number, number]): Tensor {
+/**
+ * Class ids i32 [B, H, W] (mask resolution, or `size`). Image by image, and in blocks of pixels whose
+ * [classes, pixels] f32 scores take at most `blockBytes`, so that no [classes, H·W] map has to fit one buffer.
+ */
+export function semanticSegmentation(logits: SegmentationLogits, size?: [number, number], blockBytes = 64 * 2 ** 20): Tensor {
   return noGrad(() => tidy(() => {
     const [B, Q, K1] = logits.classQueriesLogits.shape as [number, number, number];
-    const masks = resized(logits.masksQueriesLogits, size);
-    const [H, W] = masks.shape.slice(2) as [number, number];
     const classProbs = slice(softmax(logits.classQueriesLogits, -1), 2, 0, K1 - 1);
-    const maskProbs = reshape(sigmoid(masks), [B, Q, H * W]);
-    const perClass = gemm(classProbs, maskProbs, { transA: true });
-    return reshape(argmax(perClass, 1), [B, H, W]);
+    const block = Math.max(1, Math.floor(blockBytes / 4 / (K1 - 1)));
+    const images = Array.from({ length: B }, (_, b) => tidy(() => {
+      const masks = resized(slice(logits.masksQueriesLogits, 0, b, b + 1), size);
+      const maskProbs = reshape(sigmoid(masks), [Q, -1]);
+      const probs = reshape(slice(classProbs, 0, b, b + 1), [Q, K1 - 1]);
+      const HW = maskProbs.shape[1]!;
+      const labels: Tensor[] = [];
+      for (let start = 0; start < HW; start += block) {
+        const scores = gemm(probs, slice(maskProbs, 1, start, start + block), { transA: true });
+        // class ids are small integers, exact in f32 (concat works on f32)
+        labels.push(cast(argmax(scores, 0), 'f32'));
+      }
+      return concat(labels, 0);
+    }));
+    const [H, W] = size ?? (logits.masksQueriesLogits.shape.slice(2) as [number, number]);
+    return cast(reshape(concat(images, 0), [B, H, W]), 'i32');
   }));
 }
 
