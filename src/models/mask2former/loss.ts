@@ -112,11 +112,16 @@ async function matchImage(config: Mask2FormerConfig, classLogits: Float32Array, 
   const [pred, tgt] = await noGrad(async () => {
     const p = samplePoints(predMasks, repeat(Q), P);
     const t = samplePoints(targetMasks, repeat(T), P);
-    const out = [await p.toArray(), await t.toArray()] as const;
+    const out = [(await p.toArray()) as Float32Array, (await t.toArray()) as Float32Array] as const;
     for (const x of [p, t, predMasks, targetMasks]) x.dispose();
     return out;
   });
   const K = config.numLabels + 1;
+  // per point: BCE against 1 and against 0, and the sigmoid; the pairwise terms are then plain dot products
+  const bcePos = Float64Array.from(pred, (x) => softplus(-x));
+  const bceNeg = Float64Array.from(pred, (x) => softplus(x));
+  const sig = Float64Array.from(pred, (x) => 1 / (1 + Math.exp(-x)));
+  const tgtSum = Array.from({ length: T }, (_, t) => tgt.subarray(t * P, (t + 1) * P).reduce((a, v) => a + v, 0));
   const cost = new Float64Array(Q * T);
   for (let q = 0; q < Q; q++) {
     const row = classLogits.subarray(q * K, (q + 1) * K);
@@ -124,19 +129,20 @@ async function matchImage(config: Mask2FormerConfig, classLogits: Float32Array, 
     let z = 0;
     for (const v of row) z += Math.exp(v - mx);
     let sumSig = 0;
-    for (let p = 0; p < P; p++) sumSig += 1 / (1 + Math.exp(-pred[q * P + p]!));
+    let sumNeg = 0;
+    for (let p = q * P; p < (q + 1) * P; p++) {
+      sumSig += sig[p]!;
+      sumNeg += bceNeg[p]!;
+    }
     for (let t = 0; t < T; t++) {
-      let bce = 0;
+      let bce = sumNeg;
       let inter = 0;
-      let sumT = 0;
       for (let p = 0; p < P; p++) {
-        const x = pred[q * P + p]!;
         const y = tgt[t * P + p]!;
-        bce += softplus(-x) * y + softplus(x) * (1 - y);
-        inter += y / (1 + Math.exp(-x));
-        sumT += y;
+        bce += (bcePos[q * P + p]! - bceNeg[q * P + p]!) * y;
+        inter += sig[q * P + p]! * y;
       }
-      const dice = 1 - (2 * inter + 1) / (sumSig + sumT + 1);
+      const dice = 1 - (2 * inter + 1) / (sumSig + tgtSum[t]! + 1);
       const cls = -Math.exp(row[labels[t]!]! - mx) / z;
       const c = config.maskWeight * (bce / P) + config.classWeight * cls + config.diceWeight * dice;
       cost[q * T + t] = Number.isNaN(c) ? 0 : Math.min(Math.max(c, -1e10), 1e10);
