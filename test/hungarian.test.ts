@@ -1,8 +1,10 @@
-// linearSumAssignment against brute force (every injection of the smaller side) on small random matrices.
+// The CPU parts of the Mask2Former loss: linearSumAssignment against brute force (every injection of the
+// smaller side) on small random matrices, and the uncertainty top-k against a full sort.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomArray } from './helpers.ts';
 import { linearSumAssignment } from '../src/models/mask2former/hungarian.ts';
+import { topk } from '../src/models/mask2former/loss.ts';
 
 /** The minimum summed cost over all assignments of min(rows, cols) pairs. */
 function bruteForce(cost: Float32Array, rows: number, cols: number): number {
@@ -45,6 +47,15 @@ test('linearSumAssignment is optimal on random matrices (square, wide, tall, wit
 test('linearSumAssignment rejects non-finite costs and wrong sizes', () => {
   assert.throws(() => linearSumAssignment([1, NaN], 1, 2), /cost\[0\]\[1\] is NaN/);
   assert.throws(() => linearSumAssignment([1, 2, 3], 2, 2), /3 costs for a 2×2/);
+});
+
+test('topk: the k largest, largest first, ties by lower index (against a full sort)', () => {
+  for (const [n, k, seed] of [[50, 7, 1], [300, 192, 2], [10, 10, 3], [5, 0, 4]] as const) {
+    // rounded values: many ties, some straddling the cut
+    const values = Float64Array.from(randomArray(n, seed, -4, 4), (v) => Math.round(v * 2) / 2);
+    const expected = [...values.keys()].sort((a, b) => values[b]! - values[a]! || a - b).slice(0, k);
+    assert.equal(topk(values, k), expected, `n ${n} k ${k}`);
+  }
 });
 
 test.run();

@@ -151,6 +151,17 @@ async function matchImage(config: Mask2FormerConfig, classLogits: Float32Array, 
   return linearSumAssignment(cost, Q, T);
 }
 
+/** Indices of the k largest values, largest first (ties: lower index first); a native sort finds the cut. */
+export function topk(values: Float64Array, k: number): number[] {
+  if (k <= 0) return [];
+  const cut = Float64Array.from(values).sort()[values.length - Math.min(k, values.length)]!;
+  const above: number[] = [];
+  const atCut: number[] = [];
+  values.forEach((v, i) => (v > cut ? above.push(i) : v === cut && atCut.push(i)));
+  const chosen = [...above, ...atCut.slice(0, k - above.length)];
+  return chosen.sort((a, b) => values[b]! - values[a]! || a - b);
+}
+
 /** Uncertainty-based point sampling (no gradient): the most uncertain of the oversampled candidates, then uniform ones. */
 async function lossPoints(config: Mask2FormerConfig, predMasks: Tensor, random: RandomSource): Promise<Float32Array> {
   const N = predMasks.shape[0]!;
@@ -160,16 +171,14 @@ async function lossPoints(config: Mask2FormerConfig, predMasks: Tensor, random: 
   const candidates = await random([N, sampled, 2]);
   const logits = await noGrad(async () => {
     const t = samplePoints(predMasks, candidates, sampled);
-    const v = await t.toArray();
+    const v = (await t.toArray()) as Float32Array;
     t.dispose();
     return v;
   });
   const points = new Float32Array(N * P * 2);
   for (let n = 0; n < N; n++) {
-    // uncertainty −|logit|, most uncertain first (ties: lower index first)
-    const order = Array.from({ length: sampled }, (_, k) => k);
-    const u = (k: number) => -Math.abs(logits[n * sampled + k]!);
-    order.sort((a, b) => u(b) - u(a) || a - b);
+    // uncertainty −|logit|
+    const order = topk(Float64Array.from(logits.subarray(n * sampled, (n + 1) * sampled), (x) => -Math.abs(x)), uncertain);
     for (let k = 0; k < uncertain; k++) {
       points[(n * P + k) * 2] = candidates[(n * sampled + order[k]!) * 2]!;
       points[(n * P + k) * 2 + 1] = candidates[(n * sampled + order[k]!) * 2 + 1]!;
