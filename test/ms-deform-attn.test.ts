@@ -14,6 +14,9 @@ test('msDeformAttn conformance: output and grads of value, sampling locations, a
   const shapesFlat = await io.get('spatial_shapes').toArray();
   const shapes: [number, number][] = [];
   for (let k = 0; k < shapesFlat.length; k += 2) shapes.push([shapesFlat[k]!, shapesFlat[k + 1]!]);
+  // the levels are concatenated in order: each starts where the previous ones end
+  const starts = shapes.map((_, l) => shapes.slice(0, l).reduce((a, [h, w]) => a + h * w, 0));
+  assert.equal([...(await io.get('level_start_index').toArray())], starts);
   const value = io.get('value').requireGrad();
   const loc = io.get('sampling_locations').requireGrad();
   const attn = io.get('attention_weights').requireGrad();
