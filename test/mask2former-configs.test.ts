@@ -26,14 +26,15 @@ const config = parseMask2FormerConfig({
 
 const model = new Mask2FormerForUniversalSegmentation(config).eval();
 // every parameter random (many default to zeros or ones), scaled to keep activations moderate
-await Promise.all(model.namedParameters().map(async ([, p], k) => {
+model.namedParameters().forEach(([, p], k) => {
   const scale = p.rank === 1 ? 0.2 : 0.5 / Math.sqrt(p.shape[p.rank - 1]!);
   p.copyFrom(Tensor.fromArray(randomArray(p.size, 100 + k, -scale, scale), p.shape));
-}));
-const [H, W] = [44, 60];
+});
+// not a multiple of the patch size (padded to 48×64); stage maps 12×16, 6×8, 3×4 (odd: merging pads), 2×2
+const [H, W] = [46, 62];
 const pixels = Tensor.fromArray(randomArray(3 * H * W, 7), [1, 3, H, W]);
 const wClass = randomArray(5 * 4, 8);
-const wMask = randomArray(5 * 11 * 15, 9);
+const wMask = randomArray(5 * 12 * 16, 9);
 
 /** A fixed random projection of the final class and mask logits (smooth in the weights). */
 function projection(o: Mask2FormerOutput): Tensor {
@@ -49,12 +50,12 @@ function disposeOutput(o: Mask2FormerOutput): void {
   for (const t of new Set(all)) t.dispose();
 }
 
-test('mask2former, own config: output shapes (batch 1, 44×60 input, window 3 with padding, 2 decoder layers)', () => {
+test('mask2former, own config: output shapes (batch 1, 46×62 input, window 3 with padding, 2 decoder layers)', () => {
   const o = noGrad(() => model.forward(pixels));
   assert.equal([...o.classQueriesLogits.shape], [1, 5, 4]);
-  assert.equal([...o.masksQueriesLogits.shape], [1, 5, 11, 15]);
+  assert.equal([...o.masksQueriesLogits.shape], [1, 5, 12, 16]);
   assert.is(o.auxiliaryLogits.length, 2);
-  assert.equal(o.encoderHiddenStates.map((t) => [...t.shape]), [[1, 8, 11, 15], [1, 16, 6, 8], [1, 32, 3, 4], [1, 64, 2, 2]]);
+  assert.equal(o.encoderHiddenStates.map((t) => [...t.shape]), [[1, 8, 12, 16], [1, 16, 6, 8], [1, 32, 3, 4], [1, 64, 2, 2]]);
   assert.equal(o.pixelDecoderHiddenStates.map((t) => [...t.shape]), [[1, 32, 2, 2], [1, 32, 3, 4], [1, 32, 6, 8]]);
   disposeOutput(o);
 });
