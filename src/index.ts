@@ -18,6 +18,7 @@ export * from './kernels/norm.ts';
 export * from './kernels/loss.ts';
 export * from './kernels/gather.ts';
 export * from './kernels/random.ts';
+export { msDeformAttn } from './kernels/ms_deform_attn.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, type LoadReport, type StateSource } from './nn/module.ts';
 export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit, skipInit } from './nn/layers.ts';
@@ -54,3 +55,8 @@ export {
   StableDiffusionPipeline, SCHEDULERS, type SchedulerName, type StableDiffusionComponents, type StableDiffusionLoadOptions,
   type SampleOptions, type UNetLike, type VaeLike, type PretrainedLoader,
 } from './models/stable_diffusion.ts';
+export { Mask2FormerForUniversalSegmentation, type Mask2FormerOutput, type Mask2FormerLogits, type ForwardOptions as Mask2FormerForwardOptions } from './models/mask2former/model.ts';
+export { parseMask2FormerConfig, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
+export { linearSumAssignment } from './models/mask2former/hungarian.ts';
+export { seededUniform, type RandomSource } from './models/mask2former/loss.ts';
+export { semanticSegmentation, instanceSegmentation, type InstanceSegmentation, type InstanceSegment, type InstanceOptions } from './models/mask2former/postprocess.ts';
