@@ -85,16 +85,15 @@ function splitHeads(x: Tensor, heads: number): Tensor {
 
 /**
  * softmax(q·kᵀ/√d)·v per head: q [B, Lq, H·d], k and v [B, Lk, H·d] → [B, Lq, H·d]. The scores are computed
- * whole when they fit one storage binding, else per batch chunk, per head chunk, then per query chunk; each
- * chunk's probabilities go to `sink` as they are made.
+ * whole when they fit `limit` bytes (the storage-binding limit), else per batch element and head chunk, then
+ * per query chunk; each chunk's probabilities go to `sink` as they are made.
  */
-export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, sink?: LayerSink): Tensor {
+export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, sink?: LayerSink, limit = deviceInfo().limits.maxStorageBufferBindingSize): Tensor {
   return tidy(() => {
     const [B, Lq, D] = q.shape as [number, number, number];
     const Lk = k.shape[1]!;
     if (D % heads) throw new Error(`attention: width ${D} of q ${shapeStr(q.shape)} does not split into ${heads} heads`);
     const [q4, k4, v4] = [splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads)];
-    const limit = deviceInfo().limits.maxStorageBufferBindingSize;
     const headBytes = Lq * Lk * 4;
     const chunk = (qc: Tensor, kc: Tensor, vc: Tensor, b0: number, h0: number) => tidy(() => {
       const probs = attentionProbs(qc, kc);
