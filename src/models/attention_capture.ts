@@ -5,7 +5,7 @@
 import { Tensor, keep, shapeStr, tidy } from '../engine/tensor.ts';
 import { add, affine } from '../kernels/elementwise.ts';
 import { sum } from '../kernels/reduce.ts';
-import { concat, slice } from '../kernels/shape.ts';
+import { concat, reshape, slice } from '../kernels/shape.ts';
 
 export type AttentionKind = 'self' | 'cross';
 
@@ -79,6 +79,19 @@ export class AttentionCapture {
     const m = this.#maps.get(key);
     if (!m) throw new Error(`AttentionCapture: no map '${key}' (captured: ${this.keys().join(', ') || 'none'})`);
     return affine(m.sum, 1 / m.count);
+  }
+
+  /**
+   * The mean cross-attention map of text token `token` for batch element `batch` from a 'sum'-mode entry
+   * (key `cross:HxW`), as [height, width]: where in the image that token was looked at. A new tensor.
+   */
+  tokenMap(key: string, token: number, batch = 0): Tensor {
+    const m = this.#maps.get(key);
+    if (!m || m.kind !== 'cross' || m.sum.rank !== 3) throw new Error(`AttentionCapture.tokenMap: '${key}' is not a 'sum'-mode cross-attention map (captured: ${this.keys().join(', ') || 'none'})`);
+    const [B, , Lk] = m.sum.shape as [number, number, number];
+    if (!Number.isInteger(token) || token < 0 || token >= Lk) throw new Error(`AttentionCapture.tokenMap: token ${token} is outside 0…${Lk - 1}`);
+    if (!Number.isInteger(batch) || batch < 0 || batch >= B) throw new Error(`AttentionCapture.tokenMap: batch ${batch} is outside 0…${B - 1}`);
+    return tidy(() => reshape(affine(slice(slice(m.sum, 0, batch, batch + 1), 2, token, token + 1), 1 / m.count), [m.height, m.width]));
   }
 
   /** Frees every map; the capture can be used again. */
