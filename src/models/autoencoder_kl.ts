@@ -8,7 +8,7 @@ import { type RandomOptions, randn } from '../kernels/random.ts';
 import { split } from '../kernels/shape.ts';
 import { Module } from '../nn/module.ts';
 import { Conv2d } from '../nn/layers.ts';
-import { DiffusersConfig, findWeights, loadWeights } from './diffusers/loading.ts';
+import { type DiffusersConfig, fromFolder } from './diffusers/loading.ts';
 import { Decoder, Encoder } from './diffusers/vae.ts';
 
 export interface AutoencoderKLConfig {
@@ -87,14 +87,7 @@ export class AutoencoderKL extends Module {
 
   /** Loads a diffusers `vae` folder: config.json + (diffusion_pytorch_model|model)[.fp16].safetensors. */
   static fromPretrained(dir: string): AutoencoderKL {
-    const model = new AutoencoderKL(autoencoderConfig(DiffusersConfig.read(dir)));
-    try {
-      loadWeights(model, findWeights(dir));
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model.eval();
+    return fromFolder(dir, (config) => new AutoencoderKL(autoencoderConfig(config)));
   }
 
   /** image [B, in_channels, H, W] in [-1, 1] → the posterior; logvar clamped to [-30, 20] as diffusers. */

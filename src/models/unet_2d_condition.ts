@@ -10,7 +10,7 @@ import { Conv2d, GroupNorm } from '../nn/layers.ts';
 import type { AttentionCapture } from './attention_capture.ts';
 import { Attention } from './diffusers/attention.ts';
 import { TimestepEmbedding, Timesteps } from './diffusers/embeddings.ts';
-import { DiffusersConfig, findWeights, loadWeights } from './diffusers/loading.ts';
+import { type DiffusersConfig, fromFolder } from './diffusers/loading.ts';
 import { CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D } from './diffusers/unet_blocks.ts';
 
 /** The config keys this implementation reads (diffusers names and defaults). */
@@ -172,14 +172,7 @@ export class UNet2DConditionModel extends Module {
 
   /** Loads a diffusers `unet` folder: config.json + (diffusion_pytorch_model|model)[.fp16].safetensors. */
   static fromPretrained(dir: string): UNet2DConditionModel {
-    const model = new UNet2DConditionModel(unetConfig(DiffusersConfig.read(dir)));
-    try {
-      loadWeights(model, findWeights(dir));
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model.eval();
+    return fromFolder(dir, (config) => new UNet2DConditionModel(unetConfig(config)));
   }
 
   /**

@@ -111,6 +111,21 @@ export function findWeights(dir: string): string {
   return found;
 }
 
+/**
+ * A model of a diffusers folder: `build` makes it from config.json, then the weights file is streamed into it
+ * (the model is freed when that fails); returned in eval mode.
+ */
+export function fromFolder<M extends Module>(dir: string, build: (config: DiffusersConfig) => M): M {
+  const model = build(DiffusersConfig.read(dir));
+  try {
+    loadWeights(model, findWeights(dir));
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model.eval();
+}
+
 /** Streams `file` into `model` (strict: every key present with the right shape), f16 converted to f32. */
 export function loadWeights(model: Module, file: string): void {
   const reader = loadSafetensors(file, { f16ToF32: true });
