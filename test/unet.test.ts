@@ -13,6 +13,7 @@ import { AttentionCapture } from '../src/models/attention_capture.ts';
 import { multiHeadAttention } from '../src/models/diffusers/attention.ts';
 import { DiffusersConfig } from '../src/models/diffusers/loading.ts';
 import { Transformer2DModel } from '../src/models/diffusers/transformer_2d.ts';
+import { Timesteps } from '../src/models/diffusers/embeddings.ts';
 import { UNet2DConditionModel, unetConfig } from '../src/models/unet_2d_condition.ts';
 
 const dir = `${conformanceDir}/unet`;
@@ -106,10 +107,30 @@ test('unet: load errors name the file and key', async () => {
   const badHeads = writeFolder({ ...otherConfig, attention_head_dim: [2, 5, 4] });
   assert.throws(() => UNet2DConditionModel.fromPretrained(badHeads), /attention_head_dim/);
   assert.throws(() => UNet2DConditionModel.fromPretrained(writeFolder(otherConfig)), /no weights file/);
+  const { block_out_channels: _, ...noChannels } = otherConfig;
+  const lacking = writeFolder(noChannels);
+  assert.throws(() => UNet2DConditionModel.fromPretrained(lacking), (e: Error) => e.message.includes(`${lacking}/config.json: 'block_out_channels' must be`));
+  // bad forward inputs
+  const ctx = Tensor.zeros([1, 5, 12]);
+  assert.throws(() => unet.forward(Tensor.zeros([1, 3, 8, 8]), 1, ctx), /sample \[1, 3, 8, 8\] must be \[batch, 4, height, width\]/);
+  assert.throws(() => unet.forward(Tensor.zeros([1, 4, 8, 8]), 1, Tensor.zeros([1, 5, 16])), /encoderHiddenStates \[1, 5, 16\] must be \[1, tokens, 12\]/);
+  assert.throws(() => unet.forward(Tensor.zeros([2, 4, 8, 8]), [1, 2, 3], Tensor.zeros([2, 5, 12])), /3 timesteps for a batch of 2/);
   unet.dispose();
 });
 
-// ---------------------------------------------------------------- naive CPU Transformer2DModel
+// ---------------------------------------------------------------- naive CPU Timesteps and Transformer2DModel
+
+test('Timesteps (sin first, freq_shift 1, odd dim) matches the formula', async () => {
+  const [dim, shift] = [7, 1];
+  const ts = [0, 3, 999];
+  const ours = await new Timesteps(dim, false, shift).forward(Tensor.fromArray(ts, [3])).toArray();
+  const half = 3;
+  const ref = ts.flatMap((t) => {
+    const args = Array.from({ length: half }, (_, j) => t * Math.exp((-Math.log(10000) * j) / (half - shift)));
+    return [...args.map(Math.sin), ...args.map(Math.cos), 0];
+  });
+  assertClose(ours, ref, 1e-4, 'timestep embedding');
+});
 
 function erf(x: number): number {
   // Maclaurin series, exact to double precision for the |x| < 6 reached here
