@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
-import { Tensor } from '../src/engine/tensor.ts';
+import { Tensor, memoryStats } from '../src/engine/tensor.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
 import { saveSafetensors } from '../src/io/safetensors.ts';
 import { reshape, slice } from '../src/kernels/shape.ts';
@@ -274,7 +274,17 @@ test('attention capture: sum mode adds the selected heads, layers and forwards o
   // each row of a mean map is a probability distribution over the 5 tokens
   const mean = Float32Array.from(await summed.mean('cross:4x6').toArray());
   for (let r = 0; r < 24; r++) assert.ok(Math.abs(mean.slice(r * 5, r * 5 + 5).reduce((a: number, b: number) => a + b, 0) - 1) < 1e-5);
+  assertClose(await summed.tokenMap('cross:4x6', 3).toArray(), Float32Array.from({ length: 24 }, (_, r) => mean[r * 5 + 3]!), 1e-6, 'tokenMap');
+  assert.equal(summed.tokenMap('cross:4x6', 3).shape, [4, 6]);
   assert.equal(perLayer.get('mid_block.attentions.0.transformer_blocks.0.attn1')!.sum.shape, [1, 4, 6, 6]);
+  // memory stays flat over further forwards: the maps are summed in place of the old sums
+  const live: number[] = [];
+  for (let step = 0; step < 3; step++) {
+    unet.forward(sample, 500, ctx, { capture: summed }).dispose();
+    live.push(memoryStats().liveBytes);
+  }
+  assert.is(live[2], live[0], `live bytes over steps: ${live.join(', ')}`);
+  assert.is(summed.get('cross:4x6')!.count, 5 * 3 * 2);
   perLayer.dispose();
   summed.dispose();
   unet.dispose();
