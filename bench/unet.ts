@@ -38,7 +38,7 @@ const cases: Case[] = [
   },
   { name: 'SD-1.5-shaped 64x64 batch 2 f32', make: () => new UNet2DConditionModel(unetConfig(new DiffusersConfig('<SD 1.5 shape>', sd15))), batch: 2, size: 64, tokens: 77 },
 ];
-const selected = cases.filter((c, i) => which === 'all' || (which === 'tiny' ? i === 0 : i === 1));
+const selected = cases.filter((_, i) => which === 'all' || (which === 'tiny' ? i === 0 : i === 1));
 
 const rows = [];
 for (const c of selected) {

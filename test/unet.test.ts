@@ -7,7 +7,7 @@ import { assertClose, assertTensorClose, conformance, conformanceDir, randomArra
 import { Tensor, memoryStats } from '../src/engine/tensor.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
 import { saveSafetensors } from '../src/io/safetensors.ts';
-import { reshape, slice } from '../src/kernels/shape.ts';
+import { reshape } from '../src/kernels/shape.ts';
 import { Linear } from '../src/nn/layers.ts';
 import { AttentionCapture } from '../src/models/attention_capture.ts';
 import { multiHeadAttention } from '../src/models/diffusers/attention.ts';
