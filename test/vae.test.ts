@@ -5,6 +5,7 @@ import * as assert from 'uvu/assert';
 import { assertTensorClose, conformance, conformanceDir, readJson } from './helpers.ts';
 import { Tensor, numel } from '../src/engine/tensor.ts';
 import { AutoencoderKL } from '../src/models/autoencoder_kl.ts';
+import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.ts';
 
 const dir = `${conformanceDir}/vae`;
 
@@ -48,6 +49,23 @@ test('vae: bad input and configs are named', async () => {
   const vae = AutoencoderKL.fromPretrained(dir);
   assert.throws(() => vae.decode(Tensor.zeros([1, 3, 8, 8])), /AutoencoderKL.decode: latents \[1, 3, 8, 8\] must be \[batch, 4, height, width\]/);
   assert.throws(() => vae.encode(Tensor.zeros([1, 4, 8, 8])), /AutoencoderKL.encode: image/);
+  vae.dispose();
+});
+
+test('vae: a file with legacy attention names (query/key/value/proj_attn) loads as diffusers renames it', async () => {
+  const fs = process.getBuiltinModule('node:fs');
+  const os = process.getBuiltinModule('node:os');
+  const path = process.getBuiltinModule('node:path');
+  const io = conformance('vae');
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'vae-legacy-'));
+  fs.copyFileSync(`${dir}/config.json`, `${d}/config.json`);
+  const legacy: Record<string, Tensor> = {};
+  const names: Record<string, string> = { to_q: 'query', to_k: 'key', to_v: 'value', 'to_out.0': 'proj_attn' };
+  for (const [k, t] of loadSafetensors(`${dir}/model.safetensors`)) legacy[k.replace(/\.(to_q|to_k|to_v|to_out\.0)\./, (_, n: string) => `.${names[n]}.`)] = t;
+  assert.ok('decoder.mid_block.attentions.0.proj_attn.weight' in legacy);
+  await saveSafetensors(`${d}/diffusion_pytorch_model.safetensors`, legacy);
+  const vae = AutoencoderKL.fromPretrained(d);
+  await assertTensorClose(vae.decode(io.get('latents')), io.get('decoded'), 1e-3, 'decoded from legacy names');
   vae.dispose();
 });
 

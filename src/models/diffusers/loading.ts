@@ -3,6 +3,7 @@
 
 import { nodeFs } from '../../io/fs.ts';
 import { loadSafetensors } from '../../io/safetensors.ts';
+import type { Tensor } from '../../engine/tensor.ts';
 import type { Module } from '../../nn/module.ts';
 
 /** A parsed config.json with typed, validated accessors. */
@@ -126,11 +127,34 @@ export function fromFolder<M extends Module>(dir: string, build: (config: Diffus
   return model.eval();
 }
 
-/** Streams `file` into `model` (strict: every key present with the right shape), f16 converted to f32. */
+/** Attention weight names of checkpoints saved before diffusers 0.14 (SD 1.x VAEs), and today's names. */
+const legacyAttention: [RegExp, string][] = [[/\.query\./, '.to_q.'], [/\.key\./, '.to_k.'], [/\.value\./, '.to_v.'], [/\.proj_attn\./, '.to_out.0.']];
+
+function currentName(key: string): string {
+  return legacyAttention.reduce((k, [from, to]) => k.replace(from, to), key);
+}
+
+/**
+ * Streams `file` into `model` (strict: every key present with the right shape), f16 converted to f32. Legacy
+ * attention names (query/key/value/proj_attn, as in SD 1.x VAE files) are renamed as diffusers does on load;
+ * such files are read whole into GPU tensors first.
+ */
 export function loadWeights(model: Module, file: string): void {
   const reader = loadSafetensors(file, { f16ToF32: true });
   try {
-    model.loadStateDict(reader);
+    if (![...reader.keys()].some((k) => currentName(k) !== k)) {
+      model.loadStateDict(reader);
+      return;
+    }
+    const renamed = new Map<string, Tensor>();
+    try {
+      for (const key of reader.keys()) renamed.set(currentName(key), reader.get(key));
+      model.loadStateDict(renamed);
+    } catch (e) {
+      throw new Error(`${file} (legacy attention names renamed): ${(e as Error).message}`);
+    } finally {
+      for (const t of renamed.values()) t.dispose();
+    }
   } finally {
     reader.close();
   }
