@@ -26,7 +26,7 @@ export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
-export { imageToTensor, tensorToImage, maskToImage, imageToLabels, type Image } from './io/image.ts';
+export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
 export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
 export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
@@ -60,3 +60,7 @@ export { parseMask2FormerConfig, type Mask2FormerConfig, type SwinConfig } from 
 export { linearSumAssignment } from './models/mask2former/hungarian.ts';
 export { seededUniform, type RandomSource } from './models/mask2former/loss.ts';
 export { semanticSegmentation, instanceSegmentation, type InstanceSegmentation, type InstanceSegment, type InstanceOptions } from './models/mask2former/postprocess.ts';
+export { UNet2DConditionModel, unetConfig, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet_2d_condition.ts';
+export { AutoencoderKL, autoencoderConfig, type AutoencoderKLConfig, type LatentDistribution } from './models/autoencoder_kl.ts';
+export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
+export { DiffusersConfig } from './models/diffusers/loading.ts';

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
-import { type Image, imageToLabels, imageToTensor, maskToImage, tensorToImage } from '../src/io/image.ts';
+import { type Image, heatmapToImage, imageToLabels, imageToTensor, maskToImage, tensorToImage } from '../src/io/image.ts';
 import { decodePng, encodePng, maskToPng, readPng, writePng } from '../src/io/png.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -111,5 +111,14 @@ test('errors name the file: not a PNG, a corrupt PNG, a missing file', async () 
 });
 
 test('cleanup', () => fs.rmSync(dir, { recursive: true }));
+
+test('heatmapToImage: min is dark blue, middle green, max dark red (jet), shape kept; bad input named', async () => {
+  const img = await heatmapToImage(Tensor.fromArray([2, 4, 6, 6, 6, 6], [1, 2, 3]));
+  assert.is(img.width, 3);
+  assert.is(img.height, 2);
+  assert.is(img.channels, 3);
+  assert.equal([...img.data.slice(0, 9)], [0, 0, 128, 128, 255, 128, 128, 0, 0]);
+  await rejects(heatmapToImage(Tensor.fromArray(new Int32Array([1, 2]), [1, 2])), /heatmapToImage: expected an f32 map/);
+});
 
 test.run();

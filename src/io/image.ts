@@ -113,3 +113,26 @@ export function imageToLabels(img: Image): Tensor {
   if (img.channels !== 1) throw new Error(`imageToLabels: a label map has one channel, this image has ${img.channels}`);
   return Tensor.fromArray(Int32Array.from(img.data), [img.height, img.width]);
 }
+
+/**
+ * A map of scores (f32 [H, W], [1, H, W] or [1, 1, H, W], e.g. a cross-attention map) as an RGB heat map:
+ * values scaled from [min, max] to [0, 1] (a constant map is all 0) through the "jet" colour map.
+ */
+export async function heatmapToImage(map: Tensor): Promise<Image> {
+  const dims = map.shape.filter((d, k) => !(d === 1 && k < map.rank - 2));
+  if (map.dtype !== 'f32' || dims.length !== 2 || map.rank > 4) {
+    throw new Error(`heatmapToImage: expected an f32 map [H, W] (or [1, H, W], [1, 1, H, W]), got ${map.dtype} ${shapeStr(map.shape)}`);
+  }
+  const values = await map.toArray();
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) if (Number.isFinite(v)) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
+  const span = hi > lo ? hi - lo : 1;
+  const data = new Uint8Array(values.length * 3);
+  const channel = (v: number, centre: number) => Math.round(Math.min(Math.max(1.5 - Math.abs(4 * v - centre), 0), 1) * 255);
+  values.forEach((x, p) => {
+    const v = Number.isFinite(x) ? (x - lo) / span : 0;
+    data.set([channel(v, 3), channel(v, 2), channel(v, 1)], p * 3);
+  });
+  return { width: dims[1]!, height: dims[0]!, channels: 3, data };
+}

@@ -1,0 +1,184 @@
+// Attention capture: the attention probabilities softmax(QKᵀ/√d) of a UNet's attention layers, requested per
+// forward (or per sampling run of many forwards) and aggregated on the GPU as each layer produces them, so
+// memory stays flat however many steps run. Layers that are not selected cost nothing.
+
+import { Tensor, keep, shapeStr, tidy } from '../engine/tensor.ts';
+import { add, affine } from '../kernels/elementwise.ts';
+import { sum } from '../kernels/reduce.ts';
+import { concat, reshape, slice } from '../kernels/shape.ts';
+
+export type AttentionKind = 'self' | 'cross';
+
+export interface AttentionCaptureOptions {
+  /** Capture cross-attention (attn2: queries = pixels, keys = text tokens). Default true. */
+  cross?: boolean;
+  /** Capture self-attention (attn1: keys = pixels of the same level). Default false. */
+  self?: boolean;
+  /** Selects layers by module name (`down_blocks.0.attentions.0.transformer_blocks.0.attn2`); default all. */
+  layers?: (name: string) => boolean;
+  /** Selects layers by the height of their feature map (a 64×64 latent has levels 64, 32, 16, 8); default all. */
+  resolutions?: readonly number[];
+  /** Head indices to keep (summed in 'sum' mode); default all heads. */
+  heads?: readonly number[];
+  /**
+   * 'sum' (default): one map per kind and resolution, key `cross:16x16`, [batch, Lq, Lk] summed over the chosen
+   * heads, layers and forwards. 'per-layer': one map per layer, key = module name, [batch, heads, Lq, Lk]
+   * summed over forwards only.
+   */
+  mode?: 'sum' | 'per-layer';
+}
+
+/** One aggregated map. `mean()` of the capture divides `sum` by `count`. */
+export interface CapturedMap {
+  kind: AttentionKind;
+  /** Feature-map size of the layers: Lq = height · width. */
+  height: number;
+  width: number;
+  /** Module names that contributed. */
+  layers: string[];
+  /** 'sum': [batch, Lq, Lk]; 'per-layer': [batch, heads, Lq, Lk]. Owned by the capture. */
+  sum: Tensor;
+  /** Number of [Lq, Lk] maps per batch element summed into each entry (heads × layers × forwards, or forwards). */
+  count: number;
+}
+
+/** Where an attention layer reports to: its module name and feature-map size. */
+export interface CaptureContext {
+  capture: AttentionCapture;
+  height: number;
+  width: number;
+}
+
+export class AttentionCapture {
+  readonly options: Required<Omit<AttentionCaptureOptions, 'layers' | 'heads' | 'resolutions'>> & AttentionCaptureOptions;
+  readonly #maps = new Map<string, CapturedMap>();
+
+  constructor(options: AttentionCaptureOptions = {}) {
+    this.options = { cross: true, self: false, mode: 'sum', ...options };
+    if (this.options.mode !== 'sum' && this.options.mode !== 'per-layer') {
+      throw new Error(`AttentionCapture: mode must be 'sum' or 'per-layer', got '${String(this.options.mode)}'`);
+    }
+  }
+
+  /** Keys of the maps captured so far. */
+  keys(): string[] {
+    return [...this.#maps.keys()];
+  }
+
+  /** The map under `key` (see `mode`), or undefined. */
+  get(key: string): CapturedMap | undefined {
+    return this.#maps.get(key);
+  }
+
+  entries(): [string, CapturedMap][] {
+    return [...this.#maps];
+  }
+
+  /** The average map under `key` (sum / count), a new tensor owned by the caller. */
+  mean(key: string): Tensor {
+    const m = this.#maps.get(key);
+    if (!m) throw new Error(`AttentionCapture: no map '${key}' (captured: ${this.keys().join(', ') || 'none'})`);
+    return affine(m.sum, 1 / m.count);
+  }
+
+  /**
+   * The mean cross-attention map of text token `token` for batch element `batch` from a 'sum'-mode entry
+   * (key `cross:HxW`), as [height, width]: where in the image that token was looked at. A new tensor.
+   */
+  tokenMap(key: string, token: number, batch = 0): Tensor {
+    const m = this.#maps.get(key);
+    if (!m || m.kind !== 'cross' || m.sum.rank !== 3) throw new Error(`AttentionCapture.tokenMap: '${key}' is not a 'sum'-mode cross-attention map (captured: ${this.keys().join(', ') || 'none'})`);
+    const [B, , Lk] = m.sum.shape as [number, number, number];
+    if (!Number.isInteger(token) || token < 0 || token >= Lk) throw new Error(`AttentionCapture.tokenMap: token ${token} is outside 0…${Lk - 1}`);
+    if (!Number.isInteger(batch) || batch < 0 || batch >= B) throw new Error(`AttentionCapture.tokenMap: batch ${batch} is outside 0…${B - 1}`);
+    return tidy(() => reshape(affine(slice(slice(m.sum, 0, batch, batch + 1), 2, token, token + 1), 1 / m.count), [m.height, m.width]));
+  }
+
+  /** Frees every map; the capture can be used again. */
+  reset(): void {
+    for (const m of this.#maps.values()) m.sum.dispose();
+    this.#maps.clear();
+  }
+
+  dispose(): void {
+    this.reset();
+  }
+
+  /** Whether the layer `name` of `kind` at this size is captured; its sink when so (called by Attention). */
+  sink(name: string, kind: AttentionKind, ctx: CaptureContext, heads: number): LayerSink | undefined {
+    const o = this.options;
+    if (!(kind === 'cross' ? o.cross : o.self)) return undefined;
+    if (o.layers && !o.layers(name)) return undefined;
+    if (o.resolutions && !o.resolutions.includes(ctx.height)) return undefined;
+    const selected = o.heads ?? [...Array(heads).keys()];
+    for (const h of selected) {
+      if (!Number.isInteger(h) || h < 0 || h >= heads) throw new Error(`AttentionCapture: head ${h} does not exist in ${name} (${heads} heads)`);
+    }
+    return new LayerSink(this, name, kind, ctx, selected);
+  }
+
+  /** Adds one layer's contribution (called by LayerSink.end). */
+  accumulate(key: string, name: string, kind: AttentionKind, ctx: CaptureContext, value: Tensor, count: number): void {
+    const m = this.#maps.get(key);
+    if (!m) {
+      this.#maps.set(key, { kind, height: ctx.height, width: ctx.width, layers: [name], sum: keep(value), count });
+      return;
+    }
+    if (m.sum.shape.some((d, k) => d !== value.shape[k])) {
+      throw new Error(`AttentionCapture: map '${key}' is ${shapeStr(m.sum.shape)} but ${name} gives ${shapeStr(value.shape)} (batch or tokens changed between forwards; reset() first)`);
+    }
+    const next = keep(add(m.sum, value));
+    m.sum.dispose();
+    value.dispose();
+    m.sum = next;
+    m.count += count;
+    if (!m.layers.includes(name)) m.layers.push(name);
+  }
+}
+
+/**
+ * Collects one layer's probabilities during one forward, chunk by chunk as the attention computes them
+ * (whole, or per batch element and head range when the scores exceed the binding limit), then adds them.
+ */
+export class LayerSink {
+  readonly #parts = new Map<number, Tensor[]>();
+
+  constructor(
+    readonly capture: AttentionCapture,
+    readonly name: string,
+    readonly kind: AttentionKind,
+    readonly ctx: CaptureContext,
+    readonly heads: readonly number[],
+  ) {}
+
+  /** probs [n, hc, Lq, Lk] for batch elements b0… and heads h0…h0+hc−1. */
+  add(probs: Tensor, b0: number, h0: number): void {
+    const hc = probs.shape[1]!;
+    const local = this.heads.filter((h) => h >= h0 && h < h0 + hc).map((h) => h - h0);
+    if (local.length === 0) return;
+    const part = keep(tidy(() => {
+      const picked = local.length === hc ? probs : concat(local.map((h) => slice(probs, 1, h, h + 1)), 1);
+      return this.capture.options.mode === 'sum' ? sum(picked, 1) : picked === probs ? affine(probs, 1) : picked;
+    }));
+    const list = this.#parts.get(b0) ?? [];
+    list.push(part);
+    this.#parts.set(b0, list);
+  }
+
+  /** Combines the chunks and hands the layer's map to the capture. */
+  end(): void {
+    const perLayer = this.capture.options.mode === 'per-layer';
+    const value = tidy(() => {
+      const rows = [...this.#parts.keys()].sort((a, b) => a - b).map((b) => {
+        const parts = this.#parts.get(b)!;
+        return parts.length === 1 ? parts[0]! : perLayer ? concat(parts, 1) : parts.reduce((a, p) => add(a, p));
+      });
+      return rows.length === 1 ? rows[0]! : concat(rows, 0);
+    });
+    for (const parts of this.#parts.values()) for (const p of parts) if (p !== value) p.dispose();
+    this.#parts.clear();
+    const { height, width } = this.ctx;
+    const key = perLayer ? this.name : `${this.kind}:${height}x${width}`;
+    this.capture.accumulate(key, this.name, this.kind, this.ctx, value, perLayer ? 1 : this.heads.length);
+  }
+}

@@ -1,0 +1,135 @@
+// diffusers' Attention (attention_processor.py, the default AttnProcessor): to_q / to_k / to_v, multi-head
+// softmax(QKᵀ/√d)·V, to_out.0; with `group_norm` and a residual for the VAE's mid-block attention over NCHW
+// input. Scores larger than the storage-binding limit (SD's 4096-token self-attention) are computed in chunks
+// of batch elements, heads and then queries, so no buffer exceeds it.
+
+import { deviceInfo } from '../../engine/device.ts';
+import { Tensor, shapeStr, tidy } from '../../engine/tensor.ts';
+import { attentionProbs } from '../../kernels/attention.ts';
+import { add } from '../../kernels/elementwise.ts';
+import { gemm } from '../../kernels/matmul.ts';
+import { concat, permute, reshape, slice } from '../../kernels/shape.ts';
+import { Module, ModuleList } from '../../nn/module.ts';
+import { GroupNorm, Linear } from '../../nn/layers.ts';
+import type { AttentionKind, CaptureContext, LayerSink } from '../attention_capture.ts';
+
+export interface AttentionOptions {
+  /** Width of the keys' source (the text encoder's hidden size); the query dim when absent (self-attention). */
+  crossAttentionDim?: number;
+  heads: number;
+  dimHead: number;
+  /** Bias on to_q / to_k / to_v. */
+  bias?: boolean;
+  /** GroupNorm of the input (`group_norm`), as in the VAE mid block. */
+  normNumGroups?: number;
+  eps?: number;
+  /** Adds the input to the output (VAE mid block). */
+  residualConnection?: boolean;
+}
+
+export class Attention extends Module {
+  /** The module's state_dict prefix in its model (names captured maps); set by the model. */
+  path = '';
+  readonly heads: number;
+  readonly dimHead: number;
+  readonly isCross: boolean;
+  readonly groupNorm: GroupNorm | undefined;
+  readonly toQ: Linear;
+  readonly toK: Linear;
+  readonly toV: Linear;
+  readonly toOut: ModuleList<Linear>;
+  readonly residualConnection: boolean;
+
+  constructor(queryDim: number, { crossAttentionDim, heads, dimHead, bias = false, normNumGroups, eps = 1e-5, residualConnection = false }: AttentionOptions) {
+    super();
+    const inner = heads * dimHead;
+    this.heads = heads;
+    this.dimHead = dimHead;
+    this.isCross = crossAttentionDim !== undefined;
+    this.groupNorm = normNumGroups ? this.module('group_norm', new GroupNorm(normNumGroups, queryDim, { eps })) : undefined;
+    this.toQ = this.module('to_q', new Linear(queryDim, inner, { bias }));
+    this.toK = this.module('to_k', new Linear(crossAttentionDim ?? queryDim, inner, { bias }));
+    this.toV = this.module('to_v', new Linear(crossAttentionDim ?? queryDim, inner, { bias }));
+    this.toOut = this.module('to_out', new ModuleList([new Linear(inner, queryDim)]));
+    this.residualConnection = residualConnection;
+  }
+
+  /**
+   * x [B, L, C] (or [B, C, H, W], attended over H·W tokens), context [B, Lk, crossAttentionDim] for
+   * cross-attention (else x attends to itself). With `capture`, the probabilities go to it when selected.
+   */
+  forward(x: Tensor, context?: Tensor, capture?: CaptureContext): Tensor {
+    return tidy(() => {
+      const spatial = x.rank === 4;
+      const [B, C] = x.shape as [number, number];
+      let h = x;
+      if (this.groupNorm) h = this.groupNorm.forward(h);
+      if (spatial) h = permute(reshape(h, [B, C, x.shape[2]! * x.shape[3]!]), [0, 2, 1]);
+      const ctx = context ?? h;
+      const kind: AttentionKind = context ? 'cross' : 'self';
+      const sink = capture ? capture.capture.sink(this.path, kind, capture, this.heads) : undefined;
+      const o = multiHeadAttention(this.toQ.forward(h), this.toK.forward(ctx), this.toV.forward(ctx), this.heads, sink);
+      sink?.end();
+      let out = this.toOut.at(0).forward(o);
+      if (spatial) out = reshape(permute(out, [0, 2, 1]), x.shape);
+      return this.residualConnection ? add(out, x) : out;
+    });
+  }
+}
+
+/** [B, L, H·d] → [B, H, L, d]. */
+function splitHeads(x: Tensor, heads: number): Tensor {
+  const [B, L, D] = x.shape as [number, number, number];
+  return permute(reshape(x, [B, L, heads, D / heads]), [0, 2, 1, 3]);
+}
+
+/**
+ * softmax(q·kᵀ/√d)·v per head: q [B, Lq, H·d], k and v [B, Lk, H·d] → [B, Lq, H·d]. The scores are computed
+ * whole when they fit `limit` bytes (the storage-binding limit), else per batch element and head chunk, then
+ * per query chunk; each chunk's probabilities go to `sink` as they are made.
+ */
+export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, sink?: LayerSink, limit = deviceInfo().limits.maxStorageBufferBindingSize): Tensor {
+  return tidy(() => {
+    const [B, Lq, D] = q.shape as [number, number, number];
+    const Lk = k.shape[1]!;
+    if (D % heads) throw new Error(`attention: width ${D} of q ${shapeStr(q.shape)} does not split into ${heads} heads`);
+    const [q4, k4, v4] = [splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads)];
+    const headBytes = Lq * Lk * 4;
+    const chunk = (qc: Tensor, kc: Tensor, vc: Tensor, b0: number, h0: number) => tidy(() => {
+      const probs = attentionProbs(qc, kc);
+      sink?.add(probs, b0, h0);
+      return gemm(probs, vc);
+    });
+    let out: Tensor;
+    if (B * heads * headBytes <= limit) {
+      out = chunk(q4, k4, v4, 0, 0);
+    } else {
+      const perBatch: Tensor[] = [];
+      for (let b = 0; b < B; b++) {
+        const [qb, kb, vb] = [q4, k4, v4].map((t) => slice(t, 0, b, b + 1)) as [Tensor, Tensor, Tensor];
+        const headsPerChunk = Math.floor(limit / headBytes);
+        const pieces: Tensor[] = [];
+        if (headsPerChunk >= 1) {
+          for (let h0 = 0; h0 < heads; h0 += headsPerChunk) {
+            const h1 = Math.min(heads, h0 + headsPerChunk);
+            const [qh, kh, vh] = [qb, kb, vb].map((t) => slice(t, 1, h0, h1)) as [Tensor, Tensor, Tensor];
+            pieces.push(chunk(qh, kh, vh, b, h0));
+          }
+        } else {
+          if (sink) throw new Error(`attention capture of ${sink.name}: one head's probabilities [${Lq}, ${Lk}] exceed the ${limit}-byte storage-binding limit; deselect this layer or resolution`);
+          const rows = Math.max(1, Math.floor(limit / (Lk * 4)));
+          for (let h = 0; h < heads; h++) {
+            const [kh, vh] = [kb, vb].map((t) => slice(t, 1, h, h + 1)) as [Tensor, Tensor];
+            const qh = slice(qb, 1, h, h + 1);
+            const rowsOut: Tensor[] = [];
+            for (let r0 = 0; r0 < Lq; r0 += rows) rowsOut.push(chunk(slice(qh, 2, r0, Math.min(Lq, r0 + rows)), kh, vh, b, h));
+            pieces.push(rowsOut.length === 1 ? rowsOut[0]! : concat(rowsOut, 2));
+          }
+        }
+        perBatch.push(pieces.length === 1 ? pieces[0]! : concat(pieces, 1));
+      }
+      out = perBatch.length === 1 ? perBatch[0]! : concat(perBatch, 0);
+    }
+    return reshape(permute(out, [0, 2, 1, 3]), [B, Lq, D]);
+  });
+}
