@@ -10,6 +10,7 @@ import { StableDiffusionPipeline, type UNetLike, type VaeLike } from '../src/mod
 import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
 import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
 import { DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler } from '../src/models/schedulers.ts';
+import { UNet2DConditionModel } from '../src/models/unet_2d_condition.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const os = process.getBuiltinModule('node:os');
@@ -65,6 +66,38 @@ test('pipeline: guided DDIM loop reproduces the conformance latents (UNet replay
   const images = pipe.decodeLatents(latents);
   const l = await latents.toArray();
   assertClose(await images.toArray(), Array.from(l, (v) => Math.min(1, Math.max(0, v / 0.18215 / 2 + 0.5))), 1e-5, 'decoded');
+});
+
+test('pipeline: guided DDIM run with the real UNet2DConditionModel of ../unet reproduces every step of the reference', async () => {
+  const model = UNet2DConditionModel.fromPretrained(`${conformanceDir}/unet`);
+  const guided: Promise<void>[] = [];
+  let step = 0;
+  // records each call's guided prediction eps_u + 7.5 (eps_c - eps_u) and compares it with the reference's
+  const unet: UNetLike = {
+    forward: (sample, timestep, text) => {
+      const out = model.forward(sample, timestep, text);
+      const i = step++;
+      const copy = out.alias();
+      guided.push(copy.toArray().then(async (v) => {
+        const n = v.length / 2;
+        const eps = Float32Array.from({ length: n }, (_, j) => v[j]! + 7.5 * (v[n + j]! - v[j]!));
+        const want = io.get(`step${i}.noise_pred`);
+        assertClose(eps, await want.toArray(), 2e-3, `step ${i} noise prediction`);
+        want.dispose();
+        copy.dispose();
+      }));
+      return out;
+    },
+  };
+  const pipe = await pipelineWith(unet);
+  const latents = pipe.sample({
+    promptEmbeds: io.get('cond'), negativePromptEmbeds: io.get('uncond'), latents: io.get('init_latents'), numInferenceSteps: 4, guidanceScale: 7.5,
+  });
+  await Promise.all(guided);
+  assert.is(step, 4);
+  await assertTensorClose(latents, io.get('step3.latents'), 2e-3, 'final latents');
+  latents.dispose();
+  model.dispose();
 });
 
 test('pipeline: prompts are tokenized to 77 ids and encoded; guidance off runs one UNet pass per step', async () => {
