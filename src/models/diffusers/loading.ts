@@ -5,6 +5,7 @@ import { nodeFs } from '../../io/fs.ts';
 import { loadSafetensors } from '../../io/safetensors.ts';
 import type { Tensor } from '../../engine/tensor.ts';
 import type { Module } from '../../nn/module.ts';
+import { skipInit } from '../../nn/layers.ts';
 
 /** A parsed config.json with typed, validated accessors. */
 export class DiffusersConfig {
@@ -117,7 +118,9 @@ export function findWeights(dir: string): string {
  * (the model is freed when that fails); returned in eval mode.
  */
 export function fromFolder<M extends Module>(dir: string, build: (config: DiffusersConfig) => M): M {
-  const model = build(DiffusersConfig.read(dir));
+  // the strict load below overwrites every parameter: no random initial values needed (minutes for SD's UNet)
+  const config = DiffusersConfig.read(dir);
+  const model = skipInit(() => build(config));
   try {
     loadWeights(model, findWeights(dir));
   } catch (e) {
