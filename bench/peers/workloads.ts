@@ -201,7 +201,7 @@ export function parseRunnerArgs(argv: string[]): RunnerOptions {
     const i = argv.indexOf(name);
     return i >= 0 ? argv[i + 1] : undefined;
   };
-  return { filter: flag('--filter'), runs: Number(flag('--runs') ?? 10), warmup: Number(flag('--warmup') ?? 2) };
+  return { filter: flag('--filter'), runs: Number(flag('--runs') ?? 10), warmup: Number(flag('--warmup') ?? 1) };
 }
 
 export function selectWorkloads(filter: string | undefined): Workload[] {
