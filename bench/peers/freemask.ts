@@ -3,7 +3,7 @@
 // f16 rows cast the inputs to f16 and run the same ops; an op without an f16 kernel is reported as such.
 import * as F from '../../src/index.ts';
 import { readBuffer } from '../../src/engine/queue.ts';
-import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, outputShape, runEngine } from './workloads.ts';
+import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, metaPrefix, outputShape, runEngine } from './workloads.ts';
 
 type T = F.Tensor;
 
@@ -41,6 +41,8 @@ function computation(w: Workload): (...xs: T[]) => T {
 const readBack = (t: T) => readBuffer(t.buffer, Math.ceil(t.byteLength / 4) * 4);
 
 await F.getDevice();
+const info = F.deviceInfo();
+process.stdout.write(`${metaPrefix}${JSON.stringify({ adapter: info.description, features: info.features })}\n`);
 
 await runEngine('freemask', process.argv.slice(2), async (w: Workload, dtype: BenchDType) => {
   const fn = computation(w);

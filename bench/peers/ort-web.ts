@@ -34,7 +34,7 @@ await runEngine('onnxruntime-web', process.argv.slice(2), async (w, dtype) => {
     feeds.map((f) => {
       const bytes = Math.ceil(f.data.byteLength / 16) * 16;
       const buffer = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-      device.queue.writeBuffer(buffer, 0, f.data);
+      device.queue.writeBuffer(buffer, 0, f.data as Float32Array<ArrayBuffer>);
       buffers.push(buffer);
       return [f.name, ort.Tensor.fromGpuBuffer(buffer, { dataType: dtype === 'f16' ? 'float16' : 'float32', dims: f.dims })];
     }),

@@ -210,6 +210,8 @@ export function selectWorkloads(filter: string | undefined): Workload[] {
 
 /** Marks rows on stdout; libraries may print their own lines there. */
 export const rowPrefix = '@@row ';
+/** A runner's facts about the device (adapter description, features), once. */
+export const metaPrefix = '@@meta ';
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
