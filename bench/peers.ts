@@ -2,7 +2,8 @@
 // its own process, one after the other, collects their rows, writes them as a JSON array and generates
 // bench/RESULTS.md. A runner that crashes or times out leaves error rows for the workloads it did not reach.
 // Usage: npm run bench -- --peers [--json FILE] [--filter a,b] [--engines freemask,tfjs-webgpu] [--runs N]
-//        [--warmup N] [--results FILE] [--timeout-min M]
+//        [--warmup N] [--results FILE] [--timeout-min M (per engine)] [--max-run-s S (a workload whose one run
+//        takes longer is reported with that time, not timed further)]
 import { execSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -87,7 +88,8 @@ export async function main(argv: string[]): Promise<void> {
   const warmup = Number(flag(argv, '--warmup') ?? 1);
   if (!(runs >= 1) || !(warmup >= 0)) throw new Error('--runs must be >= 1 and --warmup >= 0');
   const timeoutMs = Number(flag(argv, '--timeout-min') ?? 60) * 60_000;
-  const childArgs = ['--runs', String(runs), '--warmup', String(warmup), ...(filter ? ['--filter', filter] : [])];
+  const maxRunSeconds = Number(flag(argv, '--max-run-s') ?? 60);
+  const childArgs = ['--runs', String(runs), '--warmup', String(warmup), '--max-run-s', String(maxRunSeconds), ...(filter ? ['--filter', filter] : [])];
 
   const started = new Date();
   const loadBefore = loadavg();
@@ -126,6 +128,7 @@ export async function main(argv: string[]): Promise<void> {
     },
     runs,
     warmup,
+    maxRunSeconds,
     command: `npm run bench -- ${argv.join(' ')}`,
     commit: gitCommit(),
   };

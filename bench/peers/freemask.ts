@@ -3,7 +3,7 @@
 // f16 rows cast the inputs to f16 and run the same ops; an op without an f16 kernel is reported as such.
 import * as F from '../../src/index.ts';
 import { readBuffer } from '../../src/engine/queue.ts';
-import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, metaPrefix, outputShape, runEngine } from './workloads.ts';
+import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, meanAbs, metaPrefix, outputShape, runEngine } from './workloads.ts';
 
 type T = F.Tensor;
 
@@ -47,11 +47,12 @@ process.stdout.write(`${metaPrefix}${JSON.stringify({ adapter: info.description,
 await runEngine('freemask', process.argv.slice(2), async (w: Workload, dtype: BenchDType) => {
   const fn = computation(w);
   const inputs = inputShapes(w.spec).map((inp, i) => F.Tensor.fromArray(inputData(inp.shape, i + 1, inp.fanIn), inp.shape));
-  const dispose = () => inputs.forEach((t) => t.dispose());
+  const owned = [...inputs];
+  const dispose = () => owned.forEach((t) => t.dispose());
   let args = inputs;
   if (dtype === 'f16') {
     args = inputs.map((t) => F.cast(t, 'f16'));
-    inputs.push(...args);
+    owned.push(...args);
     try {
       F.tidy(() => fn(...args)).dispose();
       await F.sync();
@@ -72,13 +73,19 @@ await runEngine('freemask', process.argv.slice(2), async (w: Workload, dtype: Be
         await readBack(y);
         y.dispose();
       },
+      meanAbs: async () => {
+        const y = F.tidy(() => fn(...args));
+        const data = await y.toArray();
+        y.dispose();
+        return meanAbs([data]);
+      },
       dispose,
       extra,
     };
   }
   const dy = F.Tensor.fromArray(inputData(outputShape(w.spec), 99), outputShape(w.spec));
-  inputs.push(dy);
-  const differentiable = w.spec.kind === 'conv2d' ? inputs.slice(0, 2) : inputs.slice(0, inputShapes(w.spec).length);
+  owned.push(dy);
+  const differentiable = w.spec.kind === 'conv2d' ? inputs.slice(0, 2) : inputs;
   for (const t of differentiable) t.requireGrad();
   return {
     note: 'inputs resident on GPU, forward + backward, all input gradients read back',
@@ -89,6 +96,15 @@ await runEngine('freemask', process.argv.slice(2), async (w: Workload, dtype: Be
         t.grad!.dispose();
         t.grad = undefined;
       }
+    },
+    meanAbs: async () => {
+      F.tidy(() => F.backward(fn(...inputs), dy));
+      const grads = await Promise.all(differentiable.map((t) => t.grad!.toArray()));
+      for (const t of differentiable) {
+        t.grad!.dispose();
+        t.grad = undefined;
+      }
+      return meanAbs(grads);
     },
     dispose,
     extra,

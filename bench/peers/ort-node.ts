@@ -2,7 +2,8 @@
 // each run is one session.run whose output lands in CPU memory (nothing to read back).
 import * as ort from 'onnxruntime-node';
 import { onnxWorkload } from './onnx-graphs.ts';
-import { runEngine } from './workloads.ts';
+import { f16ToF32 } from '../../src/engine/tensor.ts';
+import { meanAbs, runEngine } from './workloads.ts';
 
 await runEngine('onnxruntime-node', process.argv.slice(2), async (w, dtype) => {
   const { model, feeds, output } = onnxWorkload(w, dtype);
@@ -13,6 +14,11 @@ await runEngine('onnxruntime-node', process.argv.slice(2), async (w, dtype) => {
     run: async () => {
       const out = await session.run(inputs);
       out[output]!.dispose();
+    },
+    meanAbs: async () => {
+      const y = (await session.run(inputs))[output]!;
+      const data = y.data as Float32Array | Uint16Array;
+      return meanAbs([data instanceof Uint16Array ? Float32Array.from(data, f16ToF32) : data]);
     },
     dispose: () => session.release(),
   };

@@ -4,7 +4,8 @@
 import * as ort from 'onnxruntime-web/webgpu';
 import { create, globals } from 'webgpu';
 import { onnxWorkload } from './onnx-graphs.ts';
-import { runEngine } from './workloads.ts';
+import { f16ToF32 } from '../../src/engine/tensor.ts';
+import { meanAbs, runEngine } from './workloads.ts';
 
 Object.assign(globalThis, globals);
 const gpu = create([]) as GPU;
@@ -46,6 +47,12 @@ await runEngine('onnxruntime-web', process.argv.slice(2), async (w, dtype) => {
       const y = out[output]!;
       await y.getData();
       y.dispose();
+    },
+    meanAbs: async () => {
+      const y = (await session.run(inputs))[output]!;
+      const data = (await y.getData()) as Float32Array | Uint16Array;
+      y.dispose();
+      return meanAbs([data instanceof Uint16Array ? Float32Array.from(data, f16ToF32) : data]);
     },
     dispose: async () => {
       await session.release();

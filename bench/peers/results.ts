@@ -11,6 +11,7 @@ export interface ResultsMeta {
   versions: Record<string, string>;
   runs: number;
   warmup: number;
+  maxRunSeconds?: number;
   command: string;
   commit?: string;
 }
@@ -35,9 +36,24 @@ export function resultsMarkdown(rows: Row[], meta: ResultsMeta): string {
       .filter((r): r is Row => !!r?.median_ms)
       .sort((a, b) => a.median_ms! - b.median_ms!)[0];
   const errors: string[] = [];
+  // Engines compute the same function on the same values: their mean |output| must agree. The reference is
+  // onnxruntime-node (CPU), or freemask where it has no row (backward).
+  const mismatches: string[] = [];
+  const mismatch = (r: Row) => {
+    const ref = [find(r.workload, 'onnxruntime-node', r.dtype), find(r.workload, 'freemask', r.dtype)].find((x) => x?.mean_abs !== undefined);
+    if (!ref || ref === r || r.mean_abs === undefined) return false;
+    const tol = r.dtype === 'f16' ? 2e-2 : 1e-3;
+    return Math.abs(r.mean_abs - ref.mean_abs!) > tol * Math.abs(ref.mean_abs!);
+  };
   const cell = (r: Row | undefined) => {
     if (!r) return '—';
+    if (r.median_ms !== null && mismatch(r)) {
+      const ref = find(r.workload, 'onnxruntime-node', r.dtype)?.mean_abs !== undefined ? 'onnxruntime-node' : 'freemask';
+      mismatches.push(`${r.engine}, ${r.workload} ${r.dtype}: mean |output| ${r.mean_abs} vs ${ref}'s ${find(r.workload, ref, r.dtype)!.mean_abs}`);
+      return `${fmtMs(r.median_ms)} ⚠${mismatches.length}`;
+    }
     if (r.median_ms !== null) return fmtMs(r.median_ms);
+    if (r.single_run_ms !== undefined) return `> ${meta.maxRunSeconds ?? 60} s [${errors.push(`${r.engine}, ${r.workload} ${r.dtype}: ${r.error}`)}]`;
     if (r.error?.startsWith('not supported')) return 'n/s';
     errors.push(`${r.engine}, ${r.workload} ${r.dtype}: ${r.error}`);
     return `error [${errors.length}]`;
@@ -118,6 +134,12 @@ export function resultsMarkdown(rows: Row[], meta: ResultsMeta): string {
       s !== undefined ? `ours ${fmtMs(ours!.median_ms!)} ms vs ${fastest!.engine} ${fmtMs(fastest!.median_ms!)} ms (${fmtX(1 / s)} its time)${node ? `; onnxruntime-node (CPU, no dispatches) is ${fmtX(1 / node)} faster than us` : ''}` : 'missing a time');
   }
   lines.push('', 'Where a target is not met, `npm run bench -- --profile` shows the time per kernel of a UNet-shaped block stack.', '');
+
+  lines.push('## Output check', '');
+  lines.push('Each engine also reports the mean |value| of its output (backward: of all input gradients), computed once after the timed runs. It is compared with onnxruntime-node\'s (backward: with freemask\'s), relative tolerance 1e-3 for f32 and 2e-2 for f16.', '');
+  if (!mismatches.length) lines.push('All engines with a time agree.');
+  mismatches.forEach((m, i) => lines.push(`- ⚠${i + 1} ${m}`));
+  lines.push('');
 
   lines.push('## Errors and unsupported cases', '');
   if (!errors.length) lines.push('No errors.');

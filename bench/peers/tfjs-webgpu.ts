@@ -3,7 +3,7 @@
 // TF.js's native NHWC layout; ops TF.js lacks (GELU, SiLU, group/layer norm) are composed from its ops as a
 // TF.js user would write them. Backward: tf.grads with a given output gradient.
 import { create, globals } from 'webgpu';
-import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, outputShape, runEngine } from './workloads.ts';
+import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, meanAbs, outputShape, runEngine } from './workloads.ts';
 
 Object.assign(globalThis, globals);
 Object.defineProperty(globalThis, 'navigator', { value: { gpu: create([]) as GPU }, configurable: true });
@@ -32,12 +32,44 @@ async function registerGradients(): Promise<void> {
 tf.env().set('WEBGPU_CPU_FORWARD', false);
 if (!(await tf.setBackend('webgpu'))) throw new Error('TF.js WebGPU backend failed to initialise');
 await tf.ready();
+// TF.js does not watch for WebGPU errors: an invalid dispatch (e.g. a buffer over the binding limit) would
+// silently leave garbage and look fast. Any such error fails the workload.
+let gpuError: string | undefined;
+(tf.backend() as unknown as { device: GPUDevice }).device.addEventListener('uncapturederror', (ev) => {
+  gpuError ??= (ev as GPUUncapturedErrorEvent).error.message;
+});
+const checkGpu = () => {
+  const e = gpuError;
+  gpuError = undefined;
+  if (e) throw new Error(`WebGPU error: ${e}`);
+};
 
 /** The inputs (gradients are taken for `differentiable` of them), the output's shape and the computation. */
-function build(w: Workload): { inputs: T[]; differentiable: number; outShape: number[]; fn: (...xs: T[]) => T } {
+/** Row-major `data` of `shape` with its dims reordered by `perm` (like a transpose), as a new array. */
+function permuted(data: Float32Array, shape: number[], perm: number[]): Float32Array {
+  const out = new Float32Array(data.length);
+  const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const outShape = perm.map((p) => shape[p]!);
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let o = 0; o < out.length; o++) {
+    let src = 0;
+    for (let d = 0; d < perm.length; d++) src += idx[d]! * strides[perm[d]!]!;
+    out[o] = data[src]!;
+    for (let d = perm.length - 1; d >= 0 && ++idx[d]! === outShape[d]; d--) idx[d] = 0;
+  }
+  return out;
+}
+const NCHWtoNHWC = [0, 2, 3, 1];
+
+function build(w: Workload): { inputs: T[]; differentiable: number; outShape: number[]; dyLayout?: 'nhwc'; fn: (...xs: T[]) => T } {
   const s = w.spec;
   const shapes = inputShapes(s);
   const make = (i: number, shape: number[]) => tf.tensor(inputData(shape, i + 1, shapes[i]!.fanIn), shape);
+  // the same values as the other engines, moved to TF.js's layouts: NCHW -> NHWC, OIHW -> HWIO
+  const nhwc = (i: number) => {
+    const shape = shapes[i]!.shape;
+    return tf.tensor(permuted(inputData(shape, i + 1), shape, NCHWtoNHWC), NCHWtoNHWC.map((p) => shape[p]!));
+  };
   const silu = (h: T) => tf.mul(h, tf.sigmoid(h));
   const common = { inputs: shapes.map((x, i) => make(i, x.shape)), differentiable: shapes.length, outShape: outputShape(s) };
   switch (s.kind) {
@@ -53,8 +85,8 @@ function build(w: Workload): { inputs: T[]; differentiable: number; outShape: nu
       };
     case 'conv2d': {
       const inputs = [
-        make(0, [1, s.size, s.size, s.cin]),
-        make(1, [s.kernel, s.kernel, s.cin, s.cout]),
+        nhwc(0),
+        tf.tensor(permuted(inputData(shapes[1]!.shape, 2, shapes[1]!.fanIn), shapes[1]!.shape, [2, 3, 1, 0]), [s.kernel, s.kernel, s.cin, s.cout]), // OIHW -> HWIO
         ...(s.bias ? [make(2, [s.cout])] : []),
       ];
       const o = outputShape(s);
@@ -63,6 +95,7 @@ function build(w: Workload): { inputs: T[]; differentiable: number; outShape: nu
         inputs,
         differentiable: 2,
         outShape: [1, o[2]!, o[3]!, s.cout],
+        dyLayout: 'nhwc' as const,
         fn: (x, f, b) => {
           const h = tf.fused.conv2d({ x: x as never, filter: f as never, strides: 1, pad, bias: b });
           return s.silu ? silu(h) : h;
@@ -80,7 +113,7 @@ function build(w: Workload): { inputs: T[]; differentiable: number; outShape: nu
       const { channels: C, size, groups: G } = s;
       return {
         ...common,
-        inputs: [make(0, [1, size, size, C]), make(1, [C]), make(2, [C])],
+        inputs: [nhwc(0), make(1, [C]), make(2, [C])],
         fn: (x, gamma, beta) => {
           const xg = tf.reshape(x!, [1, size * size, G, C / G]);
           const { mean, variance } = tf.moments(xg, [1, 3], true);
@@ -113,8 +146,9 @@ function build(w: Workload): { inputs: T[]; differentiable: number; outShape: nu
 
 await runEngine('tfjs-webgpu', process.argv.slice(2), async (w: Workload, dtype: BenchDType) => {
   if (dtype === 'f16') throw new Unsupported('TF.js has no float16 dtype');
-  const { inputs, differentiable, outShape, fn } = build(w);
-  const dy = w.backward ? tf.tensor(inputData(outShape, 99), outShape) : undefined;
+  const { inputs, differentiable, outShape, dyLayout, fn } = build(w);
+  const dyData = inputData(outputShape(w.spec), 99);
+  const dy = w.backward ? tf.tensor(dyLayout ? permuted(dyData, outputShape(w.spec), NCHWtoNHWC) : dyData, outShape) : undefined;
   const gradInputs = inputs.slice(0, differentiable);
   const grads = tf.grads((...xs: T[]) => fn(...xs, ...inputs.slice(xs.length)));
   return {
@@ -123,6 +157,13 @@ await runEngine('tfjs-webgpu', process.argv.slice(2), async (w: Workload, dtype:
       const outs = tf.tidy(() => (dy ? grads(gradInputs, dy) : [fn(...inputs)]));
       for (const o of outs) await o.data();
       tf.dispose(outs);
+      checkGpu();
+    },
+    meanAbs: async () => {
+      const outs = tf.tidy(() => (dy ? grads(gradInputs, dy) : [fn(...inputs)]));
+      const data = await Promise.all(outs.map((o) => o.data() as Promise<Float32Array>));
+      tf.dispose(outs);
+      return meanAbs(data);
     },
     dispose: () => tf.dispose([...inputs, ...(dy ? [dy] : [])]),
   };

@@ -170,6 +170,10 @@ export interface Row {
   min_ms?: number;
   runs?: number;
   gflops?: number;
+  /** Mean |value| of the output (backward: of all input gradients), to check that engines agree. */
+  mean_abs?: number;
+  /** The one run's time when a run exceeded --max-run-s and the workload was not timed further. */
+  single_run_ms?: number;
   /** Peak GPU memory of the engine's tensors during one run (freemask only: memoryStats().peakBytes). */
   peak_bytes?: number;
   /** What the timing covers (readback, resident inputs, weights as initializers...). */
@@ -183,6 +187,8 @@ export interface Prepared {
   run: () => Promise<void>;
   dispose?: () => void | Promise<void>;
   note?: string;
+  /** Mean |value| of the result, computed once after the timed runs (not timed). */
+  meanAbs?: () => Promise<number>;
   /** Called once after the timed runs, for extra row fields (e.g. peak memory). */
   extra?: () => Partial<Row>;
 }
@@ -194,6 +200,8 @@ export interface RunnerOptions {
   filter?: string;
   runs: number;
   warmup: number;
+  /** A workload whose single run takes longer is not timed further (reported with that one time). */
+  maxRunSeconds: number;
 }
 
 export function parseRunnerArgs(argv: string[]): RunnerOptions {
@@ -201,7 +209,7 @@ export function parseRunnerArgs(argv: string[]): RunnerOptions {
     const i = argv.indexOf(name);
     return i >= 0 ? argv[i + 1] : undefined;
   };
-  return { filter: flag('--filter'), runs: Number(flag('--runs') ?? 10), warmup: Number(flag('--warmup') ?? 1) };
+  return { filter: flag('--filter'), runs: Number(flag('--runs') ?? 10), warmup: Number(flag('--warmup') ?? 1), maxRunSeconds: Number(flag('--max-run-s') ?? 60) };
 }
 
 export function selectWorkloads(filter: string | undefined): Workload[] {
@@ -212,6 +220,16 @@ export function selectWorkloads(filter: string | undefined): Workload[] {
 export const rowPrefix = '@@row ';
 /** A runner's facts about the device (adapter description, features), once. */
 export const metaPrefix = '@@meta ';
+
+export function meanAbs(arrays: ArrayLike<number>[]): number {
+  let sum = 0;
+  let n = 0;
+  for (const a of arrays) {
+    for (let i = 0; i < a.length; i++) sum += Math.abs(a[i]!);
+    n += a.length;
+  }
+  return sum / n;
+}
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -235,12 +253,17 @@ export async function runEngine(
       let prepared: Prepared | undefined;
       try {
         prepared = await prepare(w, dtype);
-        for (let i = 0; i < opts.warmup; i++) await prepared.run();
         const times: number[] = [];
-        for (let i = 0; i < opts.runs; i++) {
+        for (let i = 0; i < opts.warmup + opts.runs; i++) {
           const t0 = performance.now();
           await prepared.run();
-          times.push(performance.now() - t0);
+          const ms = performance.now() - t0;
+          // the first run compiles pipelines (slow on lavapipe under load): the limit applies from the next one
+          if (ms > opts.maxRunSeconds * 1000 && (i > 0 || opts.warmup === 0)) {
+            row.single_run_ms = Number(ms.toFixed(0));
+            throw new Error(`too slow to time: one run took ${(ms / 1000).toFixed(1)} s (over --max-run-s ${opts.maxRunSeconds})`);
+          }
+          if (i >= opts.warmup) times.push(ms);
         }
         const med = median(times);
         Object.assign(row, {
@@ -251,6 +274,7 @@ export async function runEngine(
           note: prepared.note,
           ...prepared.extra?.(),
         });
+        if (prepared.meanAbs) row.mean_abs = Number((await prepared.meanAbs()).toPrecision(6));
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         row.error = e instanceof Unsupported ? `not supported: ${msg}` : msg.split('\n').slice(0, 3).join(' ').slice(0, 400);
