@@ -2,7 +2,7 @@
 // public ops with random weights until the real UNet lands: a ResNet block (group norm, SiLU, 3×3 conv, twice,
 // plus the skip) and a transformer block (self-attention, cross-attention over 77 tokens of width 768,
 // GEGLU feed-forward), as in Stable Diffusion's UNet.
-// Usage: npm run bench -- --profile [--runs N]
+// Usage: npm run bench -- --profile [--runs N] [--results bench/RESULTS.md (replaces that file's Profile section)]
 import * as F from '../src/index.ts';
 
 type T = F.Tensor;
@@ -78,13 +78,32 @@ export async function main(argv: string[]): Promise<void> {
   const report = await F.profileReport();
   F.setProfiling(false);
   const gpuMs = report.reduce((a, e) => a + e.totalMs, 0) / runs;
-  console.log(`UNet-shaped block stack (ResNet block + transformer block at ${size}x${size}x${C}), ${runs} forward runs`);
-  console.log(`wall ${wallMs.toFixed(1)} ms per forward (with profiling on), GPU kernel time ${gpuMs.toFixed(1)} ms`);
-  console.table(report.map((e) => ({
+  const title = `UNet-shaped block stack (ResNet block + transformer block at ${size}x${size}x${C}), ${runs} forward runs`;
+  const summary = `wall ${wallMs.toFixed(1)} ms per forward (with profiling on), GPU kernel time ${gpuMs.toFixed(1)} ms`;
+  const table = report.map((e) => ({
     kernel: e.kernel,
     'calls/fwd': e.calls / runs,
     'ms/fwd': Number((e.totalMs / runs).toFixed(2)),
     'mean ms': Number(e.meanMs.toFixed(3)),
     share: `${((100 * e.totalMs) / runs / gpuMs).toFixed(1)}%`,
-  })));
+  }));
+  console.log(title);
+  console.log(summary);
+  console.table(table);
+
+  const r = argv.indexOf('--results');
+  if (r >= 0) {
+    const path = argv[r + 1]!;
+    const fs = process.getBuiltinModule('node:fs') as typeof import('node:fs');
+    const before = fs.existsSync(path) ? fs.readFileSync(path, 'utf8').split('\n## Profile')[0]!.trimEnd() : '';
+    const md = [
+      '## Profile', '',
+      `\`npm run bench -- --profile\` on ${F.deviceInfo().description}, ${new Date().toISOString()}: ${title}; ${summary}. ` +
+        'GPU time per kernel name from timestamp queries (src/engine/queue.ts).', '',
+      '| kernel | calls per forward | ms per forward | mean ms per call | share |', '|---|--:|--:|--:|--:|',
+      ...table.map((e) => `| ${e.kernel} | ${e['calls/fwd']} | ${e['ms/fwd']} | ${e['mean ms']} | ${e.share} |`), '',
+    ];
+    fs.writeFileSync(path, `${before ? `${before}\n\n` : ''}${md.join('\n')}`);
+    console.log(`wrote the Profile section of ${path}`);
+  }
 }

@@ -133,7 +133,7 @@ export function resultsMarkdown(rows: Row[], meta: ResultsMeta): string {
     target('dispatch chain of 1000 tiny ops within 2× the fastest WebGPU peer', s === undefined ? undefined : s >= 0.5,
       s !== undefined ? `ours ${fmtMs(ours!.median_ms!)} ms vs ${fastest!.engine} ${fmtMs(fastest!.median_ms!)} ms (${fmtX(1 / s)} its time)${node ? `; onnxruntime-node (CPU, no dispatches) is ${fmtX(1 / node)} faster than us` : ''}` : 'missing a time');
   }
-  lines.push('', 'Where a target is not met, `npm run bench -- --profile` shows the time per kernel of a UNet-shaped block stack.', '');
+  lines.push('', 'Where a target is not met, `npm run bench -- --profile --results bench/RESULTS.md` adds (below) the GPU time per kernel of a UNet-shaped block stack.', '');
 
   lines.push('## Output check', '');
   lines.push('Each engine also reports the mean |value| of its output (backward: of all input gradients), computed once after the timed runs. It is compared with onnxruntime-node\'s (backward: with freemask\'s), relative tolerance 1e-3 for f32 and 2e-2 for f16.', '');
