@@ -92,6 +92,7 @@ export async function main(argv: string[]): Promise<void> {
   const childArgs = ['--runs', String(runs), '--warmup', String(warmup), '--max-run-s', String(maxRunSeconds), ...(filter ? ['--filter', filter] : [])];
 
   const started = new Date();
+  const commit = gitCommit();
   const loadBefore = loadavg();
   const rows: Row[] = [];
   let deviceMeta: Record<string, unknown> = {};
@@ -130,7 +131,7 @@ export async function main(argv: string[]): Promise<void> {
     warmup,
     maxRunSeconds,
     command: `npm run bench -- ${argv.join(' ')}`,
-    commit: gitCommit(),
+    commit,
   };
   writeFileSync(resultsPath, resultsMarkdown(rows, meta));
   console.log(`wrote ${resultsPath}`);
