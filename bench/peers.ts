@@ -2,7 +2,7 @@
 // its own process, one after the other, collects their rows, writes them as a JSON array and generates
 // bench/RESULTS.md. A runner that crashes or times out leaves error rows for the workloads it did not reach.
 // Usage: npm run bench -- --peers [--json FILE] [--filter a,b] [--engines freemask,tfjs-webgpu] [--runs N]
-//        [--warmup N] [--results FILE] [--timeout-min M (per engine)] [--max-run-s S (a workload whose one run
+//        [--warmup N] [--results FILE] [--report-only (RESULTS.md from --json FILE and its .meta.json)] [--timeout-min M (per engine)] [--max-run-s S (a workload whose one run
 //        takes longer is reported with that time, not timed further)]
 import { execSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -81,6 +81,14 @@ function gitCommit(): string | undefined {
 export async function main(argv: string[]): Promise<void> {
   const jsonPath = flag(argv, '--json') ?? 'bench/results/peers.json';
   const resultsPath = flag(argv, '--results') ?? 'bench/RESULTS.md';
+  const metaPath = jsonPath.replace(/(\.json)?$/, '.meta.json');
+  if (argv.includes('--report-only')) {
+    // regenerate RESULTS.md from an earlier run's rows and setting
+    const rows = JSON.parse(readFileSync(jsonPath, 'utf8')) as Row[];
+    writeFileSync(resultsPath, resultsMarkdown(rows, JSON.parse(readFileSync(metaPath, 'utf8')) as ResultsMeta));
+    console.log(`wrote ${resultsPath} from ${jsonPath} and ${metaPath}`);
+    return;
+  }
   const filter = flag(argv, '--filter');
   const chosen = (flag(argv, '--engines')?.split(',') ?? [...engines]) as Engine[];
   for (const e of chosen) if (!engines.includes(e)) throw new Error(`--engines: unknown engine '${e}' (one of ${engines.join(', ')})`);
@@ -133,6 +141,7 @@ export async function main(argv: string[]): Promise<void> {
     command: `npm run bench -- ${argv.join(' ')}`,
     commit,
   };
+  writeFileSync(metaPath, JSON.stringify(meta, null, 1) + '\n');
   writeFileSync(resultsPath, resultsMarkdown(rows, meta));
   console.log(`wrote ${resultsPath}`);
 }

@@ -135,6 +135,16 @@ export function resultsMarkdown(rows: Row[], meta: ResultsMeta): string {
   }
   lines.push('', 'Where a target is not met, `npm run bench -- --profile --results bench/RESULTS.md` adds (below) the GPU time per kernel of a UNet-shaped block stack.', '');
 
+  // Throughput of the compute-bound workloads: where every WebGPU engine lands in the same range far below the
+  // native CPU library on the same cores, the adapter (lavapipe's code generation) is what bounds them.
+  const compute = present.filter((w) => w.dtypes.includes('f32') && /matmul|linear|conv|attention/.test(w.spec.kind));
+  if (compute.length) {
+    lines.push('## Throughput (GFLOP/s, f32)', '');
+    lines.push(`| workload | ${columns.join(' | ')} |`, `|---|${columns.map(() => '--:').join('|')}|`);
+    for (const w of compute) lines.push(`| ${w.name} | ${columns.map((e) => find(w.name, e, 'f32')?.gflops ?? '—').join(' | ')} |`);
+    lines.push('');
+  }
+
   lines.push('## Output check', '');
   lines.push('Each engine also reports the mean |value| of its output (backward: of all input gradients), computed once after the timed runs. It is compared with onnxruntime-node\'s (backward: with freemask\'s), relative tolerance 1e-3 for f32 and 2e-2 for f16.', '');
   if (!mismatches.length) lines.push('All engines with a time agree.');
