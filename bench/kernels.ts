@@ -1,6 +1,7 @@
 // Kernel benchmark: per-kernel time and GFLOP/s with tinybench, printed as a table and written as JSON.
 // Each task runs one op and waits for the GPU (sync), so the time is the op's end-to-end latency.
 // Usage: npm run bench [-- --quick] [--json bench/results/kernels.json] [--filter name]
+//        npm run bench -- --peers ... (bench/peers.ts)   npm run bench -- --profile (bench/profile.ts)
 import { Bench } from 'tinybench';
 import { deviceInfo, getDevice } from '../src/engine/device.ts';
 import { sync } from '../src/engine/queue.ts';
@@ -12,6 +13,11 @@ const flag = (name: string) => {
   const i = argv.indexOf(name);
   return i >= 0 ? argv[i + 1] : undefined;
 };
+if (argv.includes('--peers') || argv.includes('--profile')) {
+  // side-by-side comparison with the peers, or the per-kernel profile of a UNet-shaped block stack
+  await (argv.includes('--peers') ? import('./peers.ts') : import('./profile.ts')).then((m) => m.main(argv));
+  (globalThis as { process?: { exit(code: number): never } }).process?.exit(0);
+}
 const quick = argv.includes('--quick');
 const jsonPath = flag('--json') ?? 'bench/results/kernels.json';
 const filter = flag('--filter');
