@@ -8,9 +8,9 @@ import { type BenchDType, Unsupported, type Workload, inputData, inputShapes, me
 type T = F.Tensor;
 
 // The composite steps that a fused kernel may replace: switching one to a fused call is a one-line change here.
-const linearGelu = (x: T, weight: T, bias: T) => F.gelu(F.linear(x, weight, bias));
-const conv2dSilu = (x: T, weight: T, bias: T | undefined, padding: number) => F.silu(F.conv2d(x, weight, bias, { padding }));
-const groupNormSilu = (x: T, groups: number, gamma: T, beta: T) => F.silu(F.groupNorm(x, groups, gamma, beta));
+const linearGelu = (x: T, weight: T, bias: T) => F.linear(x, weight, bias, 'gelu_erf');
+const conv2dSilu = (x: T, weight: T, bias: T | undefined, padding: number) => F.conv2d(x, weight, bias, { padding, activation: 'silu' });
+const groupNormSilu = (x: T, groups: number, gamma: T, beta: T) => F.groupNorm(x, groups, gamma, beta, 1e-5, 'silu');
 
 function computation(w: Workload): (...xs: T[]) => T {
   const s = w.spec;

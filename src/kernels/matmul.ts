@@ -278,8 +278,11 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   });
 }
 
-/** x·weightᵀ + bias, like torch.nn.functional.linear: x [..., in], weight [out, in], bias [out]. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+/**
+ * x·weightᵀ + bias, like torch.nn.functional.linear: x [..., in], weight [out, in], bias [out]; then
+ * `activation` if given (fused when no gradient is recorded).
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor, activation?: UnaryOp): Tensor {
   const [outFeatures, inFeatures] = weight.shape as [number, number];
   if (weight.rank !== 2 || x.rank < 1 || x.shape[x.rank - 1] !== inFeatures) {
     throw new Error(`linear: input ${shapeStr(x.shape)} does not match weight ${shapeStr(weight.shape)} (expected [..., in] and [out, in])`);
@@ -288,5 +291,5 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     throw new Error(`linear: bias ${shapeStr(bias.shape)} does not match weight ${shapeStr(weight.shape)} (expected [${outFeatures}])`);
   }
   const lead = x.shape.slice(0, -1);
-  return tidy(() => reshape(gemm(reshape(x, [numel(lead), inFeatures]), weight, { transB: true, bias }), [...lead, outFeatures]));
+  return tidy(() => reshape(gemm(reshape(x, [numel(lead), inFeatures]), weight, { transB: true, bias, activation }), [...lead, outFeatures]));
 }
