@@ -18,6 +18,9 @@ export * from './kernels/norm.ts';
 export * from './kernels/loss.ts';
 export * from './kernels/gather.ts';
 export * from './kernels/random.ts';
+export {
+  affinityRandomWalk, pixelAffinities, randomWalkStep, affinityOffsets, affinityCrop, type RandomWalkOptions,
+} from './kernels/random_walk.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, type LoadReport, type StateSource } from './nn/module.ts';
 export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit } from './nn/layers.ts';
