@@ -247,7 +247,7 @@ export async function attentionMask(records: readonly AttentionRecord[], classes
   const heat: Float32Array[] = [];
   for (const c of classes) {
     const t = attentionHeatmap(records, c.tokens, imageSize, cfg);
-    heat.push(await t.toArray());
+    heat.push(Float32Array.from(await t.toArray()));
     t.dispose();
   }
   const states = heat.map((h) => thresholdStates(h, cfg.threshold));
