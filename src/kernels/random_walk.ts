@@ -133,7 +133,7 @@ export function pixelAffinities(features: Tensor, radius: number): Tensor {
   expectDType(op, features, 'f32');
   expectRank(op, 'features', features, 4);
   const aff = affinityForward(features, radius);
-  return record(op, aff, [features], (g, [a]) => [affinityBackward(g, a!, features, radius)], [aff]);
+  return record(op, aff, [features], (g, [a, f]) => [affinityBackward(g, a!, f!, radius)], [aff, features]);
 }
 
 // ---------------------------------------------------------------- one walk step
