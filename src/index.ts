@@ -57,3 +57,14 @@ export {
   StableDiffusionPipeline, SCHEDULERS, type SchedulerName, type StableDiffusionComponents, type StableDiffusionLoadOptions,
   type SampleOptions, type UNetLike, type VaeLike, type PretrainedLoader,
 } from './models/stable_diffusion.ts';
+export {
+  AffinityNet, affinityNetSmall, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
+} from './models/affinity_net.ts';
+export {
+  attentionHeatmap, attentionMask, otsuThreshold, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
+  type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
+} from './pipeline/attention_mask.ts';
+export {
+  refineMask, refineFolder, trainAffinityNet, uncertainBand, psaWalk,
+  type WalkOptions, type RefineSample, type TrainOptions, type RefineFolderOptions, type RefineFolderResult,
+} from './pipeline/refine.ts';
