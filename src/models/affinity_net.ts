@@ -11,6 +11,7 @@
 import { Tensor, tidy } from '../engine/tensor.ts';
 import { add, affine, elu, log, mul, relu } from '../kernels/elementwise.ts';
 import { sum } from '../kernels/reduce.ts';
+import { avgPool2d } from '../kernels/pool.ts';
 import { concat, reshape } from '../kernels/shape.ts';
 import { affinityCrop, affinityOffsets, pixelAffinities } from '../kernels/random_walk.ts';
 import { Module } from '../nn/module.ts';
@@ -26,6 +27,11 @@ export interface AffinityNetConfig {
   projectionChannels: [number, number, number];
   /** Affinity feature channels (f9). */
   featureChannels: number;
+  /**
+   * Also feed f9 the image average-pooled to the output stride. psa's backbone is ImageNet-pretrained; one
+   * trained from scratch on a few images learns colour edges far faster with the colours at hand.
+   */
+  imageSkip?: boolean;
 }
 
 export const affinityNetSmall: AffinityNetConfig = {
@@ -64,7 +70,7 @@ export class AffinityNet extends Module {
     this.f8_3 = this.module('f8_3', new Conv2d(stageChannels[0], p[0], 1, { bias: false }));
     this.f8_4 = this.module('f8_4', new Conv2d(stageChannels[1], p[1], 1, { bias: false }));
     this.f8_5 = this.module('f8_5', new Conv2d(stageChannels[2], p[2], 1, { bias: false }));
-    this.f9 = this.module('f9', new Conv2d(p[0] + p[1] + p[2], featureChannels, 1, { bias: false }));
+    this.f9 = this.module('f9', new Conv2d(p[0] + p[1] + p[2] + (config.imageSkip ? inChannels : 0), featureChannels, 1, { bias: false }));
   }
 
   /** The output stride. */
@@ -82,7 +88,9 @@ export class AffinityNet extends Module {
       for (const conv of this.down) h = relu(conv.forward(h));
       const outs: Tensor[] = [];
       for (const conv of this.stages) outs.push((h = relu(conv.forward(h))));
-      const f = concat([elu(this.f8_3.forward(outs[0]!)), elu(this.f8_4.forward(outs[1]!)), elu(this.f8_5.forward(outs[2]!))], 1);
+      const parts = [elu(this.f8_3.forward(outs[0]!)), elu(this.f8_4.forward(outs[1]!)), elu(this.f8_5.forward(outs[2]!))];
+      if (this.config.imageSkip) parts.push(avgPool2d(x, { kernelSize: this.stride }));
+      const f = concat(parts, 1);
       return elu(this.f9.forward(f));
     });
   }
