@@ -61,7 +61,7 @@ export {
   AffinityNet, affinityNetSmall, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
 } from './models/affinity_net.ts';
 export {
-  attentionHeatmap, attentionMask, otsuThreshold, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
+  attentionHeatmap, attentionMask, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
   type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
 } from './pipeline/attention_mask.ts';
 export {

@@ -17,8 +17,7 @@ import { imageToTensor } from '../io/image.ts';
 import { readPng } from '../io/png.ts';
 import { makeVocFolders, readVocLabels, vocFolders, vocIds, writeVocSample } from '../data/voc.ts';
 import { nodeFs } from '../io/fs.ts';
-
-export const ignoreLabel = 255;
+import { uncertainLabel } from './attention_mask.ts';
 
 export interface WalkOptions {
   radius: number;
@@ -39,7 +38,7 @@ export function uncertainBand(mask: ArrayLike<number>, H: number, W: number, ban
       search: for (let yy = Math.max(0, y - band); yy <= Math.min(H - 1, y + band); yy++) {
         for (let xx = Math.max(0, x - band); xx <= Math.min(W - 1, x + band); xx++) {
           if (mask[yy * W + xx] !== v) {
-            out[y * W + x] = ignoreLabel;
+            out[y * W + x] = uncertainLabel;
             break search;
           }
         }
@@ -98,8 +97,8 @@ export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLik
   if (mask.length !== H * W) throw new Error(`refineMask: a mask of ${mask.length} pixels for a ${H}×${W} image`);
   const s = net.stride;
   if (H % s || W % s) throw new Error(`refineMask: the image ${H}×${W} must be a multiple of the net's stride ${s}`);
-  const ids = [0, ...[...new Set(Array.from(mask))].filter((v) => v !== 0 && v !== ignoreLabel).sort((a, b) => a - b)];
-  if (ids.length === 1) return Uint8Array.from(mask, (v) => (v === ignoreLabel ? 0 : v));
+  const ids = [0, ...[...new Set(Array.from(mask))].filter((v) => v !== 0 && v !== uncertainLabel).sort((a, b) => a - b)];
+  if (ids.length === 1) return Uint8Array.from(mask, (v) => (v === uncertainLabel ? 0 : v));
   // pixels near a label change vote for no class (the walk decides them); a class thinner than the band keeps its pixels
   const confident = uncertainBand(mask, H, W, band);
   const scores = new Float32Array(ids.length * H * W);
@@ -116,7 +115,7 @@ export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLik
   const k = await labels.toArray();
   labels.dispose();
   // confident pixels keep their label; the walk decides the band (everything when band is 0, as psa)
-  return Uint8Array.from(k, (v, i) => (confident[i] === ignoreLabel ? ids[v]! : confident[i]!));
+  return Uint8Array.from(k, (v, i) => (confident[i] === uncertainLabel ? ids[v]! : confident[i]!));
 }
 
 export interface RefineFolderOptions {
