@@ -19,6 +19,9 @@ export * from './kernels/loss.ts';
 export * from './kernels/gather.ts';
 export * from './kernels/random.ts';
 export { msDeformAttn } from './kernels/ms_deform_attn.ts';
+export {
+  affinityRandomWalk, pixelAffinities, randomWalkStep, affinityOffsets, affinityCrop, type RandomWalkOptions,
+} from './kernels/random_walk.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, type LoadReport, type StateSource } from './nn/module.ts';
 export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit, skipInit } from './nn/layers.ts';
@@ -64,3 +67,14 @@ export { UNet2DConditionModel, unetConfig, type UNet2DConditionConfig, type UNet
 export { AutoencoderKL, autoencoderConfig, type AutoencoderKLConfig, type LatentDistribution } from './models/autoencoder_kl.ts';
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
 export { DiffusersConfig } from './models/diffusers/loading.ts';
+export {
+  AffinityNet, affinityNetSmall, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
+} from './models/affinity_net.ts';
+export {
+  attentionHeatmap, attentionMask, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
+  type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
+} from './pipeline/attention_mask.ts';
+export {
+  refineMask, refineFolder, trainAffinityNet, uncertainBand, psaWalk,
+  type WalkOptions, type RefineSample, type TrainOptions, type RefineFolderOptions, type RefineFolderResult,
+} from './pipeline/refine.ts';

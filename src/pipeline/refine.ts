@@ -1,0 +1,173 @@
+// Stage 4 of Free-Mask: a mask refined by AffinityNet's random walk (psa's infer_aff.py on masks instead of
+// CAMs): per-class score maps from the mask (uncertain pixels vote for no class), averaged onto the feature
+// grid, propagated by affinityRandomWalk, upsampled back and arg-maxed. An AffinityNet is trained from the
+// masks' confident regions (pixels near a label change are uncertain), so the stage needs no ground truth.
+
+import { backward, noGrad } from '../engine/autograd.ts';
+import { Tensor, tidy } from '../engine/tensor.ts';
+import { argmax } from '../kernels/reduce.ts';
+import { avgPool2d } from '../kernels/pool.ts';
+import { interpolate } from '../kernels/resample.ts';
+import { concat, reshape } from '../kernels/shape.ts';
+import { affinityRandomWalk } from '../kernels/random_walk.ts';
+import { AffinityNet, affinityLoss, gridLabels } from '../models/affinity_net.ts';
+import { AdamW } from '../optim/adamw.ts';
+import { ConfusionMatrix } from '../metrics/miou.ts';
+import { imageToTensor } from '../io/image.ts';
+import { readPng } from '../io/png.ts';
+import { makeVocFolders, readVocLabels, vocFolders, vocIds, writeVocSample } from '../data/voc.ts';
+import { nodeFs } from '../io/fs.ts';
+import { uncertainLabel } from './attention_mask.ts';
+
+export interface WalkOptions {
+  radius: number;
+  beta: number;
+  logt: number;
+}
+
+/** psa's inference defaults: radius 5, β 8, logt 8. */
+export const psaWalk: WalkOptions = { radius: 5, beta: 8, logt: 8 };
+
+/** Marks as uncertain (255) every pixel with a different label within `band` pixels (Chebyshev). */
+export function uncertainBand(mask: ArrayLike<number>, H: number, W: number, band: number): Uint8Array {
+  const out = Uint8Array.from(mask);
+  if (band <= 0) return out;
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const v = mask[y * W + x]!;
+      search: for (let yy = Math.max(0, y - band); yy <= Math.min(H - 1, y + band); yy++) {
+        for (let xx = Math.max(0, x - band); xx <= Math.min(W - 1, x + band); xx++) {
+          if (mask[yy * W + xx] !== v) {
+            out[y * W + x] = uncertainLabel;
+            break search;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** A training sample: image [1, C, H, W] and its (initial) mask [H·W] of class ids, 255 uncertain. */
+export interface RefineSample {
+  image: Tensor;
+  mask: Uint8Array;
+}
+
+export interface TrainOptions {
+  steps: number;
+  lr?: number;
+  /** Pair radius on the feature grid. */
+  radius: number;
+  /** Pixels within this distance of a label change are left out of the pair labels. */
+  band?: number;
+  batchSize?: number;
+  onStep?: (step: number, loss: number) => void;
+}
+
+/** Trains `net` from the masks' confident regions with psa's balanced affinity loss (AdamW). */
+export async function trainAffinityNet(net: AffinityNet, samples: readonly RefineSample[], { steps, lr = 1e-3, radius, band = 2, batchSize = 2, onStep }: TrainOptions): Promise<void> {
+  if (samples.length === 0) throw new Error('trainAffinityNet: no samples');
+  const grids = samples.map(({ image, mask }) => {
+    const [, , H, W] = image.shape as [number, number, number, number];
+    if (mask.length !== H * W) throw new Error(`trainAffinityNet: a mask of ${mask.length} pixels for a ${H}×${W} image`);
+    return gridLabels(uncertainBand(mask, H, W, band), H, W, net.stride);
+  });
+  const opt = new AdamW(net.parameters(), { lr, weightDecay: 1e-4 });
+  net.train();
+  for (let s = 0; s < steps; s++) {
+    const idx = Array.from({ length: Math.min(batchSize, samples.length) }, (_, k) => (s * batchSize + k) % samples.length);
+    const loss = tidy(() => affinityLoss(net.forward(concat(idx.map((i) => samples[i]!.image), 0)), idx.map((i) => grids[i]!), radius));
+    backward(loss);
+    opt.step();
+    opt.zeroGrad();
+    if (onStep) onStep(s, await loss.item());
+    loss.dispose();
+  }
+  net.eval();
+}
+
+/**
+ * The refined mask [H·W] of `image` [1, C, H, W] from `mask` [H·W] (class ids, 255 uncertain): psa's walk
+ * of the per-class maps on the net's feature grid, upsampled (bilinear) and arg-maxed. With `band`, pixels
+ * within that distance of a label change start without a class (psa's CAMs are soft there; a hard mask is not).
+ */
+export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLike<number>, walk: WalkOptions = psaWalk, { band = 0 } = {}): Promise<Uint8Array> {
+  const [, , H, W] = image.shape as [number, number, number, number];
+  if (mask.length !== H * W) throw new Error(`refineMask: a mask of ${mask.length} pixels for a ${H}×${W} image`);
+  const s = net.stride;
+  if (H % s || W % s) throw new Error(`refineMask: the image ${H}×${W} must be a multiple of the net's stride ${s}`);
+  const ids = [0, ...[...new Set(Array.from(mask))].filter((v) => v !== 0 && v !== uncertainLabel).sort((a, b) => a - b)];
+  if (ids.length === 1) return Uint8Array.from(mask, (v) => (v === uncertainLabel ? 0 : v));
+  // pixels near a label change vote for no class (the walk decides them); a class thinner than the band keeps its pixels
+  const confident = uncertainBand(mask, H, W, band);
+  const scores = new Float32Array(ids.length * H * W);
+  ids.forEach((id, k) => {
+    const voters = confident.includes(id) ? confident : mask;
+    for (let i = 0; i < H * W; i++) if (voters[i] === id) scores[k * H * W + i] = 1;
+  });
+  const labels = noGrad(() => tidy(() => {
+    const features = net.forward(image);
+    const cam = reshape(avgPool2d(Tensor.fromArray(scores, [1, ids.length, H, W]), { kernelSize: s }), [ids.length, H / s, W / s]);
+    const rw = affinityRandomWalk(features, cam, walk);
+    return argmax(interpolate(reshape(rw, [1, ...rw.shape]), { size: [H, W], mode: 'bilinear', alignCorners: false }), 1);
+  }));
+  const k = await labels.toArray();
+  labels.dispose();
+  // confident pixels keep their label; the walk decides the band (everything when band is 0, as psa)
+  return Uint8Array.from(k, (v, i) => (confident[i] === uncertainLabel ? ids[v]! : confident[i]!));
+}
+
+export interface RefineFolderOptions {
+  /** VOC-layout folder with the images (JPEGImages/<id>.png). */
+  images: string;
+  /** VOC-layout folder with the initial masks (SegmentationClass/<id>.png). */
+  masks: string;
+  /** Where the refined masks go (VOC layout). */
+  out: string;
+  /** Optional VOC-layout folder with ground truth: before/after mIoU are measured and logged. */
+  truth?: string;
+  net: AffinityNet;
+  walk?: WalkOptions;
+  numClasses?: number;
+  log?: (line: string) => void;
+}
+
+export interface RefineFolderResult {
+  count: number;
+  /** mIoU of the initial and refined masks against the truth, when given. */
+  before?: number;
+  after?: number;
+}
+
+async function readImage(dir: string, id: string): Promise<Tensor> {
+  const path = `${dir}/${vocFolders.images}/${id}.png`;
+  if (!nodeFs(`reading ${dir}`).existsSync(path)) throw new Error(`${path}: missing (image '${id}')`);
+  return imageToTensor(await readPng(path), { channels: 3 });
+}
+
+/** Refines every mask of a folder, one image at a time, logging before/after mIoU when the truth is given. */
+export async function refineFolder({ images, masks, out, truth, net, walk = psaWalk, numClasses = 21, log = () => {} }: RefineFolderOptions): Promise<RefineFolderResult> {
+  const ids = vocIds(masks);
+  makeVocFolders(out);
+  const [before, after] = [new ConfusionMatrix(numClasses), new ConfusionMatrix(numClasses)];
+  for (const id of ids) {
+    const m = readVocLabels(masks, id);
+    const image = await readImage(images, id);
+    const refined = await refineMask(net, image, m.semantic, walk);
+    image.dispose();
+    await writeVocSample(out, { id, width: m.width, height: m.height, semantic: refined });
+    if (truth) {
+      const t = readVocLabels(truth, id).semantic;
+      before.add(m.semantic, t, id);
+      after.add(refined, t, id);
+    }
+  }
+  const result: RefineFolderResult = { count: ids.length };
+  if (truth) {
+    result.before = before.result().miou;
+    result.after = after.result().miou;
+    log(`refined ${ids.length} masks: mIoU ${(100 * result.before).toFixed(2)} → ${(100 * result.after).toFixed(2)}`);
+  } else log(`refined ${ids.length} masks`);
+  return result;
+}
