@@ -86,6 +86,62 @@ async function demo(): Promise<void> {
   const sheet = 'out/demo/shapeworld-contact.png';
   await writeWorldContactSheet(sheet);
   console.log(`ShapeWorld: 64 validation scenes with their masks in ${sheet}`);
+  await textToMaskDemo('out/demo/boat-attention-mask.png');
+}
+
+/**
+ * A tiny Stable Diffusion with random weights (until the models trained on ShapeWorld are embedded): its text
+ * encoder, UNet (two levels, cross-attention at both) and VAE are diffusers/transformers modules built from
+ * configs, their weights drawn from `seed`.
+ */
+async function tinyRandomPipeline(seed: number): Promise<F.StableDiffusionPipeline> {
+  F.manualSeed(seed);
+  const textEncoder = new F.CLIPTextModel(F.clipTextConfig({
+    vocab_size: 49408, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2,
+    max_position_embeddings: 77, hidden_act: 'quick_gelu', eos_token_id: 2,
+  }));
+  // the embedding tables start at zero (loaders overwrite them): draw them like the rest
+  for (const [name, t] of Object.entries(textEncoder.stateDict())) {
+    if (name.endsWith('embedding.weight')) t.copyFrom(tidy(() => F.mul(F.randn(t.shape, { seed: seed + t.size }), 0.5)));
+  }
+  const unet = new F.UNet2DConditionModel(F.unetConfig(new F.DiffusersConfig('tiny UNet', {
+    in_channels: 4, out_channels: 4, sample_size: 32, down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+    up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], block_out_channels: [32, 64], layers_per_block: 1,
+    norm_num_groups: 8, cross_attention_dim: 32, attention_head_dim: 2,
+  })));
+  const vae = new F.AutoencoderKL(F.autoencoderConfig(new F.DiffusersConfig('tiny VAE', {
+    in_channels: 3, out_channels: 3, down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D'],
+    up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D'], block_out_channels: [16, 32], layers_per_block: 1,
+    latent_channels: 4, norm_num_groups: 8, scaling_factor: 0.18215,
+  })));
+  return new F.StableDiffusionPipeline({
+    tokenizer: await F.CLIPTokenizer.fromPretrained(), textEncoder, unet, vae, scheduler: new F.DDIMScheduler(),
+    vaeScalingFactor: 0.18215, vaeScaleFactor: 2, latentChannels: 4, sampleSize: 32,
+  });
+}
+
+/**
+ * Stage 1 and 4 on one generated image: "a photo of a boat" sampled with attention capture, the class
+ * token's heat map, the mask from it, and that mask refined by an AffinityNet trained on it; written side by
+ * side (image | heat map | raw mask | refined mask).
+ */
+async function textToMaskDemo(path: string): Promise<void> {
+  const t0 = performance.now();
+  const pipe = await tinyRandomPipeline(7);
+  const result = await F.generateSingleObject(pipe, 'boat', { seed: 3, numInferenceSteps: 10, height: 64, width: 64 });
+  const [H, W] = [64, 64];
+  F.manualSeed(11);
+  const net = new F.AffinityNet({ inChannels: 3, downChannels: [16], stageChannels: [16, 16, 16], projectionChannels: [8, 8, 8], featureChannels: 16, imageSkip: true });
+  await F.trainAffinityNet(net, [{ image: result.image, mask: result.mask }], { steps: 20, lr: 5e-2, radius: 5, band: 2, batchSize: 1 });
+  const refined = await F.refineMask(net, result.image, result.mask, { radius: 5, beta: 8, logt: 2 }, { band: 2 });
+  const heat = Tensor.fromArray(result.heat, [H, W]);
+  const panels = [await F.tensorToImage(result.image), await F.heatmapToImage(heat), F.vocColorImage(result.mask, W, H), F.vocColorImage(refined, W, H)];
+  await F.writePng(path, F.sideBySide(panels.map((p) => F.zoomImage(p, 2))));
+  const kept = (m: Uint8Array, v: number) => m.reduce((n, x) => n + (x === v ? 1 : 0), 0);
+  console.log(`"${result.prompt}" (tiny random-weight SD, 10 DDIM steps): raw mask ${kept(result.mask, 1)} object / ${kept(result.mask, 255)} uncertain px, ` +
+    `refined ${kept(refined, 1)} object px; image | heat map | raw mask | refined mask in ${path} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  for (const t of [heat, result.image]) t.dispose();
+  net.dispose();
 }
 
 const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate };

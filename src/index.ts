@@ -29,7 +29,7 @@ export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
-export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, type Image } from './io/image.ts';
+export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
 export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
 export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
@@ -39,9 +39,9 @@ export {
   type Scene, type SceneSpec, type ObjectSpec, type Instance, type Light, type WorldMode,
 } from './world/scene.ts';
 export { splits, splitSeed, type Split } from './world/splits.ts';
-export { contactSheet, writeWorldContactSheet } from './world/contact.ts';
-export { encodeIndexedPng, decodeIndexedPng, readIndexedPng, writeIndexedPng, type IndexedImage } from './io/png.ts';
-export { vocPalette, vocFolders, vocIds, readVocLabels, writeVocSample, makeVocFolders, type VocSample } from './data/voc.ts';
+export { contactSheet, writeWorldContactSheet, zoomImage } from './world/contact.ts';
+export { encodeIndexedPng, decodeIndexedPng, readIndexedPng, writeIndexedPng, readPng, writePng, type IndexedImage } from './io/png.ts';
+export { vocPalette, vocColorImage, vocFolders, vocIds, readVocLabels, writeVocSample, makeVocFolders, type VocSample } from './data/voc.ts';
 export { encodeRle, rleToString, rleFromString, maskToRle, rleToMask, parseCoco, vocCategories, type Rle, type CocoFile, type CocoImage, type CocoAnnotation } from './data/coco.ts';
 export { writeWorldDataset, sceneAnnotations, shapeWorldVersion, worldImageId, type WorldDatasetOptions, type Manifest } from './data/dataset.ts';
 export { ConfusionMatrix } from './metrics/miou.ts';
@@ -71,10 +71,11 @@ export {
   AffinityNet, affinityNetSmall, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
 } from './models/affinity_net.ts';
 export {
-  attentionHeatmap, attentionMask, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
+  attentionHeatmap, attentionMask, recordsFromCapture, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
   type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
 } from './pipeline/attention_mask.ts';
 export {
   refineMask, refineFolder, trainAffinityNet, uncertainBand, psaWalk,
   type WalkOptions, type RefineSample, type TrainOptions, type RefineFolderOptions, type RefineFolderResult,
 } from './pipeline/refine.ts';
+export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';

@@ -11,6 +11,9 @@ import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
 import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
 import { DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler } from '../src/models/schedulers.ts';
 import { UNet2DConditionModel } from '../src/models/unet_2d_condition.ts';
+import { AutoencoderKL } from '../src/models/autoencoder_kl.ts';
+import { generateSingleObject } from '../src/pipeline/single_object.ts';
+import type { UNetPlace } from '../src/pipeline/attention_mask.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const os = process.getBuiltinModule('node:os');
@@ -98,6 +101,28 @@ test('pipeline: guided DDIM run with the real UNet2DConditionModel of ../unet re
   await assertTensorClose(latents, io.get('step3.latents'), 2e-3, 'final latents');
   latents.dispose();
   model.dispose();
+});
+
+test('generateSingleObject: the real UNet and VAE, attention captured per layer, mask thresholded from the class heat map', async () => {
+  const textEncoder = new CLIPTextModel(clipTextConfig({ ...tinyText, hidden_size: 32, intermediate_size: 64 }));
+  let seed = 40;
+  for (const t of Object.values(textEncoder.stateDict())) t.copyFrom(Tensor.fromArray(randomArray(t.size, seed++), t.shape));
+  const pipe = new StableDiffusionPipeline({
+    tokenizer: await CLIPTokenizer.fromPretrained(), textEncoder, unet: UNet2DConditionModel.fromPretrained(`${conformanceDir}/unet`),
+    vae: AutoencoderKL.fromPretrained(`${conformanceDir}/vae`), scheduler: DDIMScheduler.fromPretrained(`${conformanceDir}/ddim`),
+    vaeScalingFactor: 0.18215, vaeScaleFactor: 2, latentChannels: 4, sampleSize: 16,
+  });
+  const preset = { crossResolutions: [8], places: ['down', 'mid', 'up'] as UNetPlace[], selfAttention: { resolution: 16, tau: 2 }, normalise: 'minmax' as const, threshold: { kind: 'fixed' as const, value: 0.6, uncertainFrom: 0.5 } };
+  const r = await generateSingleObject(pipe, 'potted plant', { seed: 2, numInferenceSteps: 3, mask: preset, classId: 16 });
+  assert.is(r.prompt, 'a photo of a potted plant');
+  assert.equal([...r.image.shape], [1, 3, 32, 32]);
+  assert.is(r.heat.length, 32 * 32);
+  // min–max normalised: spans [0, 1]; the mask is the preset's rule applied to it, pixel by pixel
+  assert.ok(Math.abs(Math.min(...r.heat)) < 1e-6 && Math.abs(Math.max(...r.heat) - 1) < 1e-6, 'heat map normalised to [0, 1]');
+  const expected = Uint8Array.from(r.heat, (h) => (h >= 0.6 ? 16 : h >= 0.5 ? 255 : 0));
+  assert.equal([...r.mask], [...expected]);
+  assert.ok(expected.includes(16) && expected.includes(0), 'both object and background present');
+  r.image.dispose();
 });
 
 test('pipeline: prompts are tokenized to 77 ids and encoded; guidance off runs one UNet pass per step', async () => {

@@ -1,6 +1,7 @@
 // Pascal VOC layout: JPEGImages (PNG here), SegmentationClass and SegmentationObject as palettized PNGs with
 // VOC's palette (255 = "ignore"), ImageSets/Segmentation/<split>.txt.
 import { nodeFs } from '../io/fs.ts';
+import type { Image } from '../io/image.ts';
 import { type IndexedImage, readIndexedPng, writeIndexedPng, writePng } from '../io/png.ts';
 
 /** VOC's colour map: entry i spreads the bits of i over R, G, B from the most significant bit down. */
@@ -20,6 +21,14 @@ export const vocPalette: Uint8Array = (() => {
 })();
 
 /** The folders of a VOC-layout dataset. */
+/** A label map [H·W] as an RGB image in VOC's colours (255, "ignore" or "uncertain", is VOC's cream). */
+export function vocColorImage(labels: ArrayLike<number>, width: number, height: number): Image {
+  if (labels.length !== width * height) throw new Error(`vocColorImage: ${labels.length} labels for a ${width}×${height} image`);
+  const data = new Uint8Array(width * height * 3);
+  for (let p = 0; p < labels.length; p++) data.set(vocPalette.subarray(3 * (labels[p]! & 255), 3 * (labels[p]! & 255) + 3), 3 * p);
+  return { width, height, channels: 3, data };
+}
+
 export const vocFolders = { images: 'JPEGImages', semantic: 'SegmentationClass', objects: 'SegmentationObject', sets: 'ImageSets/Segmentation' } as const;
 
 /** One image's files in VOC layout: the picture (PNG), its class map and its instance map (palettized). */

@@ -136,3 +136,21 @@ export async function heatmapToImage(map: Tensor): Promise<Image> {
   });
   return { width: dims[1]!, height: dims[0]!, channels: 3, data };
 }
+
+/** 8-bit RGB images of one height laid out left to right, `gap` dark pixels apart. */
+export function sideBySide(images: readonly Image[], gap = 2): Image {
+  const h = images[0]?.height ?? 0;
+  images.forEach((img, k) => {
+    if (img.channels !== 3 || img.data instanceof Uint16Array || img.height !== h) {
+      throw new Error(`sideBySide: image ${k} is ${img.width}×${img.height}×${img.channels}; expected 8-bit RGB images ${h} pixels high`);
+    }
+  });
+  const W = images.reduce((n, img) => n + img.width, 0) + gap * Math.max(0, images.length - 1);
+  const data = new Uint8Array(W * h * 3).fill(40);
+  let x0 = 0;
+  for (const img of images) {
+    for (let y = 0; y < h; y++) data.set(img.data.subarray(y * img.width * 3, (y + 1) * img.width * 3), (y * W + x0) * 3);
+    x0 += img.width + gap;
+  }
+  return { width: W, height: h, channels: 3, data };
+}

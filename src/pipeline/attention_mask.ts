@@ -23,7 +23,8 @@ import { indexSelect } from '../kernels/gather.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { max, mean, min } from '../kernels/reduce.ts';
 import { interpolate } from '../kernels/resample.ts';
-import { reshape } from '../kernels/shape.ts';
+import { reshape, slice } from '../kernels/shape.ts';
+import type { AttentionCapture } from '../models/attention_capture.ts';
 
 export type UNetPlace = 'down' | 'mid' | 'up';
 
@@ -38,6 +39,22 @@ export interface AttentionRecord {
   width: number;
   /** cross: [heads, height·width, tokens]; self: [heads, height·width, height·width] (rows = queries). */
   probs: Tensor;
+}
+
+/**
+ * The records of batch element `batch` from a per-layer AttentionCapture (`mode: 'per-layer'`), each layer's
+ * map averaged over the forwards it summed (so `step` is 0 for all: choose steps when capturing). The
+ * place comes from the module name (down_blocks / mid_block / up_blocks).
+ */
+export function recordsFromCapture(capture: AttentionCapture, batch: number): AttentionRecord[] {
+  return capture.entries().map(([name, m]) => {
+    if (m.sum.rank !== 4) throw new Error(`recordsFromCapture: '${name}' is not a per-layer map (capture with mode 'per-layer')`);
+    const place: UNetPlace = name.startsWith('down_blocks') ? 'down' : name.startsWith('mid_block') ? 'mid' : 'up';
+    const [B, heads, Lq, Lk] = m.sum.shape as [number, number, number, number];
+    if (!Number.isInteger(batch) || batch < 0 || batch >= B) throw new Error(`recordsFromCapture: batch ${batch} is outside 0…${B - 1}`);
+    const probs = tidy(() => div(reshape(slice(m.sum, 0, batch, batch + 1), [heads, Lq, Lk]), m.count));
+    return { kind: m.kind, place, step: 0, height: m.height, width: m.width, probs };
+  });
 }
 
 export type ThresholdRule =

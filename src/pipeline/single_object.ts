@@ -1,0 +1,54 @@
+// Stage 1 of Free-Mask, end to end: Stable Diffusion samples "a photo of a {class}" while the UNet's
+// attention is captured, and the class tokens' maps become the object mask (attention_mask.ts).
+
+import { Tensor } from '../engine/tensor.ts';
+import { AttentionCapture } from '../models/attention_capture.ts';
+import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
+import { type AttentionMaskConfig, DATASET_DIFFUSION_PRESET, attentionMask, recordsFromCapture } from './attention_mask.ts';
+
+export interface SingleObjectOptions {
+  seed?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  height?: number;
+  width?: number;
+  /** How attention becomes a mask (default: the Dataset Diffusion preset). */
+  mask?: AttentionMaskConfig;
+  /** Label written for the object (default 1). */
+  classId?: number;
+}
+
+export interface SingleObjectResult {
+  prompt: string;
+  /** [1, 3, H, W] in [0, 1]. */
+  image: Tensor;
+  /** The class heat map [H·W] at image size, before thresholding. */
+  heat: Float32Array;
+  /** [H·W]: 0 background, `classId`, 255 uncertain. */
+  mask: Uint8Array;
+}
+
+/** One image of `className` with its mask from the attention of the sampling run that made it. */
+export async function generateSingleObject(pipe: StableDiffusionPipeline, className: string, o: SingleObjectOptions = {}): Promise<SingleObjectResult> {
+  const { numInferenceSteps = 50, guidanceScale = 7.5, mask = DATASET_DIFFUSION_PRESET, classId = 1 } = o;
+  const prompt = `a photo of a ${className}`;
+  const tokens = pipe.tokenizer.tokenSpans(prompt, className).flat();
+  const capture = new AttentionCapture({ cross: true, self: !!mask.selfAttention, mode: 'per-layer' });
+  const promptEmbeds = pipe.encodePrompt([prompt]);
+  let latents: Tensor | undefined;
+  let records: ReturnType<typeof recordsFromCapture> = [];
+  try {
+    latents = pipe.sample({ promptEmbeds, numInferenceSteps, guidanceScale, seed: o.seed, height: o.height, width: o.width, unetOptions: { capture } });
+    const image = pipe.decodeLatents(latents);
+    // with guidance the UNet saw [unconditional; conditional]: the prompt's maps are batch element 1
+    records = recordsFromCapture(capture, guidanceScale > 1 ? 1 : 0);
+    const [H, W] = image.shape.slice(2) as [number, number];
+    const result = await attentionMask(records, [{ id: classId, tokens }], [H, W], mask);
+    return { prompt, image, heat: result.heat[0]!, mask: result.mask };
+  } finally {
+    for (const r of records) r.probs.dispose();
+    capture.dispose();
+    promptEmbeds.dispose();
+    latents?.dispose();
+  }
+}
