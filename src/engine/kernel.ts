@@ -196,3 +196,18 @@ export function expectDType(op: string, t: Tensor, ...dtypes: DType[]): void {
 export function expectRank(op: string, what: string, t: Tensor, rank: number): void {
   if (t.rank !== rank) throw new Error(`${op}: ${what} must have rank ${rank}, got shape ${shapeStr(t.shape)}`);
 }
+
+/**
+ * WGSL: an inclusive prefix sum over a workgroup's u32 array `arr` of `n` entries, one per
+ * thread `t`: afterwards arr[t] = Σ arr[0..t]. Begins and ends with a barrier; every thread must reach it.
+ */
+export function workgroupInclusiveScan(arr: string, t: string, n: number): string {
+  return `workgroupBarrier();
+    for (var step = 1u; step < ${n}u; step <<= 1u) {
+      var below = 0u;
+      if (${t} >= step) { below = ${arr}[${t} - step]; }
+      workgroupBarrier();
+      ${arr}[${t}] += below;
+      workgroupBarrier();
+    }`;
+}

@@ -9,7 +9,7 @@
 //    each pixel gathers over that short list for all channels. Deterministic (points summed in index order).
 
 import { record } from '../engine/autograd.ts';
-import { expectDType, expectRank, grid1d, launch } from '../engine/kernel.ts';
+import { expectDType, expectRank, grid1d, launch, workgroupInclusiveScan } from '../engine/kernel.ts';
 import { Tensor, shapeStr } from '../engine/tensor.ts';
 
 interface DeformSpec {
@@ -239,14 +239,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     }
     // 2. inclusive prefix sum of the hits gives each hit its slot in the compacted list
     hits[t] = hit;
-    workgroupBarrier();
-    for (var step = 1u; step < ${chunk}u; step <<= 1u) {
-      var below = 0u;
-      if (t >= step) { below = hits[t - step]; }
-      workgroupBarrier();
-      hits[t] += below;
-      workgroupBarrier();
-    }
+    ${workgroupInclusiveScan('hits', 't', chunk)}
     if (hit == 1u) {
       listPos[hits[t] - 1u] = pos;
       listPoint[hits[t] - 1u] = pt;
