@@ -114,7 +114,7 @@ export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLik
   }));
   const k = await labels.toArray();
   labels.dispose();
-  // confident pixels keep their label; the walk decides the band (everything when band is 0, as psa)
+  // confident pixels keep their label; the walk decides the band (with band 0, only the mask's own uncertain pixels)
   return Uint8Array.from(k, (v, i) => (confident[i] === uncertainLabel ? ids[v]! : confident[i]!));
 }
 
