@@ -131,7 +131,8 @@ const walk = { radius: 5, beta: 8, logt: 2 };
 // sharp affinities (features = the true object indicator pooled to the grid, so fg–bg affinity e^-4) improves
 // all three, on these and other seeds/sizes (val 100.., 300.., 96×96). The learned net's fg–bg vs fg–fg affinity
 // (about 0.3 vs 0.55 on val, adjacent cells 0.47 vs 0.70) is far from that, also when trained on the true masks,
-// longer, wider or on more images: the limit is how sharp a boundary this net learns in bounded steps.
+// longer, wider or on more images: the limit is how sharp a boundary this net learns in bounded steps (box-blurring
+// the reference features over 9×9 px reproduces the learned net's result; psa's pair labels skip the boundary cells).
 test('ShapeWorld: dilated masks get closer to the truth after refinement (blurred and eroded: measured, printed); with sharp reference affinities all three do', async () => {
   manualSeed(1);
   // stride 2: at 64×64 a stride-8 grid is too coarse for the thin parts of ShapeWorld's objects
