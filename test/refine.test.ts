@@ -8,7 +8,8 @@ import { Tensor } from '../src/engine/tensor.ts';
 import { generateScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
 import { AffinityNet, affinityLoss, affinityPairLabels, gridLabels } from '../src/models/affinity_net.ts';
-import { refineFolder, refineMask, trainAffinityNet, uncertainBand } from '../src/pipeline/refine.ts';
+import { refineFolder, refineMask, refineMaskWithFeatures, trainAffinityNet, uncertainBand } from '../src/pipeline/refine.ts';
+import { avgPool2d } from '../src/kernels/pool.ts';
 import { makeVocFolders, writeVocSample } from '../src/data/voc.ts';
 
 const S = 64;
@@ -123,29 +124,39 @@ function iou(pred: Uint8Array, truth: Uint8Array, id: number): number {
 const kinds = Object.keys(degradations) as Degradation[];
 const walk = { radius: 5, beta: 8, logt: 2 };
 
-// Issue 6 asks that blurred, eroded and dilated masks all get closer to the truth. Today only dilated masks do
-// (the briefly trained net's fg–bg affinities are too high, so the walk shrinks eroded/blurred masks further);
-// those two are measured and printed here, and the shortfall is tracked on the issue, not asserted away.
-test('ShapeWorld: dilated masks get closer to the truth after refinement (blurred and eroded: measured, printed)', async () => {
+// Issue 6 asks that blurred, eroded and dilated masks all get closer to the truth after refinement with an
+// AffinityNet trained here. Today only dilated masks do: with the briefly trained net every refined boundary moves
+// inwards. Blur/erosion are measured and printed, and the shortfall is tracked on the issue, not asserted away.
+// The control below shows where the gap is: the same refinement (band, walk, upsampling, decision) driven by
+// sharp affinities (features = the true object indicator pooled to the grid, so fg–bg affinity e^-4) improves
+// all three, on these and other seeds/sizes (val 100.., 300.., 96×96). The learned net's fg–bg vs fg–fg affinity
+// (about 0.3 vs 0.55 on val, adjacent cells 0.47 vs 0.70) is far from that, also when trained on the true masks,
+// longer, wider or on more images: the limit is how sharp a boundary this net learns in bounded steps (box-blurring
+// the reference features over 9×9 px reproduces the learned net's result; psa's pair labels skip the boundary cells).
+test('ShapeWorld: dilated masks get closer to the truth after refinement (blurred and eroded: measured, printed); with sharp reference affinities all three do', async () => {
   manualSeed(1);
   // stride 2: at 64×64 a stride-8 grid is too coarse for the thin parts of ShapeWorld's objects
   const net = new AffinityNet({ inChannels: 3, downChannels: [16], stageChannels: [16, 16, 16], projectionChannels: [8, 8, 8], featureChannels: 16, imageSkip: true });
   const train = Array.from({ length: 6 }, (_, k) => sample(splitSeed('train', k), kinds[k % 3]!));
   await trainAffinityNet(net, train, { steps: 60, lr: 5e-2, radius: walk.radius, band: 2, batchSize: 2 });
-  const scores: Record<string, { before: number; after: number }> = {};
+  const scores: Record<string, { before: number; learned: number; reference: number }> = {};
   for (const kind of kinds) {
-    let [before, after] = [0, 0];
+    const score = { before: 0, learned: 0, reference: 0 };
     const n = 8;
     for (let k = 0; k < n; k++) {
       const s = sample(splitSeed('val', k), kind);
-      const refined = await refineMask(net, s.image, s.mask, walk, { band: 2 });
-      before += iou(s.mask, s.truth, s.id) / n;
-      after += iou(refined, s.truth, s.id) / n;
+      score.before += iou(s.mask, s.truth, s.id) / n;
+      score.learned += iou(await refineMask(net, s.image, s.mask, walk, { band: 2 }), s.truth, s.id) / n;
+      const sharp = avgPool2d(Tensor.fromArray(Float32Array.from(s.truth, (v) => (v === s.id ? 4 : 0)), [1, 1, S, S]), { kernelSize: net.stride });
+      score.reference += iou(await refineMaskWithFeatures(sharp, [S, S], s.mask, walk, { band: 2 }), s.truth, s.id) / n;
+      sharp.dispose();
     }
-    scores[kind] = { before, after };
+    scores[kind] = score;
   }
-  console.log(`refinement IoU (before → after): ${kinds.map((k) => `${k} ${scores[k]!.before.toFixed(3)} → ${scores[k]!.after.toFixed(3)}`).join(', ')}`);
-  assert.ok(scores.dilate!.after > scores.dilate!.before + 0.05, `dilate: IoU ${scores.dilate!.before.toFixed(3)} → ${scores.dilate!.after.toFixed(3)}`);
+  const f = (k: string) => `${k} ${scores[k]!.before.toFixed(3)} → ${scores[k]!.learned.toFixed(3)} (reference affinities ${scores[k]!.reference.toFixed(3)})`;
+  console.log(`refinement IoU (before → after): ${kinds.map(f).join(', ')}`);
+  assert.ok(scores.dilate!.learned > scores.dilate!.before + 0.05, `dilate: IoU ${f('dilate')}`);
+  for (const kind of kinds) assert.ok(scores[kind]!.reference > scores[kind]!.before + 0.03, `${kind} with reference affinities: IoU ${f(kind)}`);
 });
 
 test('refineFolder: VOC folders in, refined masks out, before/after mIoU logged against the truth', async () => {

@@ -92,11 +92,29 @@ export async function trainAffinityNet(net: AffinityNet, samples: readonly Refin
  * of the per-class maps on the net's feature grid, upsampled (bilinear) and arg-maxed. With `band`, pixels
  * within that distance of a label change start without a class (psa's CAMs are soft there; a hard mask is not).
  */
-export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLike<number>, walk: WalkOptions = psaWalk, { band = 0 } = {}): Promise<Uint8Array> {
+export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLike<number>, walk: WalkOptions = psaWalk, options: { band?: number } = {}): Promise<Uint8Array> {
   const [, , H, W] = image.shape as [number, number, number, number];
-  if (mask.length !== H * W) throw new Error(`refineMask: a mask of ${mask.length} pixels for a ${H}×${W} image`);
   const s = net.stride;
   if (H % s || W % s) throw new Error(`refineMask: the image ${H}×${W} must be a multiple of the net's stride ${s}`);
+  const features = noGrad(() => net.forward(image));
+  try {
+    return await refineMaskWithFeatures(features, [H, W], mask, walk, options);
+  } finally {
+    features.dispose();
+  }
+}
+
+/**
+ * refineMask's walk on given affinity features [1, C, H/s, W/s] of an H×W image (`size`), the stride s
+ * following from the two: so any source of affinity features (a trained AffinityNet, or a reference) can drive it.
+ */
+export async function refineMaskWithFeatures(features: Tensor, [H, W]: [number, number], mask: ArrayLike<number>, walk: WalkOptions = psaWalk, { band = 0 } = {}): Promise<Uint8Array> {
+  if (mask.length !== H * W) throw new Error(`refineMask: a mask of ${mask.length} pixels for a ${H}×${W} image`);
+  if (features.rank !== 4 || features.shape[0] !== 1) throw new Error(`refineMask: features must be [1, C, h, w], got [${features.shape.join(', ')}]`);
+  const s = H / features.shape[2]!;
+  if (!Number.isInteger(s) || W / features.shape[3]! !== s) {
+    throw new Error(`refineMask: features ${features.shape[2]}×${features.shape[3]} are not an integer stride of the image ${H}×${W}`);
+  }
   const ids = [0, ...[...new Set(Array.from(mask))].filter((v) => v !== 0 && v !== uncertainLabel).sort((a, b) => a - b)];
   if (ids.length === 1) return Uint8Array.from(mask, (v) => (v === uncertainLabel ? 0 : v));
   // pixels near a label change vote for no class (the walk decides them); a class thinner than the band keeps its pixels
@@ -107,14 +125,13 @@ export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLik
     for (let i = 0; i < H * W; i++) if (voters[i] === id) scores[k * H * W + i] = 1;
   });
   const labels = noGrad(() => tidy(() => {
-    const features = net.forward(image);
     const cam = reshape(avgPool2d(Tensor.fromArray(scores, [1, ids.length, H, W]), { kernelSize: s }), [ids.length, H / s, W / s]);
     const rw = affinityRandomWalk(features, cam, walk);
     return argmax(interpolate(reshape(rw, [1, ...rw.shape]), { size: [H, W], mode: 'bilinear', alignCorners: false }), 1);
   }));
   const k = await labels.toArray();
   labels.dispose();
-  // confident pixels keep their label; the walk decides the band (everything when band is 0, as psa)
+  // confident pixels keep their label; the walk decides the band (with band 0, only the mask's own uncertain pixels)
   return Uint8Array.from(k, (v, i) => (confident[i] === uncertainLabel ? ids[v]! : confident[i]!));
 }
 
