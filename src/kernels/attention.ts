@@ -15,7 +15,7 @@ import { concat, slice } from './shape.ts';
 import { maskedSoftmax, softmax } from './softmax.ts';
 
 /** The most bytes of scores one block of queries may take in `scaledDotProductAttention`. */
-export const attentionBlockBytes = 32 * 2 ** 20;
+export const attentionBlockBytes = 16 * 2 ** 20;
 
 export interface AttentionOptions {
   /** Multiplies q·kᵀ; 1/sqrt(dim) when omitted. */
