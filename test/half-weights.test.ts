@@ -67,8 +67,12 @@ test('half: UNet in f16 equals the f32 UNet with f16-rounded weights; memory hal
   const fullLive = memoryStats().liveBytes - before - halfLive;
   assertHalfLayout(half, full, 'unet');
   assert.ok(halfLive < 0.56 * fullLive, `unet: live GPU bytes f16 ${halfLive} vs f32 ${fullLive}`);
+  const unrounded = await full.forward(...args).toArray();
   await roundWeightsToF16(full);
   const ref = full.forward(...args);
+  // the rounding is visible at this tolerance, so the match below says the weights really are f16
+  const refValues = await ref.toArray();
+  assert.ok(unrounded.some((v, i) => Math.abs(v - refValues[i]!) > 1e-4), 'f16 rounding changes the output');
   await assertTensorClose(half.forward(...args), ref, 1e-5, 'unet f16 vs rounded f32');
   // still the model diffusers ran, to f16 rounding of the weights
   await assertTensorClose(half.forward(...args), io.get('out'), 2e-2, 'unet f16 vs diffusers f32');
