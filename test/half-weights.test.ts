@@ -10,7 +10,7 @@ import { backward } from '../src/engine/autograd.ts';
 import { sum } from '../src/kernels/reduce.ts';
 import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.ts';
 import { Conv2d, Linear } from '../src/nn/layers.ts';
-import type { Module } from '../src/nn/module.ts';
+import { Module } from '../src/nn/module.ts';
 import { UNet2DConditionModel } from '../src/models/unet_2d_condition.ts';
 import { AutoencoderKL } from '../src/models/autoencoder_kl.ts';
 import { CLIPTextModel } from '../src/models/clip_text_model.ts';
@@ -155,6 +155,16 @@ test('half: Module.half() in place; gradients reach inputs and f32 parameters, n
   const [ours, ref] = [await grads(lin, conv), await grads(refLin, refConv)];
   ours.forEach((g, k) => assertClose(g, ref[k]!, 1e-6, `gradient ${k}`));
   assert.is(lin.weight.grad, undefined, 'no gradient for an f16 weight');
+
+  // a weight tied between two modules becomes one f16 tensor
+  const root = new Module();
+  const tied = Tensor.fromArray(randomArray(6, 3), [2, 3]);
+  root.module('a', new Module()).param('w', tied);
+  root.module('b', new Module()).param('w', tied);
+  const halves = Object.values(root.half().stateDict());
+  assert.is(halves.length, 2);
+  assert.ok(halves[0] === halves[1] && halves[0]!.dtype === 'f16', 'one shared f16 tensor');
+  assertClose(await halves[0]!.toArray(), Array.from(randomArray(6, 3), (x) => f16ToF32(f32ToF16(x))), 0, 'tied weight rounded');
 });
 
 test.run();

@@ -58,6 +58,21 @@ function isHalfWeight(t: Tensor): boolean {
   return t.dtype === 'f32' && t.rank >= 2;
 }
 
+/** f32 weights already converted, so a tensor shared by two modules (tied weights) becomes one f16 tensor. */
+const halved = new WeakMap<Tensor, Tensor>();
+
+/** The f16 copy of `t` (made once; `t` is disposed). */
+function toHalf(t: Tensor): Tensor {
+  let half = halved.get(t);
+  if (!half) {
+    half = cast(t, 'f16');
+    half.name = t.name;
+    halved.set(t, half);
+    t.dispose();
+  }
+  return half;
+}
+
 /** The base of every layer and model. */
 export class Module {
   /** Training mode (dropout, batch-norm statistics); set by `train()` / `eval()` on the whole tree. */
@@ -72,9 +87,7 @@ export class Module {
    */
   param(name: string, value: Tensor): Tensor {
     if (halfScopes && value.rank >= 2 && (value.dtype === 'f32' || value.dtype === 'f16')) {
-      const half = value.dtype === 'f16' ? value : cast(value, 'f16');
-      if (half !== value) value.dispose();
-      return this.buffer(name, half);
+      return this.buffer(name, value.dtype === 'f16' ? value : toHalf(value));
     }
     this.#claim(name);
     value.requiresGrad = true;
@@ -202,14 +215,12 @@ export class Module {
   half(): this {
     for (const [, m] of this.namedModules()) {
       for (const [name, t] of [...m.#params]) {
-        if (!isHalfWeight(t)) continue;
-        const half = cast(t, 'f16');
-        half.name = t.name;
+        if (!halved.has(t) && !isHalfWeight(t)) continue;
+        const half = toHalf(t);
         m.#params.delete(name);
         m.#buffers.set(name, { tensor: keep(half), persistent: true });
         const fields = m as unknown as Record<string, unknown>;
         for (const key of Object.keys(fields)) if (fields[key] === t) fields[key] = half;
-        t.dispose();
       }
     }
     return this;
