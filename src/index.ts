@@ -23,7 +23,7 @@ export {
   affinityRandomWalk, pixelAffinities, randomWalkStep, affinityOffsets, affinityCrop, type RandomWalkOptions,
 } from './kernels/random_walk.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
-export { Module, ModuleList, type LoadReport, type StateSource } from './nn/module.ts';
+export { Module, ModuleList, halfWeights, type LoadReport, type StateSource } from './nn/module.ts';
 export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit, skipInit } from './nn/layers.ts';
 export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
@@ -49,7 +49,7 @@ export { maskAp, maskIou, iouThresholds, type MaskInstance, type MaskApResult } 
 export { boundaryF, maskBoundary, boundaryTolerance } from './metrics/boundary.ts';
 export { evaluateFolders, formatEvalTable, instancesFromMaps, type EvalResult } from './metrics/evaluate.ts';
 export { CLIPTokenizer, type CLIPTokenizerOptions, type EncodeResult, type TruncationInfo } from './models/clip_tokenizer.ts';
-export { CLIPTextModel, clipTextConfig, type CLIPTextConfig, type CLIPTextOutput, type CLIPTextForwardOptions } from './models/clip_text_model.ts';
+export { CLIPTextModel, clipTextConfig, type CLIPTextConfig, type CLIPTextOutput, type CLIPTextForwardOptions, type CLIPTextLoadOptions } from './models/clip_text_model.ts';
 export {
   DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, NoiseScheduler, classifierFreeGuidance, linearCombination,
   type SchedulerStepOutput,
@@ -66,7 +66,7 @@ export { semanticSegmentation, instanceSegmentation, type InstanceSegmentation, 
 export { UNet2DConditionModel, unetConfig, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet_2d_condition.ts';
 export { AutoencoderKL, autoencoderConfig, type AutoencoderKLConfig, type LatentDistribution } from './models/autoencoder_kl.ts';
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
-export { DiffusersConfig } from './models/diffusers/loading.ts';
+export { DiffusersConfig, type WeightsOptions } from './models/diffusers/loading.ts';
 export {
   AffinityNet, affinityNetSmall, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
 } from './models/affinity_net.ts';

@@ -189,6 +189,21 @@ test('pipeline: fromPretrained reads model_index.json and the five subfolders (f
   assert.ok((await StableDiffusionPipeline.fromPretrained(dir, loaders)).scheduler instanceof DPMSolverMultistepScheduler);
 });
 
+test('pipeline: dtype f16 reaches the text encoder, UNet and VAE loaders', async () => {
+  const dir = await pipelineFolder();
+  const seen: unknown[] = [];
+  const pipe = await StableDiffusionPipeline.fromPretrained(dir, {
+    ...loaders,
+    dtype: 'f16',
+    unet: { fromPretrained: (_dir, options) => (seen.push(options?.dtype), new ReplayUNet()) },
+    vae: { fromPretrained: (_dir, options) => (seen.push(options?.dtype), new IdentityVae()) },
+  });
+  assert.equal(seen, ['f16', 'f16']);
+  const weights = pipe.textEncoder.stateDict();
+  assert.is(weights['text_model.encoder.layers.0.self_attn.q_proj.weight']!.dtype, 'f16');
+  assert.is(weights['text_model.encoder.layers.0.self_attn.q_proj.bias']!.dtype, 'f32');
+});
+
 test('pipeline: a missing model_index.json, key, subfolder, config key or weights file is named', async () => {
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-sd-'));
   await assertRejects(StableDiffusionPipeline.fromPretrained(empty), /pass the model classes, \{ unet: UNet2DConditionModel, vae: AutoencoderKL \}/);

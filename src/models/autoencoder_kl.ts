@@ -8,7 +8,7 @@ import { type RandomOptions, randn } from '../kernels/random.ts';
 import { split } from '../kernels/shape.ts';
 import { Module } from '../nn/module.ts';
 import { Conv2d } from '../nn/layers.ts';
-import { type DiffusersConfig, fromFolder } from './diffusers/loading.ts';
+import { type DiffusersConfig, type WeightsOptions, fromFolder } from './diffusers/loading.ts';
 import { Decoder, Encoder } from './diffusers/vae.ts';
 
 export interface AutoencoderKLConfig {
@@ -85,9 +85,10 @@ export class AutoencoderKL extends Module {
     return this.config.scaling_factor;
   }
 
-  /** Loads a diffusers `vae` folder: config.json + (diffusion_pytorch_model|model)[.fp16].safetensors. */
-  static fromPretrained(dir: string): AutoencoderKL {
-    return fromFolder(dir, (config) => new AutoencoderKL(autoencoderConfig(config)));
+  /** Loads a diffusers `vae` folder: config.json + (diffusion_pytorch_model|model)[.fp16].safetensors;
+   * `{ dtype: 'f16' }` keeps the Linear/Conv weights in f16 on the GPU (inference). */
+  static fromPretrained(dir: string, options: WeightsOptions = {}): AutoencoderKL {
+    return fromFolder(dir, (config) => new AutoencoderKL(autoencoderConfig(config)), options);
   }
 
   /** image [B, in_channels, H, W] in [-1, 1] → the posterior; logvar clamped to [-30, 20] as diffusers. */

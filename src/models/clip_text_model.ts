@@ -10,7 +10,7 @@ import { embedding, indexSelect } from '../kernels/gather.ts';
 import { permute, reshape } from '../kernels/shape.ts';
 import { scaledDotProductAttention } from '../kernels/attention.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
-import { Module, ModuleList } from '../nn/module.ts';
+import { Module, ModuleList, halfWeights } from '../nn/module.ts';
 import { LayerNorm, Linear, skipInit } from '../nn/layers.ts';
 import { ConfigReader, type JsonConfig, findWeights, joinPath, readJson } from './pretrained.ts';
 
@@ -186,7 +186,15 @@ export interface CLIPTextModelOptions {
   tokenEmbeddingDType?: 'f32' | 'f16';
 }
 
-const TOKEN_EMBEDDING = 'text_model.embeddings.token_embedding.weight';
+export interface CLIPTextLoadOptions extends CLIPTextModelOptions {
+  /** Prefer `model.fp16.safetensors`. */
+  variant?: 'fp16';
+  /**
+   * Weight storage (`fromPretrained` only): 'f16' keeps every Linear weight and embedding table in f16 on the
+   * GPU (`Module.half()`, inference only), 'f32' (default) converts f16 files to f32.
+   */
+  dtype?: 'f32' | 'f16';
+}
 
 export class CLIPTextModel extends Module {
   readonly config: CLIPTextConfig;
@@ -207,14 +215,16 @@ export class CLIPTextModel extends Module {
 
   /**
    * From a transformers folder (e.g. an SD checkpoint's `text_encoder/`): `config.json` and `model.safetensors`
-   * (or `model.fp16.safetensors`; f16 weights are converted to f32 on load). Every key must match.
+   * (or `model.fp16.safetensors`; f16 weights are converted to f32 on load unless `dtype: 'f16'`). Every key must match.
    */
-  static fromPretrained(dir: string, { variant, ...options }: { variant?: 'fp16' } & CLIPTextModelOptions = {}): CLIPTextModel {
+  static fromPretrained(dir: string, { variant, dtype = 'f32', ...options }: CLIPTextLoadOptions = {}): CLIPTextModel {
     const configPath = joinPath(dir, 'config.json');
     // every parameter is loaded strictly below, so none needs its random initial values
-    const model = skipInit(() => new CLIPTextModel(clipTextConfig(readJson(configPath), configPath), options));
-    const half = model.tokenEmbeddingDType === 'f16';
-    const reader = loadSafetensors(findWeights(dir, ['model'], variant), { asF16: (name) => half && name === TOKEN_EMBEDDING });
+    const build = () => new CLIPTextModel(clipTextConfig(readJson(configPath), configPath), options);
+    const model = skipInit(() => (dtype === 'f16' ? halfWeights(build) : build()));
+    // tensors the model stores in f16 (the token table, or every weight with dtype 'f16') are read as f16
+    const half = model.halfKeys();
+    const reader = loadSafetensors(findWeights(dir, ['model'], variant), { asF16: (name) => half.has(name) });
     try {
       // Checkpoints saved by transformers < 4.31 (SD 1.x's among them) also hold the position_ids buffer.
       model.loadStateDict(reader, { ignore: (name) => name === 'text_model.embeddings.position_ids' });

@@ -26,7 +26,7 @@ export interface VaeLike {
 
 /** A model class with `fromPretrained(dir)` (sync or async), e.g. UNet2DConditionModel. */
 export interface PretrainedLoader<M> {
-  fromPretrained(dir: string, options?: { variant?: 'fp16' }): M | Promise<M>;
+  fromPretrained(dir: string, options?: { variant?: 'fp16'; dtype?: 'f32' | 'f16' }): M | Promise<M>;
 }
 
 export type SchedulerName = 'DDIMScheduler' | 'EulerDiscreteScheduler' | 'DPMSolverMultistepScheduler';
@@ -58,6 +58,11 @@ export interface StableDiffusionLoadOptions {
   vae?: PretrainedLoader<VaeLike>;
   /** 'fp16': prefer the `*.fp16.safetensors` weights (converted to f32 on load). */
   variant?: 'fp16';
+  /**
+   * Weight storage of the text encoder, UNet and VAE: 'f16' keeps their Linear/Conv weights in f16 on the GPU
+   * (half the memory; compute stays f32; inference only). Default 'f32'.
+   */
+  dtype?: 'f32' | 'f16';
   /** Sampler to use instead of the one model_index.json names. */
   scheduler?: SchedulerName;
   /** Where notes about the load go (an unsupported scheduler replaced by DDIM); console.warn by default. */
@@ -140,12 +145,12 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
       (options.onWarning ?? console.warn)(`${parts.scheduler.path}: ${schedulerName} is not implemented; sampling with DDIMScheduler from the same config (choose with the 'scheduler' option: ${Object.keys(SCHEDULERS).join(', ')})`);
       schedulerName = 'DDIMScheduler';
     }
-    const variant = options.variant;
+    const { variant, dtype } = options;
     const tokenizer = await CLIPTokenizer.fromPretrained(parts.tokenizer.path);
-    const textEncoder = CLIPTextModel.fromPretrained(parts.textEncoder.path, { variant });
+    const textEncoder = CLIPTextModel.fromPretrained(parts.textEncoder.path, { variant, dtype });
     const scheduler = SCHEDULERS[schedulerName as SchedulerName].fromPretrained(parts.scheduler.path);
-    const unet = await unetClass.fromPretrained(parts.unet.path, { variant });
-    const vae = await vaeClass.fromPretrained(parts.vae.path, { variant });
+    const unet = await unetClass.fromPretrained(parts.unet.path, { variant, dtype });
+    const vae = await vaeClass.fromPretrained(parts.vae.path, { variant, dtype });
     return new StableDiffusionPipeline({
       tokenizer, textEncoder, unet, vae, scheduler,
       vaeScalingFactor: vaeConfig.number('scaling_factor', 0.18215),

@@ -10,7 +10,7 @@ import { Conv2d, GroupNorm } from '../nn/layers.ts';
 import type { AttentionCapture } from './attention_capture.ts';
 import { Attention } from './diffusers/attention.ts';
 import { TimestepEmbedding, Timesteps } from './diffusers/embeddings.ts';
-import { type DiffusersConfig, fromFolder } from './diffusers/loading.ts';
+import { type DiffusersConfig, type WeightsOptions, fromFolder } from './diffusers/loading.ts';
 import { CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D } from './diffusers/unet_blocks.ts';
 
 /** The config keys this implementation reads (diffusers names and defaults). */
@@ -170,9 +170,10 @@ export class UNet2DConditionModel extends Module {
     this.requireGrad(false);
   }
 
-  /** Loads a diffusers `unet` folder: config.json + (diffusion_pytorch_model|model)[.fp16].safetensors. */
-  static fromPretrained(dir: string): UNet2DConditionModel {
-    return fromFolder(dir, (config) => new UNet2DConditionModel(unetConfig(config)));
+  /** Loads a diffusers `unet` folder: config.json + (diffusion_pytorch_model|model)[.fp16].safetensors;
+   * `{ dtype: 'f16' }` keeps the Linear/Conv weights in f16 on the GPU (inference). */
+  static fromPretrained(dir: string, options: WeightsOptions = {}): UNet2DConditionModel {
+    return fromFolder(dir, (config) => new UNet2DConditionModel(unetConfig(config)), options);
   }
 
   /**

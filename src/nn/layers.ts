@@ -4,9 +4,10 @@
 import { type Shape, Tensor, numel } from '../engine/tensor.ts';
 import { uniformArray } from '../engine/random-cpu.ts';
 import { linear } from '../kernels/matmul.ts';
+import { cast } from '../kernels/elementwise.ts';
 import { type Conv2dOptions, conv2d } from '../kernels/conv.ts';
 import { groupNorm, layerNorm } from '../kernels/norm.ts';
-import { Module } from './module.ts';
+import { Module, buildingHalfWeights } from './module.ts';
 
 let skipping = 0;
 
@@ -26,13 +27,28 @@ export function skipInit<T>(build: () => T): T {
 
 /** A tensor uniform in [-bound, bound): PyTorch's default for Linear/Conv weights (kaiming_uniform_ with a=√5) and biases. */
 export function uniformInit(shape: Shape, bound: number): Tensor {
-  if (skipping) return Tensor.empty(shape);
+  // uninitialised weights inside `halfWeights` are made f16 directly: no f32 buffer even for a moment
+  if (skipping) return Tensor.empty(shape, buildingHalfWeights() && shape.length >= 2 ? 'f16' : 'f32');
   return Tensor.fromArray(uniformArray(numel(shape), -bound, bound), shape);
 }
 
 export function onesInit(shape: Shape): Tensor {
   if (skipping) return Tensor.empty(shape);
   return Tensor.fromArray(new Float32Array(numel(shape)).fill(1), shape);
+}
+
+/**
+ * `op(weight)` with an f16 weight (`Module.half()`) converted to f32 for just this op and freed right after,
+ * so at most one layer's f32 weight exists at a time (autograd keeps its own reference where it needs one).
+ */
+function withF32(weight: Tensor, op: (w: Tensor) => Tensor): Tensor {
+  if (weight.dtype !== 'f16') return op(weight);
+  const w = cast(weight, 'f32');
+  try {
+    return op(w);
+  } finally {
+    w.dispose();
+  }
 }
 
 /** y = x Wᵀ + b, weight [out, in]. */
@@ -48,7 +64,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias);
+    return withF32(this.weight, (w) => linear(x, w, this.bias));
   }
 }
 
@@ -77,7 +93,7 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return conv2d(x, this.weight, this.bias, this.options);
+    return withF32(this.weight, (w) => conv2d(x, w, this.bias, this.options));
   }
 }
 

@@ -32,6 +32,47 @@ export interface LoadStateDictOptions {
   ignore?: (name: string) => boolean;
 }
 
+let halfScopes = 0;
+
+/**
+ * Builds a model whose weights (every floating parameter of rank ≥ 2: Linear/Conv/embedding tables) are
+ * stored in f16 from the start, as `Module.half()` would leave them, without an f32 copy of the whole model
+ * ever existing: each is converted as it is registered. For f16 inference loaders.
+ */
+export function halfWeights<T>(build: () => T): T {
+  halfScopes++;
+  try {
+    return build();
+  } finally {
+    halfScopes--;
+  }
+}
+
+/** Whether weights built now are stored in f16 (inside `halfWeights`). */
+export function buildingHalfWeights(): boolean {
+  return halfScopes > 0;
+}
+
+/** Whether `half()` stores `t` in f16: floating, rank ≥ 2 (norms, biases and other vectors stay f32). */
+function isHalfWeight(t: Tensor): boolean {
+  return t.dtype === 'f32' && t.rank >= 2;
+}
+
+/** f32 weights already converted, so a tensor shared by two modules (tied weights) becomes one f16 tensor. */
+const halved = new WeakMap<Tensor, Tensor>();
+
+/** The f16 copy of `t` (made once; `t` is disposed). */
+function toHalf(t: Tensor): Tensor {
+  let half = halved.get(t);
+  if (!half) {
+    half = cast(t, 'f16');
+    half.name = t.name;
+    halved.set(t, half);
+    t.dispose();
+  }
+  return half;
+}
+
 /** The base of every layer and model. */
 export class Module {
   /** Training mode (dropout, batch-norm statistics); set by `train()` / `eval()` on the whole tree. */
@@ -40,8 +81,14 @@ export class Module {
   readonly #buffers = new Map<string, { tensor: Tensor; persistent: boolean }>();
   readonly #children = new Map<string, Module>();
 
-  /** Registers a trainable parameter (f32, requiresGrad set) under `name` and returns it. */
+  /**
+   * Registers a trainable parameter (f32, requiresGrad set) under `name` and returns it. Inside `halfWeights`,
+   * a weight of rank ≥ 2 is stored as an f16 buffer instead (the returned tensor is that f16 one).
+   */
   param(name: string, value: Tensor): Tensor {
+    if (halfScopes && value.rank >= 2 && (value.dtype === 'f32' || value.dtype === 'f16')) {
+      return this.buffer(name, value.dtype === 'f16' ? value : toHalf(value));
+    }
     this.#claim(name);
     value.requiresGrad = true;
     value.name ??= name;
@@ -155,6 +202,33 @@ export class Module {
       report.loaded.push(name);
     }
     return report;
+  }
+
+  /**
+   * Inference storage in half precision: every f32 parameter of rank ≥ 2 (Linear/Conv weights, embedding
+   * tables) becomes an f16 buffer under the same state_dict key, one tensor at a time; norms, biases and other
+   * vectors stay f32 parameters. Layers convert an f16 weight to f32 right before their op (compute stays
+   * f32), so weights take half the memory. f16 weights are frozen: they leave `parameters()`, so optimizers
+   * and gradients never see them (gradients still flow to the inputs and the remaining f32 parameters).
+   * Fields that held the old tensor (`this.weight`) are pointed at the f16 one. Returns this.
+   */
+  half(): this {
+    for (const [, m] of this.namedModules()) {
+      for (const [name, t] of [...m.#params]) {
+        if (!halved.has(t) && !isHalfWeight(t)) continue;
+        const half = toHalf(t);
+        m.#params.delete(name);
+        m.#buffers.set(name, { tensor: keep(half), persistent: true });
+        const fields = m as unknown as Record<string, unknown>;
+        for (const key of Object.keys(fields)) if (fields[key] === t) fields[key] = half;
+      }
+    }
+    return this;
+  }
+
+  /** The state_dict keys whose tensors are stored in f16 (what a loader should read as f16). */
+  halfKeys(): Set<string> {
+    return new Set(Object.entries(this.stateDict()).filter(([, t]) => t.dtype === 'f16').map(([n]) => n));
   }
 
   /** Sets training mode on the whole tree; returns this. */

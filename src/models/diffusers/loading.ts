@@ -1,10 +1,10 @@
 // Reading a diffusers model folder: config.json (checked key by key, errors name the file and key) and the
-// weights file (f32 or f16 safetensors, streamed tensor by tensor into the model; f16 becomes f32).
+// weights file (f32 or f16 safetensors, streamed tensor by tensor into the model in the model's dtypes).
 
 import { nodeFs } from '../../io/fs.ts';
 import { loadSafetensors } from '../../io/safetensors.ts';
 import type { Tensor } from '../../engine/tensor.ts';
-import type { Module } from '../../nn/module.ts';
+import { type Module, halfWeights } from '../../nn/module.ts';
 import { skipInit } from '../../nn/layers.ts';
 
 /** A parsed config.json with typed, validated accessors. */
@@ -113,14 +113,23 @@ export function findWeights(dir: string): string {
   return found;
 }
 
+export interface WeightsOptions {
+  /**
+   * Weight storage. 'f16': every Linear/Conv weight (floating parameter of rank ≥ 2) stays f16 on the GPU,
+   * half the memory, converted to f32 per layer for compute (`Module.half()`); f32 files are converted on the
+   * CPU tensor by tensor. Inference only: those weights are frozen. Default 'f32'.
+   */
+  dtype?: 'f32' | 'f16';
+}
+
 /**
  * A model of a diffusers folder: `build` makes it from config.json, then the weights file is streamed into it
  * (the model is freed when that fails); returned in eval mode.
  */
-export function fromFolder<M extends Module>(dir: string, build: (config: DiffusersConfig) => M): M {
+export function fromFolder<M extends Module>(dir: string, build: (config: DiffusersConfig) => M, { dtype = 'f32' }: WeightsOptions = {}): M {
   // the strict load below overwrites every parameter: no random initial values needed (minutes for SD's UNet)
   const config = DiffusersConfig.read(dir);
-  const model = skipInit(() => build(config));
+  const model = skipInit(() => (dtype === 'f16' ? halfWeights(() => build(config)) : build(config)));
   try {
     loadWeights(model, findWeights(dir));
   } catch (e) {
@@ -138,12 +147,16 @@ function currentName(key: string): string {
 }
 
 /**
- * Streams `file` into `model` (strict: every key present with the right shape), f16 converted to f32. Legacy
+ * Streams `file` into `model` (strict: every key present with the right shape), converted to the dtype of
+ * each of the model's tensors (f16 → f32, or f32 → f16 for a `half()` model). Legacy
  * attention names (query/key/value/proj_attn, as in SD 1.x VAE files) are renamed as diffusers does on load;
  * such files are read whole into GPU tensors first.
  */
 export function loadWeights(model: Module, file: string): void {
-  const reader = loadSafetensors(file, { f16ToF32: true });
+  // tensors stored in f16 by the model (`half()`) are read as f16 (an f32 file converted on the CPU); then
+  // F16 tensors stay f16 on upload and the model's f32 ones are cast on the GPU as they load
+  const half = model.halfKeys();
+  const reader = loadSafetensors(file, half.size ? { asF16: (name) => half.has(currentName(name)) } : { f16ToF32: true });
   try {
     if (![...reader.keys()].some((k) => currentName(k) !== k)) {
       model.loadStateDict(reader);
