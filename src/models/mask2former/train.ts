@@ -290,9 +290,10 @@ export class Mask2FormerTrainer {
         if (!saved) throw new Error(`resume: ${path} has no optimizer state for parameter group '${g.name}'`);
         if (saved.names !== JSON.stringify(g.names)) throw new Error(`resume: ${path}: parameter group '${g.name}' lists other parameters than this model`);
         const prefix = `optimizer.${g.name}.`;
+        const own = new RegExp(`^optimizer\\.${g.name.replace('.', '\\.')}\\.state\\.`);
         const tensors: Record<string, Tensor> = {};
         try {
-          for (const k of reader.keys()) if (k.startsWith(prefix)) tensors[k.slice(prefix.length)] = reader.get(k);
+          for (const k of reader.keys()) if (own.test(k)) tensors[k.slice(prefix.length)] = reader.get(k);
           const { names: _names, ...metadata } = saved;
           g.optimizer.loadStateDict({ tensors, metadata });
         } finally {
