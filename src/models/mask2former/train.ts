@@ -209,7 +209,10 @@ export class Mask2FormerTrainer {
 
   /** Trains until `options.steps`; `onStep` sees each step, and may save checkpoints. */
   async train(onStep?: (r: StepResult) => void | Promise<void>): Promise<void> {
-    while (this.step < this.options.steps) await onStep?.(await this.trainStep());
+    while (this.step < this.options.steps) {
+      const r = await this.trainStep();
+      await onStep?.(r);
+    }
   }
 
   /** ‖all gradients‖₂ (PyTorch's clip_grad_norm_ total norm). */
