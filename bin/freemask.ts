@@ -77,6 +77,7 @@ async function trainSegmenter(): Promise<void> {
   if (!f.data) throw new Error('--data: required (a VOC-layout folder, e.g. written by `freemask world`)');
   if (!f.out) throw new Error('--out: required (the folder for checkpoints)');
   const { Mask2FormerTrainer, readVocSamples, Mask2FormerForUniversalSegmentation, parseMask2FormerConfig } = F;
+  await getDevice();
   const samples = await readVocSamples(f.data, f.split);
   const steps = intFlag(f, 'steps', 1000);
   const saveEvery = intFlag(f, 'save-every', 50);
@@ -115,6 +116,7 @@ async function evalSegmenter(): Promise<void> {
   const f = flags(['model', 'data', 'split']);
   if (!f.model) throw new Error('--model: required (a folder with config.json and model.safetensors)');
   if (!f.data) throw new Error('--data: required (a VOC-layout folder)');
+  await getDevice();
   const model = F.Mask2FormerForUniversalSegmentation.fromPretrained(f.model);
   const r = await F.evaluateSegmenter(model, await F.readVocSamples(f.data, f.split));
   const names = F.vocClassNames;
