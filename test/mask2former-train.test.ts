@@ -190,6 +190,20 @@ test('VOC folder written by the ShapeWorld writer: loader and evaluation (untrai
   m.dispose();
 });
 
+test('CLI: train-segmenter / eval-segmenter name a bad or missing argument and exit 1', () => {
+  const cp = process.getBuiltinModule('node:child_process');
+  const cli = (...args: string[]) => cp.spawnSync(process.execPath, ['--import', 'tsx', 'bin/freemask.ts', ...args], { encoding: 'utf8' });
+  const noData = cli('train-segmenter', '--out', `${dir}/cli`);
+  assert.is(noData.status, 1);
+  assert.match(noData.stderr, /freemask train-segmenter: --data: required/);
+  const resume = cli('train-segmenter', '--data', `${dir}/voc`, '--out', `${dir}/cli`, '--resume');
+  assert.is(resume.status, 1);
+  assert.match(resume.stderr, /resume: .*cli\/checkpoint\.safetensors does not exist/);
+  const evalBad = cli('eval-segmenter', '--model', `${dir}/none`, '--data', `${dir}/voc`, '--threshold', '1');
+  assert.is(evalBad.status, 1);
+  assert.match(evalBad.stderr, /freemask eval-segmenter: .*unexpected argument '--threshold'/);
+});
+
 // A tiny config (Swin embed 16, depths [1,1,1,1], hidden 32, 8 queries) overfits four 32×32 scenes.
 const convergenceSteps = 150;
 test(`convergence: the tiny config overfits 4 ShapeWorld scenes to mIoU ≥ 0.9 within ${convergenceSteps} steps`, async () => {
