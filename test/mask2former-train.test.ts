@@ -7,6 +7,8 @@ import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { getDevice } from '../src/engine/device.ts';
 import { Tensor } from '../src/engine/tensor.ts';
+import { noGrad } from '../src/engine/autograd.ts';
+import { Generator } from '../src/kernels/random.ts';
 import { seededRandom } from '../src/engine/random-cpu.ts';
 import { parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
 import { Mask2FormerForUniversalSegmentation } from '../src/models/mask2former/model.ts';
@@ -113,6 +115,29 @@ test('parameter groups: backbone at the multiplier; norms, embeddings and positi
   check('model.transformer_module.decoder.layers.0.cross_attn.in_proj_weight', 1, 0.05);
   check('class_predictor.bias', 1, 0.05);
   assert.is(byName.size, m.namedParameters().length);
+  m.dispose();
+});
+
+test('Swin drop path: only in training mode with a generator, reproducible from its seed', async () => {
+  const m = new Mask2FormerForUniversalSegmentation(parseMask2FormerConfig({ ...tinyJson, backbone_config: { ...tinyJson.backbone_config, drop_path_rate: 0.5 } }));
+  const pixels = Tensor.fromArray(Float32Array.from(scenes.flatMap((s) => [...pixelValues(s)])), [4, 3, S, S]);
+  const encoder = m.model.pixelLevelModule.encoder;
+  const run = async (training: boolean, seed?: number) => {
+    m.train(training);
+    encoder.random = seed === undefined ? undefined : new Generator(seed);
+    const maps = noGrad(() => encoder.forward(pixels));
+    const last = await maps[3]!.toArray();
+    for (const t of maps) t.dispose();
+    return last;
+  };
+  const plain = await run(false);
+  assert.equal(await run(false, 3), plain, 'eval mode: no drop path');
+  assert.equal(await run(true), plain, 'training without a generator: no drop path');
+  const dropped = await run(true, 3);
+  assert.ok(dropped.some((v, i) => v !== plain[i]), 'training with a generator drops branches');
+  assert.equal(await run(true, 3), dropped, 'same seed, same drops');
+  encoder.random = undefined;
+  pixels.dispose();
   m.dispose();
 });
 
