@@ -176,7 +176,10 @@ export class Mask2FormerTrainer {
           const pixels = stackPixels(images);
           let out: Mask2FormerOutput | undefined;
           try {
-            out = await model.forward(pixels, { maskLabels: images.map((b) => b.masks), classLabels: images.map((b) => b.classes), random: seededUniform(subSeed(seed, step, micro, 3)) });
+            out = await model.forward(pixels, { maskLabels: images.map((b) => b.masks), classLabels: images.map((b) => b.classes), random: seededUniform(subSeed(seed, step, micro, 3)) }).catch((e: Error) => {
+              // e.g. non-finite predictions reaching the matching: say which step, and that nothing was saved
+              throw new Error(`training stopped at step ${step + 1}: ${e.message}; the last checkpoint is left as it was`);
+            });
             const loss = await out.loss!.item();
             if (!Number.isFinite(loss)) throw new Error(`training stopped at step ${step + 1}: the loss is ${loss} (micro-batch ${micro}, images ${this.batchIndices(step, micro).map((k) => this.samples[k]!.id).join(', ')}); the last checkpoint is left as it was`);
             total += loss / accumulate;
