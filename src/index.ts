@@ -59,7 +59,10 @@ export {
   type SampleOptions, type UNetLike, type VaeLike, type PretrainedLoader,
 } from './models/stable_diffusion.ts';
 export { Mask2FormerForUniversalSegmentation, type Mask2FormerOutput, type Mask2FormerLogits, type ForwardOptions as Mask2FormerForwardOptions } from './models/mask2former/model.ts';
-export { parseMask2FormerConfig, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
+export { parseMask2FormerConfig, mask2formerConfigJson, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
+export { Mask2FormerTrainer, parameterGroups, scheduleFactor, type TrainOptions as Mask2FormerTrainOptions, type StepResult, type ParamGroup } from './models/mask2former/train.ts';
+export { evaluateSegmenter, type SegmenterEvaluation } from './models/mask2former/evaluate.ts';
+export { readVocSamples, sceneSample, sampleTargets, pixelValues, loadSample, drawAugment, imagenetMean, imagenetStd, type SegmentationSample, type AugmentOptions, type AugmentDraw } from './models/mask2former/data.ts';
 export { linearSumAssignment } from './models/mask2former/hungarian.ts';
 export { seededUniform, type RandomSource } from './models/mask2former/loss.ts';
 export { semanticSegmentation, instanceSegmentation, type InstanceSegmentation, type InstanceSegment, type InstanceOptions } from './models/mask2former/postprocess.ts';
@@ -76,6 +79,6 @@ export {
 } from './pipeline/attention_mask.ts';
 export {
   refineMask, refineMaskWithFeatures, refineFolder, trainAffinityNet, uncertainBand, psaWalk,
-  type WalkOptions, type RefineSample, type TrainOptions, type RefineFolderOptions, type RefineFolderResult,
+  type WalkOptions, type RefineSample, type TrainOptions as AffinityTrainOptions, type RefineFolderOptions, type RefineFolderResult,
 } from './pipeline/refine.ts';
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';

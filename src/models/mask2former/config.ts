@@ -13,6 +13,8 @@ export interface SwinConfig {
   qkvBias: boolean;
   layerNormEps: number;
   hiddenAct: string;
+  /** Stochastic depth of the last block in training mode (earlier blocks less, linearly from 0). */
+  dropPathRate: number;
   /** Stage names ('stage1'..) whose (normed) outputs are returned. */
   outFeatures: string[];
 }
@@ -79,6 +81,7 @@ function parseSwin(b: Json, what: string): SwinConfig {
     qkvBias: field(b, 'qkv_bias', w, (v) => typeof v === 'boolean', 'a boolean', true),
     layerNormEps: field(b, 'layer_norm_eps', w, isNum, 'a number', 1e-5),
     hiddenAct,
+    dropPathRate: field(b, 'drop_path_rate', w, (v) => isNum(v) && (v as number) >= 0 && (v as number) < 1, 'a number in [0, 1)', 0.1),
     outFeatures,
   };
 }
@@ -126,4 +129,24 @@ export function parseMask2FormerConfig(json: Json, what = 'config.json'): Mask2F
   }
   if (backbone.outFeatures.length < 4) throw new Error(`${what}: the pixel decoder needs 4 backbone stages, out_features has ${backbone.outFeatures.length}`);
   return config;
+}
+
+/** A config.json (transformers' Mask2FormerConfig format) that parses back to `c`; class names `class_<id>`. */
+export function mask2formerConfigJson(c: Mask2FormerConfig): Json {
+  const b = c.backbone;
+  return {
+    model_type: 'mask2former',
+    backbone_config: {
+      model_type: 'swin', image_size: b.imageSize, patch_size: b.patchSize, num_channels: b.numChannels, embed_dim: b.embedDim,
+      depths: b.depths, num_heads: b.numHeads, window_size: b.windowSize, mlp_ratio: b.mlpRatio, qkv_bias: b.qkvBias,
+      layer_norm_eps: b.layerNormEps, hidden_act: b.hiddenAct, drop_path_rate: b.dropPathRate, out_features: b.outFeatures,
+    },
+    feature_size: c.featureSize, mask_feature_size: c.maskFeatureSize, hidden_dim: c.hiddenDim, encoder_feedforward_dim: c.encoderFeedforwardDim,
+    encoder_layers: c.encoderLayers, decoder_layers: c.decoderLayers, num_attention_heads: c.numAttentionHeads, dim_feedforward: c.dimFeedforward,
+    pre_norm: c.preNorm, enforce_input_projection: c.enforceInputProjection, common_stride: c.commonStride, num_queries: c.numQueries,
+    id2label: Object.fromEntries(Array.from({ length: c.numLabels }, (_, i) => [String(i), `class_${i}`])),
+    no_object_weight: c.noObjectWeight, class_weight: c.classWeight, mask_weight: c.maskWeight, dice_weight: c.diceWeight,
+    train_num_points: c.trainNumPoints, oversample_ratio: c.oversampleRatio, importance_sample_ratio: c.importanceSampleRatio,
+    use_auxiliary_loss: c.useAuxiliaryLoss, feature_strides: c.featureStrides, activation_function: 'relu',
+  };
 }

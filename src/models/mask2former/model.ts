@@ -142,3 +142,12 @@ export class Mask2FormerForUniversalSegmentation extends Module {
     });
   }
 }
+
+/** Disposes every tensor reachable in `v` (an output, its loss details, arrays and plain objects) once. */
+export function disposeTensors(v: unknown, seen = new Set<Tensor>()): void {
+  if (v instanceof Tensor) {
+    if (!seen.has(v)) v.dispose();
+    seen.add(v);
+  } else if (Array.isArray(v)) for (const x of v) disposeTensors(x, seen);
+  else if (v && typeof v === 'object' && !ArrayBuffer.isView(v)) for (const x of Object.values(v)) disposeTensors(x, seen);
+}

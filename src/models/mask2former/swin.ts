@@ -4,7 +4,8 @@
 // config.window_size and odd blocks shift by window/2, however small the stage map.
 
 import { Tensor, shapeStr, tidy } from '../../engine/tensor.ts';
-import { add, gelu } from '../../kernels/elementwise.ts';
+import { add, compare, gelu, mul } from '../../kernels/elementwise.ts';
+import type { Generator } from '../../kernels/random.ts';
 import { indexSelect } from '../../kernels/gather.ts';
 import { scaledDotProductAttention } from '../../kernels/attention.ts';
 import { concat, expand, pad, permute, reshape, roll, slice, unsqueeze } from '../../kernels/shape.ts';
@@ -137,7 +138,7 @@ class SwinLayer extends Module {
   readonly layernormAfter: LayerNorm;
   readonly intermediate: Dense;
   readonly output: Dense;
-  constructor(dim: number, heads: number, readonly ws: number, readonly shift: number, c: SwinConfig) {
+  constructor(dim: number, heads: number, readonly ws: number, readonly shift: number, c: SwinConfig, readonly dropPathRate = 0) {
     super();
     const hidden = Math.floor(c.mlpRatio * dim);
     this.layernormBefore = this.module('layernorm_before', new LayerNorm(dim, { eps: c.layerNormEps }));
@@ -147,7 +148,18 @@ class SwinLayer extends Module {
     this.output = this.module('output', new Dense(hidden, dim));
   }
 
-  forward(x: Tensor, [H, W]: [number, number]): Tensor {
+  /**
+   * Stochastic depth (transformers' SwinDropPath) on a residual branch in training mode: each image's branch
+   * is dropped with probability dropPathRate, kept ones scaled by 1/(1 − rate).
+   */
+  private dropPath(branch: Tensor, random: Generator | undefined): Tensor {
+    const p = this.dropPathRate;
+    if (!this.training || p === 0 || !random) return branch;
+    const keepMask = compare('ge', random.rand([branch.shape[0]!, 1, 1]), p);
+    return mul(branch, mul(keepMask, 1 / (1 - p)));
+  }
+
+  forward(x: Tensor, [H, W]: [number, number], random?: Generator): Tensor {
     const [B, , C] = x.shape as [number, number, number];
     const ws = this.ws;
     const Hp = Math.ceil(H / ws) * ws;
@@ -163,9 +175,9 @@ class SwinLayer extends Module {
     if (this.shift) back = roll(back, [this.shift, this.shift], [1, 2]);
     if (Hp !== H) back = slice(back, 1, 0, H);
     if (Wp !== W) back = slice(back, 2, 0, W);
-    const y = add(x, reshape(back, [B, H * W, C]));
+    const y = add(x, this.dropPath(reshape(back, [B, H * W, C]), random));
     const mlp = this.output.dense.forward(gelu(this.intermediate.dense.forward(this.layernormAfter.forward(y))));
-    return add(y, mlp);
+    return add(y, this.dropPath(mlp, random));
   }
 }
 
@@ -191,10 +203,10 @@ class SwinPatchMerging extends Module {
 class SwinStage extends Module {
   readonly blocks: ModuleList<SwinLayer>;
   readonly downsample: SwinPatchMerging | undefined;
-  constructor(dim: number, depth: number, heads: number, c: SwinConfig, downsample: boolean) {
+  constructor(dim: number, heads: number, c: SwinConfig, downsample: boolean, dropPathRates: number[]) {
     super();
     const ws = c.windowSize;
-    this.blocks = this.module('blocks', new ModuleList(Array.from({ length: depth }, (_, i) => new SwinLayer(dim, heads, ws, i % 2 ? Math.floor(ws / 2) : 0, c))));
+    this.blocks = this.module('blocks', new ModuleList(dropPathRates.map((rate, i) => new SwinLayer(dim, heads, ws, i % 2 ? Math.floor(ws / 2) : 0, c, rate))));
     this.downsample = downsample ? this.module('downsample', new SwinPatchMerging(dim)) : undefined;
   }
 }
@@ -204,7 +216,14 @@ class SwinEncoder extends Module {
   constructor(c: SwinConfig) {
     super();
     const n = c.depths.length;
-    this.layers = this.module('layers', new ModuleList(c.depths.map((d, i) => new SwinStage(c.embedDim * 2 ** i, d, c.numHeads[i]!, c, i < n - 1))));
+    // drop-path rates rise linearly from 0 to drop_path_rate over all blocks (torch.linspace)
+    const total = c.depths.reduce((a, b) => a + b, 0);
+    const rates = Array.from({ length: total }, (_, k) => (total > 1 ? (c.dropPathRate * k) / (total - 1) : 0));
+    let first = 0;
+    this.layers = this.module('layers', new ModuleList(c.depths.map((d, i) => {
+      first += d;
+      return new SwinStage(c.embedDim * 2 ** i, c.numHeads[i]!, c, i < n - 1, rates.slice(first - d, first));
+    })));
   }
 }
 
@@ -224,6 +243,8 @@ export class SwinBackbone extends Module {
   readonly hiddenStatesNorms: StageNorms;
   /** Channels of each returned map. */
   readonly channels: number[];
+  /** The random source of drop path in training mode (none: no drop path). */
+  random?: Generator;
 
   constructor(readonly config: SwinConfig) {
     super();
@@ -242,7 +263,7 @@ export class SwinBackbone extends Module {
     const maps: Tensor[] = [];
     [...this.encoder.layers].forEach((stage, i) => {
       for (const block of stage.blocks) {
-        const next = tidy(() => block.forward(tokens, dims));
+        const next = tidy(() => block.forward(tokens, dims, this.random));
         tokens.dispose();
         tokens = next;
       }
