@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomArray } from './helpers.ts';
 import { device } from '../src/engine/device.ts';
-import { Tensor, f16ToF32, f32ToF16, keep, memoryStats, tidy } from '../src/engine/tensor.ts';
+import { Tensor, f16ToF32, f32ToF16, keep, memoryStats, tidy, trimPool } from '../src/engine/tensor.ts';
 import { backward, noGrad } from '../src/engine/autograd.ts';
 import { profileReport, resetProfile, setProfiling } from '../src/engine/queue.ts';
 import * as F from '../src/index.ts';
@@ -57,6 +57,24 @@ test('pool reuses freed buffers; tidy frees intermediates and keeps results', ()
   assert.ok(memoryStats().reuses > after.reuses, 'a freed buffer of that size class was reused');
   again.dispose();
   assert.throws(() => tidy(() => Promise.resolve(1) as unknown as number), /must be synchronous/);
+});
+
+test('buffers freed past the pool limit, or trimmed, while a recorded batch still uses them: the batch runs', async () => {
+  trimPool(0); // keep nothing: every release destroys its buffer
+  try {
+    const a = Tensor.fromArray(Float32Array.from({ length: 1000 }, (_, i) => i), [1000]);
+    const b = F.mul(a, 2); // recorded, not submitted
+    a.dispose(); // a's buffer is destroyed while the batch still reads it
+    const c = F.add(b, 1);
+    b.dispose();
+    trimPool();
+    const got = await c.toArray();
+    assert.equal(got[999], 1999);
+    assert.equal(got[0], 1);
+    c.dispose();
+  } finally {
+    trimPool(2 * 1024 ** 3);
+  }
 });
 
 test('keep() survives the scope; use after dispose names the tensor', () => {

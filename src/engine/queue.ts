@@ -83,6 +83,18 @@ function endPass(): void {
   pass = undefined;
 }
 
+/** Buffers to destroy once the batch that may still use them is submitted. */
+let doomed: GPUBuffer[] = [];
+
+/**
+ * Destroys `buffer` once the work recorded so far is submitted: a buffer destroyed while an unsubmitted
+ * command still names it makes the whole submit fail. Work already submitted completes either way.
+ */
+export function destroyAfterSubmit(buffer: GPUBuffer): void {
+  if (encoder) doomed.push(buffer);
+  else buffer.destroy();
+}
+
 /** The batch's encoder with no pass open, for copies and clears that must stay ordered with dispatches. */
 export function copyEncoder(): GPUCommandEncoder {
   endPass();
@@ -109,6 +121,8 @@ export function flush(): void {
   d.pushErrorScope('validation');
   d.queue.submit([encoder.finish()]);
   encoder = undefined;
+  for (const b of doomed) b.destroy();
+  doomed = [];
   d.popErrorScope().then((err) => {
     if (err) reportDeviceError(new Error(`WebGPU validation error in a batch with kernels [${summarize(kernels)}]: ${err.message}`));
   });

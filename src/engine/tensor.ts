@@ -6,7 +6,7 @@
 // template small; the price is a copy where a view would have done, paid only by layout ops.
 
 import { device, reportDeviceError } from './device.ts';
-import { copyEncoder, readBuffer, writeBuffer } from './queue.ts';
+import { copyEncoder, destroyAfterSubmit, readBuffer, writeBuffer } from './queue.ts';
 
 export type DType = 'f32' | 'f16' | 'i32' | 'u32';
 export type Shape = readonly number[];
@@ -78,7 +78,7 @@ function releaseBuffer(buffer: GPUBuffer): void {
   const size = buffer.size;
   stats.liveBytes -= size;
   if (stats.pooledBytes + size > poolLimitBytes) {
-    buffer.destroy();
+    destroyAfterSubmit(buffer);
     return;
   }
   stats.pooledBytes += size;
@@ -108,7 +108,7 @@ export function resetPeakMemory(): void {
 /** Destroys pooled buffers; with a limit, also caps what the pool may keep from now on. */
 export function trimPool(limitBytes?: number): void {
   if (limitBytes !== undefined) poolLimitBytes = limitBytes;
-  for (const list of free.values()) for (const b of list) b.destroy();
+  for (const list of free.values()) for (const b of list) destroyAfterSubmit(b);
   free.clear();
   stats.pooledBytes = 0;
 }
