@@ -7,9 +7,9 @@ import { linear } from '../kernels/matmul.ts';
 import { cast } from '../kernels/elementwise.ts';
 import { type Conv2dOptions, conv2d } from '../kernels/conv.ts';
 import { groupNorm, layerNorm } from '../kernels/norm.ts';
-import { Module, buildingHalfWeights } from './module.ts';
+import { BuildScope, Module, buildingHalfWeights } from './module.ts';
 
-let skipping = 0;
+const skipScope = new BuildScope();
 
 /**
  * Builds a model whose parameters are left uninitialised (GPU memory from the pool): for loaders that
@@ -17,23 +17,18 @@ let skipping = 0;
  * the CPU first would cost minutes.
  */
 export function skipInit<T>(build: () => T): T {
-  skipping++;
-  try {
-    return build();
-  } finally {
-    skipping--;
-  }
+  return skipScope.run(build);
 }
 
 /** A tensor uniform in [-bound, bound): PyTorch's default for Linear/Conv weights (kaiming_uniform_ with a=√5) and biases. */
 export function uniformInit(shape: Shape, bound: number): Tensor {
   // uninitialised weights inside `halfWeights` are made f16 directly: no f32 buffer even for a moment
-  if (skipping) return Tensor.empty(shape, buildingHalfWeights() && shape.length >= 2 ? 'f16' : 'f32');
+  if (skipScope.active) return Tensor.empty(shape, buildingHalfWeights() && shape.length >= 2 ? 'f16' : 'f32');
   return Tensor.fromArray(uniformArray(numel(shape), -bound, bound), shape);
 }
 
 export function onesInit(shape: Shape): Tensor {
-  if (skipping) return Tensor.empty(shape);
+  if (skipScope.active) return Tensor.empty(shape);
   return Tensor.fromArray(new Float32Array(numel(shape)).fill(1), shape);
 }
 

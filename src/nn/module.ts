@@ -32,7 +32,23 @@ export interface LoadStateDictOptions {
   ignore?: (name: string) => boolean;
 }
 
-let halfScopes = 0;
+/** A nestable build-time mode: `active` while some `run(build)` is running. */
+export class BuildScope {
+  #depth = 0;
+  run<T>(build: () => T): T {
+    this.#depth++;
+    try {
+      return build();
+    } finally {
+      this.#depth--;
+    }
+  }
+  get active(): boolean {
+    return this.#depth > 0;
+  }
+}
+
+const halfScope = new BuildScope();
 
 /**
  * Builds a model whose weights (every floating parameter of rank ≥ 2: Linear/Conv/embedding tables) are
@@ -40,17 +56,12 @@ let halfScopes = 0;
  * ever existing: each is converted as it is registered. For f16 inference loaders.
  */
 export function halfWeights<T>(build: () => T): T {
-  halfScopes++;
-  try {
-    return build();
-  } finally {
-    halfScopes--;
-  }
+  return halfScope.run(build);
 }
 
 /** Whether weights built now are stored in f16 (inside `halfWeights`). */
 export function buildingHalfWeights(): boolean {
-  return halfScopes > 0;
+  return halfScope.active;
 }
 
 /** Whether `half()` stores `t` in f16: floating, rank ≥ 2 (norms, biases and other vectors stay f32). */
@@ -86,7 +97,7 @@ export class Module {
    * a weight of rank ≥ 2 is stored as an f16 buffer instead (the returned tensor is that f16 one).
    */
   param(name: string, value: Tensor): Tensor {
-    if (halfScopes && value.rank >= 2 && (value.dtype === 'f32' || value.dtype === 'f16')) {
+    if (halfScope.active && value.rank >= 2 && (value.dtype === 'f32' || value.dtype === 'f16')) {
       return this.buffer(name, value.dtype === 'f16' ? value : toHalf(value));
     }
     this.#claim(name);
