@@ -15,33 +15,50 @@ export interface KernelCall {
   inputs: Record<string, Tensor>;
   outputs: Record<string, Tensor>;
   workgroups: readonly [number, number?, number?];
-  /** f32 bindings to declare as array<vec4f> (the kernel then reads/writes four elements at a time). */
+  /**
+   * Float bindings to declare as arrays of four-element vectors (vec4f, or vec4h for f16): the kernel then
+   * reads/writes four elements at a time.
+   */
   vec4?: readonly string[];
+  /**
+   * Bind f16 tensors as packed u32 pairs (two elements per word, `unpack2x16float`), which needs no device
+   * feature; for kernels that convert f16 on devices without `shader-f16`. By default an f16 tensor binds as
+   * array<f16> and needs `shader-f16`.
+   */
+  packedHalf?: boolean;
   /** Builds the WGSL body; `bindings` holds the generated declarations to put at its top. */
   wgsl: (bindings: string) => string;
 }
 
 const pipelines = new Map<string, GPUComputePipeline>();
 
-/** WGSL storage element type for a dtype. f16 tensors are bound as packed u32 pairs (no extension needed). */
-export function wgslType(dtype: DType): string {
-  return dtype === 'f16' ? 'u32' : dtype;
+/**
+ * Whether the device computes with f16 in shaders (`shader-f16`), so that f16 tensors can be inputs and
+ * outputs of the floating-point ops (storage in f16, arithmetic in f32).
+ */
+export function hasShaderF16(): boolean {
+  return device().features.has('shader-f16');
 }
 
+/**
+ * The binding declarations, each followed by `alias <name>_t = <element type>;` so that a template stores
+ * `out[i] = out_t(v)` whatever the dtype, and reads floats as `f32(x[i])` / `vec4f(x[i])`.
+ */
 function bindingDecls(call: KernelCall): string {
   let i = 0;
   const lines: string[] = [];
   const type = (name: string, t: Tensor) => {
-    if (!call.vec4?.includes(name)) return wgslType(t.dtype);
-    if (t.dtype !== 'f32') throw new Error(`kernel ${call.name}: binding ${name} is ${t.dtype}; only f32 binds as vec4f`);
-    return 'vec4f';
+    if (t.dtype === 'f16' && call.packedHalf) return 'u32';
+    if (!call.vec4?.includes(name)) return t.dtype;
+    if (t.dtype !== 'f32' && t.dtype !== 'f16') throw new Error(`kernel ${call.name}: binding ${name} is ${t.dtype}; only f32 and f16 bind as vectors`);
+    return t.dtype === 'f16' ? 'vec4h' : 'vec4f';
   };
-  for (const [name, t] of Object.entries(call.inputs)) {
-    lines.push(`@group(0) @binding(${i++}) var<storage, read> ${name}: array<${type(name, t)}>;`);
-  }
-  for (const [name, t] of Object.entries(call.outputs)) {
-    lines.push(`@group(0) @binding(${i++}) var<storage, read_write> ${name}: array<${type(name, t)}>;`);
-  }
+  const declare = (name: string, t: Tensor, access: string) => {
+    const ty = type(name, t);
+    lines.push(`@group(0) @binding(${i++}) var<storage, ${access}> ${name}: array<${ty}>;`, `alias ${name}_t = ${ty};`);
+  };
+  for (const [name, t] of Object.entries(call.inputs)) declare(name, t, 'read');
+  for (const [name, t] of Object.entries(call.outputs)) declare(name, t, 'read_write');
   return lines.join('\n');
 }
 
@@ -51,7 +68,12 @@ function pipelineFor(call: KernelCall): GPUComputePipeline {
   let p = pipelines.get(cacheKey);
   if (p) return p;
   const d = device();
-  const code = call.wgsl(bindingDecls(call));
+  const halfBindings = [...Object.entries(call.inputs), ...Object.entries(call.outputs)].filter(([, t]) => t.dtype === 'f16' && !call.packedHalf);
+  if (halfBindings.length > 0 && !hasShaderF16()) {
+    throw new Error(`kernel ${call.name}: f16 ${halfBindings.map(([n, t]) => `${n} ${shapeStr(t.shape)}`).join(', ')} needs the adapter's shader-f16 feature, which this device lacks (cast to f32 first)`);
+  }
+  // `enable` must precede every declaration, so it goes first whatever the template puts before its bindings
+  const code = `${halfBindings.length > 0 ? 'enable f16;\n' : ''}${call.wgsl(bindingDecls(call))}`;
   d.pushErrorScope('validation');
   const module = d.createShaderModule({ code, label: call.name });
   p = d.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: `${call.name} ${call.key}` });
@@ -191,6 +213,21 @@ export function expectDType(op: string, t: Tensor, ...dtypes: DType[]): void {
   if (!dtypes.includes(t.dtype)) {
     throw new Error(`${op}: expected a ${dtypes.join(' or ')} tensor, got ${t.dtype} ${shapeStr(t.shape)}`);
   }
+}
+
+/**
+ * Checks that `t` is floating: f32, or f16 (stored in f16, computed in f32) on a device with shader-f16.
+ */
+export function expectFloat(op: string, t: Tensor): void {
+  expectDType(op, t, 'f32', 'f16');
+  if (t.dtype === 'f16' && !hasShaderF16()) {
+    throw new Error(`${op}: f16 tensor ${shapeStr(t.shape)} needs the adapter's shader-f16 feature, which this device lacks (cast it to f32 first)`);
+  }
+}
+
+/** WGSL: the value `expr` read from a binding of `t`, as f32 when `t` is f16 (other dtypes unchanged). */
+export function asF32(t: Tensor, expr: string): string {
+  return t.dtype === 'f16' ? `f32(${expr})` : expr;
 }
 
 export function expectRank(op: string, what: string, t: Tensor, rank: number): void {

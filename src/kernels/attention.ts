@@ -7,7 +7,7 @@
 // the keys) was measured 3× slower than this on lavapipe at 1024 and 77 keys, so there is none.
 
 import { device } from '../engine/device.ts';
-import { expectBroadcastsTo, expectDType } from '../engine/kernel.ts';
+import { expectBroadcastsTo, expectDType, expectFloat } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { gemm } from './matmul.ts';
@@ -37,8 +37,8 @@ export interface AttentionOptions {
 
 /** Checks q [..., Lq, D] and k [..., Lk, D]; returns the scores' shape [..., Lq, Lk]. */
 function scoresShape(op: string, q: Tensor, k: Tensor): Shape {
-  expectDType(op, q, 'f32');
-  expectDType(op, k, 'f32');
+  expectFloat(op, q);
+  expectFloat(op, k);
   if ((q.rank !== 3 && q.rank !== 4) || k.rank !== q.rank || q.shape[q.rank - 1] !== k.shape[k.rank - 1]) {
     throw new Error(`${op}: q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} must both be [batch, heads, seq, dim] or [batch, seq, dim] with the same dim`);
   }
@@ -75,7 +75,8 @@ function probsOf(q: Tensor, k: Tensor, { scale, bias, causal = false, mask }: At
   // a bias or mask with a query dimension contributes its rows of this block
   const rowsOf = (t: Tensor | undefined) =>
     t && rows < Lq && t.rank >= 2 && t.shape[t.rank - 2] === Lq ? slice(t, -2, start, start + rows) : t;
-  const scores = gemm(q, k, { transB: true, alpha: scale ?? 1 / Math.sqrt(q.shape[q.rank - 1]!), bias: rowsOf(bias) });
+  // scores and probabilities stay f32 for f16 inputs too
+  const scores = gemm(q, k, { transB: true, alpha: scale ?? 1 / Math.sqrt(q.shape[q.rank - 1]!), bias: rowsOf(bias), dtype: 'f32' });
   const keep = keepMask(rowsOf(mask), causal, rows, Lk, start);
   return keep ? maskedSoftmax(scores, keep, -1) : softmax(scores, -1);
 }
@@ -97,7 +98,7 @@ export function attentionProbs(q: Tensor, k: Tensor, options: AttentionOptions =
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   const op = 'scaled_dot_product_attention';
-  expectDType(op, v, 'f32');
+  expectFloat(op, v);
   const shape = scoresShape(op, q, k);
   checkExtras(op, shape, options);
   if (v.rank !== k.rank || k.shape.slice(0, -1).some((d, i) => d !== v.shape[i])) {
@@ -109,7 +110,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   const block = (start: number, end: number) => tidy(() => {
     const probs = probsOf(rows < Lq ? slice(q, -2, start, end) : q, k, options, start, Lq);
     options.onProbs?.(probs, start);
-    return gemm(probs, v);
+    return gemm(probs, v, { dtype: q.dtype === 'f16' && v.dtype === 'f16' ? 'f16' : 'f32' });
   });
   if (rows >= Lq) return block(0, Lq);
   return tidy(() => {

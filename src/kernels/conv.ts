@@ -10,7 +10,7 @@
 //               the sum is split into chunks when the weight alone has too few outputs to fill the GPU.
 
 import { isGradEnabled, record } from '../engine/autograd.ts';
-import { expectDType, expectRank } from '../engine/kernel.ts';
+import { expectFloat, expectRank } from '../engine/kernel.ts';
 import { Tensor, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryOp, unary } from './elementwise.ts';
 import { productKernel } from './matmul.ts';
@@ -63,8 +63,8 @@ function geometryKey(g: Geometry): string {
 
 /** Checks x, weight (whose dim `weightInDim` holds the input channels, per group for dim 1) and bias. */
 function checkOperands(op: string, x: Tensor, weight: Tensor, bias: Tensor | undefined, g: Geometry, weightInDim: 0 | 1, outChannels: number): void {
-  expectDType(op, x, 'f32');
-  expectDType(op, weight, 'f32');
+  expectFloat(op, x);
+  expectFloat(op, weight);
   expectRank(op, 'input', x, 4);
   expectRank(op, 'weight', weight, 4);
   const inChannels = x.shape[1]!;
@@ -73,7 +73,7 @@ function checkOperands(op: string, x: Tensor, weight: Tensor, bias: Tensor | und
     throw new Error(`${op}: input ${shapeStr(x.shape)} and weight ${shapeStr(weight.shape)} do not match with groups=${g.groups}`);
   }
   if (bias) {
-    expectDType(op, bias, 'f32');
+    expectFloat(op, bias);
     if (bias.rank !== 1 || bias.shape[0] !== outChannels) {
       throw new Error(`${op}: bias ${shapeStr(bias.shape)} must have shape [${outChannels}] for weight ${shapeStr(weight.shape)}`);
     }
@@ -151,7 +151,8 @@ function convGather(
   const CinG = Cin / G;
   const CoutG = Cout / G;
   const taps = KH * KW;
-  const out = Tensor.empty([N, Cout, Ho, Wo]);
+  // the output takes the input's dtype (an f16 weight with an f32 input gives f32)
+  const out = Tensor.empty([N, Cout, Ho, Wo], x.dtype);
   const [sh, sw] = geo.stride;
   const [ph, pw] = geo.padding;
   const [dh, dw] = geo.dilation;

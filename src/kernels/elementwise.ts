@@ -4,7 +4,7 @@
 
 import { record } from '../engine/autograd.ts';
 import {
-  broadcastShapes, broadcastStrides, expectDType, f32, grid1d, launch, offsetExpr, unravel,
+  asF32, broadcastShapes, broadcastStrides, expectDType, f32, grid1d, launch, offsetExpr, unravel,
 } from '../engine/kernel.ts';
 import { type DType, type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
 import { sumTo } from './reduce.ts';
@@ -23,6 +23,7 @@ export interface StridedRead {
 export interface MapOptions {
   /** Output shape; defaults to the broadcast of the inputs. */
   shape?: Shape;
+  /** Output dtype (default f32); the expression's value is converted to it. */
   dtype?: DType;
   /** WGSL functions the expression calls. */
   helpers?: string;
@@ -30,11 +31,12 @@ export interface MapOptions {
 
 /**
  * Evaluates `expr` (WGSL, over variables named like the keys of `inputs`, plus `i` the flat output index)
- * for every output element, with NumPy broadcasting of the inputs.
+ * for every output element, with NumPy broadcasting of the inputs. f16 inputs are read as f32; `raw`
+ * inputs are indexed by the expression itself (wrap an f16 one's read in `f32()`).
  */
 export function map(name: string, expr: string, inputs: Record<string, Tensor | StridedRead>, opts: MapOptions = {}): Tensor {
   const views = Object.entries(inputs).map(([v, t]): [string, StridedRead] => [v, t instanceof Tensor ? { tensor: t } : t]);
-  for (const [, r] of views) expectDType(name, r.tensor, 'f32', 'i32', 'u32');
+  for (const [, r] of views) expectDType(name, r.tensor, 'f32', 'f16', 'i32', 'u32');
   const outShape = opts.shape ?? views.map(([, r]) => r.tensor.shape).reduce<Shape>((a, b) => broadcastShapes(name, a, b), []);
   const out = Tensor.empty(outShape, opts.dtype ?? 'f32');
   const n = numel(outShape);
@@ -47,7 +49,7 @@ export function map(name: string, expr: string, inputs: Record<string, Tensor | 
     return r.offset ? `${r.offset}u + ${off}` : off;
   };
   const addresses = views.map(([, r]) => (r.raw ? 'raw' : address(r)));
-  const loads = views.flatMap(([v], k) => (addresses[k] === 'raw' ? [] : [`let ${v} = in_${v}[${addresses[k]}];`]));
+  const loads = views.flatMap(([v, r], k) => (addresses[k] === 'raw' ? [] : [`let ${v} = ${asF32(r.tensor, `in_${v}[${addresses[k]}]`)};`]));
   launch({
     name,
     key: `${expr}|${opts.helpers ?? ''}|${shapeStr(outShape)}|${addresses.join(';')}`,
@@ -59,7 +61,7 @@ ${opts.helpers ?? ''}
 ${g.main}
   ${addresses.some((a) => a !== 'i' && a !== 'raw') ? unravel(outShape, 'i') : ''}
   ${loads.join('\n  ')}
-  out[i] = ${expr};
+  out[i] = out_t(${expr});
 }`,
   });
   return out;
@@ -249,7 +251,7 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   return map(`cast.${dtype}`, `${dtype}(x)`, { x }, { dtype });
 }
 
-/** f16 is stored as packed pairs in u32 words, so each thread converts two elements. */
+/** f16 bound as packed pairs in u32 words (no device feature needed), so each thread converts two elements. */
 function castHalf(x: Tensor, dtype: DType): Tensor {
   const out = Tensor.empty(x.shape, dtype);
   const n = x.size;
@@ -260,6 +262,7 @@ function castHalf(x: Tensor, dtype: DType): Tensor {
   launch({
     name: toHalf ? 'cast.f16' : 'cast.f16_to_f32',
     key: `${n}`,
+    packedHalf: true,
     inputs: { x },
     outputs: { out },
     workgroups: g.workgroups,

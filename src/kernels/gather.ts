@@ -74,7 +74,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   return tidy(() => reshape(indexSelect(weight, 0, reshape(ids, [ids.size])), [...ids.shape, weight.shape[1]!]));
 }
 
-/** f16 storage is packed pairs in u32 words: element e is half (e & 1) of word e / 2. */
+/** f16 bound as packed pairs in u32 words (no device feature needed): element e is half (e & 1) of word e / 2. */
 function embeddingHalf(ids: Tensor, weight: Tensor): Tensor {
   const [num, dim] = weight.shape as [number, number];
   const out = Tensor.empty([...ids.shape, dim]);
@@ -82,6 +82,7 @@ function embeddingHalf(ids: Tensor, weight: Tensor): Tensor {
   launch({
     name: 'embedding.f16',
     key: `${num}|${dim}|${out.size}`,
+    packedHalf: true,
     inputs: { ids, w: weight },
     outputs: { out },
     workgroups: g.workgroups,

@@ -10,8 +10,8 @@
 // Loads clamp their row/column to the matrix, so the hot loop has no bounds checks; only stores test them.
 
 import { isGradEnabled, noGrad, record } from '../engine/autograd.ts';
-import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectDType, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
-import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
+import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectFloat, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
+import { type DType, type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, unary, unaryOps } from './elementwise.ts';
 import { sumTo } from './reduce.ts';
 import { reshape, transpose } from './shape.ts';
@@ -27,6 +27,8 @@ export interface GemmOptions {
   bias?: Tensor;
   /** An elementwise op applied last, fused into the kernel's epilogue when no gradient is recorded. */
   activation?: UnaryOp;
+  /** The output's dtype: by default f16 when both operands are f16, else f32 (arithmetic is f32 either way). */
+  dtype?: 'f32' | 'f16';
 }
 
 interface GemmShapes {
@@ -57,21 +59,22 @@ function gemmShapes(op: string, a: Tensor, b: Tensor, transA: boolean, transB: b
  * Batched GEMM: act(alpha·op(A)·op(B) + bias) with A [..., M, K] and B [..., K, N] (op() transposes per
  * `transA`/`transB`), batch dims broadcast NumPy-style. Differentiable in a, b and bias.
  */
-export function gemm(a: Tensor, b: Tensor, { transA = false, transB = false, alpha = 1, bias, activation }: GemmOptions = {}): Tensor {
-  expectDType('gemm', a, 'f32');
-  expectDType('gemm', b, 'f32');
+export function gemm(a: Tensor, b: Tensor, { transA = false, transB = false, alpha = 1, bias, activation, dtype }: GemmOptions = {}): Tensor {
+  expectFloat('gemm', a);
+  expectFloat('gemm', b);
+  const outDType = dtype ?? (a.dtype === 'f16' && b.dtype === 'f16' ? 'f16' : 'f32');
   const shapes = gemmShapes('gemm', a, b, transA, transB);
   if (bias) {
-    expectDType('gemm', bias, 'f32');
+    expectFloat('gemm', bias);
     expectBroadcastsTo('gemm', 'bias', bias, [...shapes.batch, shapes.M, shapes.N]);
   }
   // read now: composite ops dispose their intermediate inputs (and with them requiresGrad) before backward
   const [gradA, gradB, gradBias] = [a.requiresGrad, b.requiresGrad, !!bias?.requiresGrad];
   if (activation && isGradEnabled() && (gradA || gradB || gradBias)) {
     // the activation's backward needs the pre-activation: record the two ops separately
-    return tidy(() => unary(activation, gemm(a, b, { transA, transB, alpha, bias })));
+    return tidy(() => unary(activation, gemm(a, b, { transA, transB, alpha, bias, dtype })));
   }
-  const y = gemmKernel(a, b, bias, transA, transB, alpha, activation, shapes);
+  const y = gemmKernel(a, b, bias, transA, transB, alpha, activation, shapes, outDType);
   return record('gemm', y, [a, b, bias], (g, [as, bs]) => [
     // op(A) gets alpha·g·op(B)ᵀ; stored transposed, A gets its transpose alpha·op(B)·gᵀ (same for B)
     gradA
@@ -158,9 +161,10 @@ export function productKernel(spec: ProductSpec): void {
   const bVec = !!spec.colsVec && N % 4 === 0;
   const range = (n: number) => [...Array(n).keys()];
 
+  // operands may be f16 (arithmetic stays f32): every load converts, a no-op for f32
   const loads = [
-    ...(aVec ? range(RM / 4).map((r) => `let a${r} = ${spec.rowsVec!.load(r)};`) : range(RM).map((i) => `let a${i} = ${spec.rowOf!(i)};`)),
-    ...(bVec ? range(VN).map((j) => `let b${j} = ${spec.colsVec!.load(j)};`) : range(CW).map((c) => `let b${c} = ${spec.colOf!(c)};`)),
+    ...(aVec ? range(RM / 4).map((r) => `let a${r} = vec4f(${spec.rowsVec!.load(r)});`) : range(RM).map((i) => `let a${i} = f32(${spec.rowOf!(i)});`)),
+    ...(bVec ? range(VN).map((j) => `let b${j} = vec4f(${spec.colsVec!.load(j)});`) : range(CW).map((c) => `let b${c} = f32(${spec.colOf!(c)});`)),
   ];
   const A = (i: number) => (aVec ? `a${i >> 2}[${i & 3}]` : `a${i}`);
   const B = (j: number) => (bVec ? `b${j}` : `vec4f(${range(4).map((c) => `b${4 * j + c}`).join(', ')})`);
@@ -177,7 +181,7 @@ export function productKernel(spec: ProductSpec): void {
   const scale = !spec.alpha || spec.alpha === 1 ? '' : ` * ${f32(spec.alpha)}`;
   const act: UnaryDef | undefined = spec.activation ? unaryOps[spec.activation] : undefined;
   const epilogue = (v: string, n: string) => {
-    const e = `${v}${scale}${spec.bias ? ` + ${spec.bias('m', n)}` : ''}`;
+    const e = `${v}${scale}${spec.bias ? ` + f32(${spec.bias('m', n)})` : ''}`;
     return act ? `act(${e})` : e;
   };
   // N % 4 == 0 makes the output rows vec4-aligned too
@@ -185,8 +189,8 @@ export function productKernel(spec: ProductSpec): void {
   const stores = range(RM).flatMap((i) => range(VN).map((j) => {
     const n = `n0 + ${4 * j}u`;
     const body = outVec
-      ? `if (${n} < ${N}u) { out[(oBase + m * ${N}u + ${n}) / 4u] = vec4f(${range(4).map((c) => epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)).join(', ')}); }`
-      : range(4).map((c) => `if (${n} + ${c}u < ${N}u) { out[oBase + m * ${N}u + ${n} + ${c}u] = ${epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)}; }`).join('\n      ');
+      ? `if (${n} < ${N}u) { out[(oBase + m * ${N}u + ${n}) / 4u] = out_t(vec4f(${range(4).map((c) => epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)).join(', ')})); }`
+      : range(4).map((c) => `if (${n} + ${c}u < ${N}u) { out[oBase + m * ${N}u + ${n} + ${c}u] = out_t(${epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)}); }`).join('\n      ');
     return `{ let m = m0 + ${i}u; if (m < ${M}u) {
       ${body}
     } }`;
@@ -220,10 +224,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 
 function gemmKernel(
   a: Tensor, b: Tensor, bias: Tensor | undefined, transA: boolean, transB: boolean, alpha: number,
-  activation: UnaryOp | undefined, { M, N, K, batch }: GemmShapes,
+  activation: UnaryOp | undefined, { M, N, K, batch }: GemmShapes, dtype: DType,
 ): Tensor {
   const outShape = [...batch, M, N];
-  const out = Tensor.empty(outShape);
+  const out = Tensor.empty(outShape, dtype);
   if (out.size === 0) return out;
   // Bᵀ stored [N, K] makes every lane of a SIMD row read a different row of B (a gather per k); one
   // transposed copy, O(N·K) next to the product's O(M·N·K), measured 2–3× faster overall on lavapipe.

@@ -8,7 +8,7 @@
 // Backward of x in one kernel: dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·weight.
 
 import { isGradEnabled, record } from '../engine/autograd.ts';
-import { expectDType, f32, grid1d, launch } from '../engine/kernel.ts';
+import { expectFloat, f32, grid1d, launch } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, map, unary, unaryOps } from './elementwise.ts';
 import { sum } from './reduce.ts';
@@ -44,7 +44,7 @@ function channelOf(v: NormView, o: string): string {
 
 /** WGSL: `xhat` scaled by in_w and shifted by in_b at channel `ch`, for whichever of them exist. */
 function affine(xhat: string, ch: string, hasWeight: boolean, hasBias: boolean): string {
-  return `${xhat}${hasWeight ? ` * in_w[${ch}]` : ''}${hasBias ? ` + in_b[${ch}]` : ''}`;
+  return `${xhat}${hasWeight ? ` * f32(in_w[${ch}])` : ''}${hasBias ? ` + f32(in_b[${ch}])` : ''}`;
 }
 
 /**
@@ -93,7 +93,7 @@ function viewKey(v: NormView): string {
  */
 function normForward(x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor, activation?: UnaryOp): { y: Tensor; mean: Tensor; rstd: Tensor } {
   const act: UnaryDef | undefined = activation ? unaryOps[activation] : undefined;
-  const y = Tensor.empty(x.shape);
+  const y = Tensor.empty(x.shape, x.dtype);
   const mean = Tensor.empty([v.R]);
   const rstd = Tensor.empty([v.R]);
   const n = v.A * v.B;
@@ -114,16 +114,17 @@ ${act ? `${act.helpers ?? ''}
 fn act(x: f32) -> f32 { return ${act.forward}; }` : ''}
 ${k.head}
   var total = 0.0;
-  ${overRow('total += in_x[o];')}
+  ${overRow('total += f32(in_x[o]);')}
   let mu = workgroupSum(t, vec2f(total, 0.0)).x / ${f32(n)};
   // Σ(x − mu) corrects mu's rounding error; Σ(x − mu)² gives the variance without cancellation
   var centred = vec2f(0.0);
-  ${overRow('let d = in_x[o] - mu; centred += vec2f(d, d * d);')}
+  ${overRow('let d = f32(in_x[o]) - mu; centred += vec2f(d, d * d);')}
   let moments = workgroupSum(t, centred) / ${f32(n)};
   let m = mu + moments.x;
   let rs = inverseSqrt(max(moments.y - moments.x * moments.x, 0.0) + ${f32(v.eps)});
   ${overRow(`let ch = ${channelOf(v, 'o')};
-    y[o] = ${act ? `act(${affine('(in_x[o] - m) * rs', 'ch', !!weight, !!bias)})` : affine('(in_x[o] - m) * rs', 'ch', !!weight, !!bias)};`)}
+    let yo = ${affine('(f32(in_x[o]) - m) * rs', 'ch', !!weight, !!bias)};
+    y[o] = y_t(${act ? 'act(yo)' : 'yo'});`)}
   if (t == 0u) {
     mean[r] = m;
     rstd[r] = rs;
@@ -135,14 +136,14 @@ ${k.head}
 
 /** dx for statistics computed from x: rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) per row, ĝ = g·weight. */
 function normBackward(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, v: NormView, weight?: Tensor): Tensor {
-  const dx = Tensor.empty(x.shape);
+  const dx = Tensor.empty(x.shape, x.dtype);
   const n = v.A * v.B;
   const wg = groupSizeFor(n);
   const k = rowKernelPrelude(v.R, wg);
   const overRow = (body: string) => `for (var j = t; j < ${n}u; j += ${wg}u) {
     let o = ${rowElement(v)};
-    let xhat = (in_x[o] - m) * rs;
-    let ghat = ${affine('in_g[o]', channelOf(v, 'o'), !!weight, false)};
+    let xhat = (f32(in_x[o]) - m) * rs;
+    let ghat = ${affine('f32(in_g[o])', channelOf(v, 'o'), !!weight, false)};
     ${body}
   }`;
   launch({
@@ -158,7 +159,7 @@ ${k.head}
   var acc = vec2f(0.0);
   ${overRow('acc += vec2f(ghat, ghat * xhat);')}
   let means = workgroupSum(t, acc) / ${f32(n)};
-  ${overRow('dx[o] = rs * (ghat - means.x - xhat * means.y);')}
+  ${overRow('dx[o] = dx_t(rs * (ghat - means.x - xhat * means.y));')}
 }`,
   });
   return dx;
@@ -196,13 +197,13 @@ function normalize(
 
 function checkParam(op: string, what: string, t: Tensor | undefined, shape: Shape): void {
   if (!t) return;
-  expectDType(op, t, 'f32');
+  expectFloat(op, t);
   if (shapeStr(t.shape) !== shapeStr(shape)) throw new Error(`${op}: ${what} has shape ${shapeStr(t.shape)}, expected ${shapeStr(shape)}`);
 }
 
 /** x as [N, C, spatial…] with its channel count and spatial size, or an error naming `op`. */
 function channelsOf(op: string, x: Tensor): { N: number; C: number; S: number } {
-  expectDType(op, x, 'f32');
+  expectFloat(op, x);
   if (x.rank < 2) throw new Error(`${op}: expected input of shape [N, C, …], got ${shapeStr(x.shape)}`);
   return { N: x.shape[0]!, C: x.shape[1]!, S: numel(x.shape.slice(2)) };
 }
@@ -229,7 +230,7 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: 
  */
 export function layerNorm(x: Tensor, normalizedShape: readonly number[], weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
   const op = 'layer_norm';
-  expectDType(op, x, 'f32');
+  expectFloat(op, x);
   const lead = x.rank - normalizedShape.length;
   if (normalizedShape.length === 0 || lead < 0 || normalizedShape.some((d, k) => d !== x.shape[lead + k])) {
     throw new Error(`${op}: normalized shape ${shapeStr(normalizedShape)} is not the trailing dims of input ${shapeStr(x.shape)}`);

@@ -3,7 +3,7 @@
 // expand = zero strides), so they need no kernels of their own.
 
 import { record } from '../engine/autograd.ts';
-import { axis, f32, stridesOf } from '../engine/kernel.ts';
+import { asF32, axis, f32, stridesOf } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { sumTo } from './reduce.ts';
@@ -48,7 +48,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
     throw new Error(`permute: dims [${dims.join(', ')}] are not a permutation of ${x.rank} axes (shape ${shapeStr(x.shape)})`);
   }
   const st = stridesOf(x.shape);
-  const y = map('permute', 'x', { x: { tensor: x, strides: p.map((d) => st[d]!) } }, { shape: p.map((d) => x.shape[d]!) });
+  const y = map('permute', 'x', { x: { tensor: x, strides: p.map((d) => st[d]!) } }, { shape: p.map((d) => x.shape[d]!), dtype: x.dtype });
   const inverse = p.map((_, k) => p.indexOf(k));
   return record('permute', y, [x], (g) => [permute(g, inverse)]);
 }
@@ -63,7 +63,7 @@ export function transpose(x: Tensor, dim0: number, dim1: number): Tensor {
 
 /** Broadcasts to `shape` (materialised). */
 export function expand(x: Tensor, shape: Shape): Tensor {
-  const y = map('expand', 'x', { x }, { shape });
+  const y = map('expand', 'x', { x }, { shape, dtype: x.dtype });
   return record('expand', y, [x], (g) => [sumTo(g, x.shape)]);
 }
 
@@ -78,7 +78,7 @@ export function slice(x: Tensor, dim: number, start = 0, end = Number.MAX_SAFE_I
   const len = Math.ceil((e - s) / step);
   const shape = x.shape.map((d, k) => (k === a ? len : d));
   const st = stridesOf(x.shape);
-  const y = map('slice', 'x', { x: { tensor: x, strides: st.map((v, k) => (k === a ? v * step : v)), offset: s * st[a]! } }, { shape });
+  const y = map('slice', 'x', { x: { tensor: x, strides: st.map((v, k) => (k === a ? v * step : v)), offset: s * st[a]! } }, { shape, dtype: x.dtype });
   return record('slice', y, [x], (g) => [scatterSlice(g, x.shape, a, s, step)]);
 }
 
@@ -114,7 +114,7 @@ export function concat(xs: readonly Tensor[], dim: number): Tensor {
   }
   const total = xs.reduce((s, t) => s + t.shape[a]!, 0);
   const shape = first.shape.map((d, k) => (k === a ? total : d));
-  let out = Tensor.zeros(shape);
+  let out = Tensor.zeros(shape, first.dtype);
   let start = 0;
   for (const t of xs) {
     const next = placeInto(out, t, a, start);
@@ -131,7 +131,7 @@ function placeInto(dst: Tensor, src: Tensor, a: number, start: number): Tensor {
   const rel = `(${coord(dst.shape, a)} - ${start})`;
   const inside = `(${rel} >= 0 && ${rel} < ${src.shape[a]})`;
   const off = gatherOffset(dst.shape, src.shape, (k) => (k === a ? rel : coord(dst.shape, k)));
-  return map('concat.place', `select(d, in_s[${off}], ${inside})`, { d: dst, s: { tensor: src, raw: true } }, { shape: dst.shape });
+  return map('concat.place', `select(d, ${asF32(src, `in_s[${off}]`)}, ${inside})`, { d: dst, s: { tensor: src, raw: true } }, { shape: dst.shape, dtype: dst.dtype });
 }
 
 /** Splits along `dim` into pieces of the given sizes (or equal pieces of that size). */
@@ -163,7 +163,7 @@ export function pad(x: Tensor, padding: readonly number[], value = 0): Tensor {
   const rel = (k: number) => `(${coord(shape, k)} - ${before[k]})`;
   const inside = x.shape.map((d, k) => `${rel(k)} >= 0 && ${rel(k)} < ${d}`).join(' && ') || 'true';
   const off = gatherOffset(shape, x.shape, rel);
-  const y = map('pad', `select(${f32(value)}, in_x[${off}], ${inside})`, { x: { tensor: x, raw: true } }, { shape });
+  const y = map('pad', `select(${f32(value)}, ${asF32(x, `in_x[${off}]`)}, ${inside})`, { x: { tensor: x, raw: true } }, { shape, dtype: x.dtype });
   return record('pad', y, [x], (g) => {
     let r = g;
     for (let k = 0; k < x.rank; k++) if (before[k] || after[k]) r = slice(r, k, before[k]!, before[k]! + x.shape[k]!);

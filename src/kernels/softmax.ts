@@ -4,7 +4,7 @@
 // combine partial maxima / sums with a tree in workgroup memory, then write every element of the row.
 
 import { record } from '../engine/autograd.ts';
-import { axis, broadcastStrides, expectBroadcastsTo, expectDType, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
+import { asF32, axis, broadcastStrides, expectBroadcastsTo, expectDType, expectFloat, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
 
 /** A reduction over the row: `value` (WGSL over the inputs and earlier passes) combined into `name`. */
@@ -18,13 +18,14 @@ const groupSize = 256;
 const lowest = f32(-Infinity);
 
 /**
- * Runs `passes` over each row along `dim` of `shape`, then writes `result` for every element. Inputs are
- * named by their keys; those not of `shape` are read broadcast.
+ * Runs `passes` over each row along `dim` of `shape`, then writes `result` for every element, in the first
+ * input's dtype (f16 inputs are read as f32). Inputs are named by their keys; those not of `shape` are read
+ * broadcast.
  */
 function rowKernel(name: string, shape: Shape, dim: number, inputs: Record<string, Tensor>, passes: RowPass[], result: string): Tensor {
   const L = shape[dim]!;
   const inner = numel(shape.slice(dim + 1));
-  const out = Tensor.empty(shape);
+  const out = Tensor.empty(shape, Object.values(inputs)[0]!.dtype);
   if (out.size === 0) return out;
   const rows = out.size / L;
   // 8 threads per row at most: on lavapipe a tree over more threads costs more in barriers than it saves
@@ -35,7 +36,7 @@ function rowKernel(name: string, shape: Shape, dim: number, inputs: Record<strin
   const gx = Math.min(groups, 65535);
   const same = (t: Tensor) => shapeStr(t.shape) === shapeStr(shape);
   const loads = Object.entries(inputs).map(([v, t]) =>
-    `let ${v} = in_${v}[${same(t) ? 'idx' : offsetExpr(broadcastStrides(t.shape, shape))}];`);
+    `let ${v} = ${asF32(t, `in_${v}[${same(t) ? 'idx' : offsetExpr(broadcastStrides(t.shape, shape))}]`)};`);
   const coords = Object.values(inputs).every(same) ? '' : unravel(shape, 'idx');
   const overRow = (body: string) => `if (live) {
     for (var j = lane; j < ${L}u; j += ${T}u) {
@@ -71,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let live = row < ${rows}u;
   let base = (row / ${inner}u) * ${L * inner}u + row % ${inner}u;
   ${reductions.join('\n  ')}
-  ${overRow(`out[idx] = ${result};`)}
+  ${overRow(`out[idx] = out_t(${result});`)}
 }`,
   });
   return out;
@@ -89,7 +90,7 @@ const maxAndTotal: RowPass[] = [
 ];
 
 function checked(op: string, x: Tensor, dim: number): number {
-  expectDType(op, x, 'f32');
+  expectFloat(op, x);
   if (x.rank === 0) throw new Error(`${op}: needs at least one dimension, got a scalar`);
   return axis(op, dim, x.rank);
 }
