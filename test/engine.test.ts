@@ -23,6 +23,17 @@ test('fromArray / toArray round trip for every dtype', async () => {
   for (const t of [f, i, u, h]) t.dispose();
 });
 
+test('reads back through reused staging buffers: same-size reads, concurrent and after a change, see their own data', async () => {
+  const xs = [1, 2, 3].map((k) => Tensor.fromArray(randomArray(1000, k), [1000]));
+  const expected = await Promise.all(xs.map((x) => x.toArray()));
+  // concurrent reads of equal size each need their own staging buffer
+  const again = await Promise.all(xs.map((x) => x.toArray()));
+  again.forEach((a, k) => assert.equal([...a], [...expected[k]!], `read ${k}`));
+  const doubled = F.mul(xs[0]!, Tensor.fromArray(new Float32Array([2]), [1]));
+  assert.equal([...await doubled.toArray()], [...expected[0]!].map((v) => Math.fround(2 * v)));
+  for (const t of [...xs, doubled]) t.dispose();
+});
+
 test('f16 conversion: CPU rounding is round-to-nearest-even, GPU cast agrees', async () => {
   assert.is(f16ToF32(f32ToF16(1 + 2 ** -11)), 1); // tie rounds to even
   assert.is(f16ToF32(f32ToF16(1 + 3 * 2 ** -11)), 1 + 2 ** -9);

@@ -14,6 +14,8 @@ let instance: GPU | undefined;
 let adapterRef: GPUAdapter | undefined;
 let current: GPUDevice | undefined;
 let adapterDescription = '';
+/** The smallest subgroup the adapter may run (0 without the `subgroups` feature). */
+let minSubgroupSize = 0;
 /** An asynchronous device error waiting to be thrown at the next synchronisation point. */
 let pendingError: Error | undefined;
 let lostReason: string | undefined;
@@ -53,6 +55,8 @@ async function requestAdapter(): Promise<GPUAdapter> {
 async function createDevice(): Promise<GPUDevice> {
   const adapter = await requestAdapter();
   adapterDescription = adapter.info?.description || adapter.info?.vendor || 'unknown adapter';
+  // subgroupMinSize is newer than @webgpu/types' GPUAdapterInfo
+  const subgroupMin = (adapter.info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0;
   const wanted: GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups'];
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
   const l = adapter.limits;
@@ -77,6 +81,7 @@ async function createDevice(): Promise<GPUDevice> {
     if (current === device) current = undefined;
   });
   current = device;
+  minSubgroupSize = device.features.has('subgroups') ? subgroupMin : 0;
   return device;
 }
 
@@ -94,6 +99,15 @@ export function device(): GPUDevice {
   if (lostReason) throw new Error(`WebGPU device lost (${lostReason})`);
   if (!current) throw new Error('No WebGPU device yet: `await getDevice()` before creating tensors');
   return current;
+}
+
+/**
+ * The smallest subgroup size the device may use, or 0 when it lacks the `subgroups` feature: kernels may
+ * reduce over up to this many consecutive invocations with subgroup shuffles instead of workgroup barriers.
+ */
+export function subgroupMinSize(): number {
+  device();
+  return minSubgroupSize;
 }
 
 export function deviceInfo(): DeviceInfo {

@@ -26,6 +26,8 @@ export interface KernelCall {
    * array<f16> and needs `shader-f16`.
    */
   packedHalf?: boolean;
+  /** The WGSL calls subgroup built-ins (the caller checked that the device has `subgroups`). */
+  subgroups?: boolean;
   /** Builds the WGSL body; `bindings` holds the generated declarations to put at its top. */
   wgsl: (bindings: string) => string;
 }
@@ -64,7 +66,7 @@ function bindingDecls(call: KernelCall): string {
 
 function pipelineFor(call: KernelCall): GPUComputePipeline {
   const dtypes = [...Object.values(call.inputs), ...Object.values(call.outputs)].map((t) => t.dtype).join(',');
-  const cacheKey = `${call.name}|${call.key}|${dtypes}|${call.vec4?.join(',') ?? ''}`;
+  const cacheKey = `${call.name}|${call.key}|${dtypes}|${call.vec4?.join(',') ?? ''}|${call.subgroups ? 'sg' : ''}`;
   let p = pipelines.get(cacheKey);
   if (p) return p;
   const d = device();
@@ -73,7 +75,8 @@ function pipelineFor(call: KernelCall): GPUComputePipeline {
     throw new Error(`kernel ${call.name}: f16 ${halfBindings.map(([n, t]) => `${n} ${shapeStr(t.shape)}`).join(', ')} needs the adapter's shader-f16 feature, which this device lacks (cast to f32 first)`);
   }
   // `enable` must precede every declaration, so it goes first whatever the template puts before its bindings
-  const code = `${halfBindings.length > 0 ? 'enable f16;\n' : ''}${call.wgsl(bindingDecls(call))}`;
+  const enables = [...(halfBindings.length > 0 ? ['enable f16;'] : []), ...(call.subgroups ? ['enable subgroups;'] : [])];
+  const code = `${enables.map((e) => `${e}\n`).join('')}${call.wgsl(bindingDecls(call))}`;
   d.pushErrorScope('validation');
   const module = d.createShaderModule({ code, label: call.name });
   p = d.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: `${call.name} ${call.key}` });

@@ -4,6 +4,7 @@
 // combine partial maxima / sums with a tree in workgroup memory, then write every element of the row.
 
 import { record } from '../engine/autograd.ts';
+import { subgroupMinSize } from '../engine/device.ts';
 import { asF32, axis, broadcastStrides, expectBroadcastsTo, expectDType, expectFloat, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
 
@@ -47,24 +48,31 @@ function rowKernel(name: string, shape: Shape, dim: number, inputs: Record<strin
     }
   }`;
   const combine = (c: RowPass['combine'], x: string, y: string) => (c === 'max' ? `max(${x}, ${y})` : `${x} + ${y}`);
+  // a row's T threads are consecutive invocations: within one subgroup when T <= its size, where a
+  // butterfly of shuffles combines them with no barrier (on lavapipe, barriers dominate this kernel)
+  const shuffles = T > 1 && T <= subgroupMinSize();
+  const butterfly = (c: RowPass['combine'], v: string) => [...Array(Math.log2(T)).keys()].map((b) =>
+    `${v} = ${combine(c, v, `subgroupShuffleXor(${v}, ${T >> (b + 1)}u)`)};`).join(' ');
   const reductions = passes.map((p) => `var acc_${p.name} = ${p.combine === 'max' ? lowest : '0.0'};
   ${overRow(`acc_${p.name} = ${combine(p.combine, `acc_${p.name}`, p.value)};`)}
-  partial[t] = acc_${p.name};
+  ${shuffles ? `${butterfly(p.combine, `acc_${p.name}`)}
+  let ${p.name} = acc_${p.name};` : `partial[t] = acc_${p.name};
   workgroupBarrier();
   for (var s = ${T >> 1}u; s > 0u; s >>= 1u) {
     if (lane < s) { partial[t] = ${combine(p.combine, 'partial[t]', 'partial[t + s]')}; }
     workgroupBarrier();
   }
   let ${p.name} = partial[t - lane];
-  workgroupBarrier();`);
+  workgroupBarrier();`}`);
   launch({
     name,
     key: `${shapeStr(shape)}|${dim}|${Object.values(inputs).map((t) => shapeStr(t.shape)).join(';')}`,
     inputs: Object.fromEntries(Object.entries(inputs).map(([v, t]) => [`in_${v}`, t])),
     outputs: { out },
     workgroups: [gx, Math.ceil(groups / gx)],
+    subgroups: shuffles,
     wgsl: (bindings) => `${bindings}
-var<workgroup> partial: array<f32, ${groupSize}>;
+${shuffles ? '' : `var<workgroup> partial: array<f32, ${groupSize}>;`}
 @compute @workgroup_size(${groupSize})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let row = (wid.x + wid.y * ${gx}u) * ${rowsPerGroup}u + t / ${T}u;
