@@ -4,10 +4,12 @@
 // batch norm: A = N, R = channels, B = spatial), and views x as [outer, C, inner] for the affine weight and
 // bias (indexed by C). One workgroup per row: threads stride over the row and combine their partial sums
 // with a tree in workgroup memory, so a group of 10^5+ elements (SD's group norm) is still one dispatch.
+// (A workgroup no larger than a subgroup sums with subgroupAdd instead, where the device has subgroups.)
 // Forward: mean, then the centred second moment (two passes, stable), then the output in a third pass.
 // Backward of x in one kernel: dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·weight.
 
 import { isGradEnabled, record } from '../engine/autograd.ts';
+import { subgroupMinSize } from '../engine/device.ts';
 import { expectFloat, f32, grid1d, launch } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, map, unary, unaryOps } from './elementwise.ts';
@@ -60,11 +62,14 @@ function groupSizeFor(n: number): number {
  * `t`, and `workgroupSum(t, v)`, which every thread must call (uniform control flow) and which returns the
  * vec2 total over the workgroup.
  */
-function rowKernelPrelude(R: number, wg: number): { workgroups: [number, number]; head: string } {
+function rowKernelPrelude(R: number, wg: number): { workgroups: [number, number]; head: string; subgroups: boolean } {
   const gx = Math.min(R, 65535);
+  // a workgroup no larger than a subgroup sums with one subgroup op: no workgroup memory, no barriers
+  const subgroups = wg <= subgroupMinSize();
   return {
     workgroups: [gx, Math.ceil(R / gx)],
-    head: `var<workgroup> partial: array<vec2f, ${wg}>;
+    subgroups,
+    head: `${subgroups ? `fn workgroupSum(t: u32, v: vec2f) -> vec2f { return subgroupAdd(v); }` : `var<workgroup> partial: array<vec2f, ${wg}>;
 fn workgroupSum(t: u32, v: vec2f) -> vec2f {
   partial[t] = v;
   workgroupBarrier();
@@ -75,7 +80,7 @@ fn workgroupSum(t: u32, v: vec2f) -> vec2f {
   let total = partial[0];
   workgroupBarrier();
   return total;
-}
+}`}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let r = wid.x + wid.y * ${gx}u;
@@ -109,6 +114,7 @@ function normForward(x: Tensor, v: NormView, weight?: Tensor, bias?: Tensor, act
     inputs: { in_x: x, ...(weight && { in_w: weight }), ...(bias && { in_b: bias }) },
     outputs: { y, mean, rstd },
     workgroups: k.workgroups,
+    subgroups: k.subgroups,
     wgsl: (bindings) => `${bindings}
 ${act ? `${act.helpers ?? ''}
 fn act(x: f32) -> f32 { return ${act.forward}; }` : ''}
@@ -152,6 +158,7 @@ function normBackward(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, v: NormV
     inputs: { in_g: g, in_x: x, in_mean: mean, in_rstd: rstd, ...(weight && { in_w: weight }) },
     outputs: { dx },
     workgroups: k.workgroups,
+    subgroups: k.subgroups,
     wgsl: (bindings) => `${bindings}
 ${k.head}
   let m = in_mean[r];
