@@ -104,6 +104,8 @@ export async function main(argv: string[]): Promise<void> {
   const loadBefore = loadavg();
   const rows: Row[] = [];
   let deviceMeta: Record<string, unknown> = {};
+  // other jobs on the machine skew ratios: the 1-minute load average as each engine's runner finished
+  const engineLoad: Partial<Record<Engine, number>> = {};
   for (const engine of chosen) {
     console.log(`${engine}:`);
     const t0 = Date.now();
@@ -114,7 +116,8 @@ export async function main(argv: string[]): Promise<void> {
       const got = r.rows.find((x) => x.workload === workload.name && x.dtype === dtype);
       rows.push(got ?? { workload: workload.name, engine, dtype, median_ms: null, error: String(r.meta.exit ?? 'runner printed no row for it') });
     }
-    console.log(`  (${((Date.now() - t0) / 1000).toFixed(0)} s, load average now ${loadavg()[0]!.toFixed(2)})`);
+    engineLoad[engine] = Number(loadavg()[0]!.toFixed(2));
+    console.log(`  (${((Date.now() - t0) / 1000).toFixed(0)} s, load average now ${engineLoad[engine]})`);
   }
 
   mkdirSync(jsonPath.replace(/\/[^/]*$/, ''), { recursive: true });
@@ -135,6 +138,8 @@ export async function main(argv: string[]): Promise<void> {
       'webgpu (Dawn)': version('webgpu'),
       node: process.versions.node,
     },
+    engineLoad,
+    fmaCeilingGflops: deviceMeta.fmaCeilingGflops as number | undefined,
     runs,
     warmup,
     maxRunSeconds,
