@@ -2,7 +2,7 @@
 // a naive float64 CPU implementation written here, and load errors.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertClose, assertTensorClose, conformance, conformanceDir, randomArray } from './helpers.ts';
+import { assertClose, assertTensorClose, conformance, conformanceDir, erf, randomArray } from './helpers.ts';
 import { Tensor, f16ToF32, f32ToF16, numel } from '../src/engine/tensor.ts';
 import { embedding } from '../src/kernels/gather.ts';
 import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.ts';
@@ -142,18 +142,6 @@ function cpuLinear(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<numb
     }
   }
   return out;
-}
-
-/** erf by its Maclaurin series (exact to double rounding for |x| < 4, the range used here), 0 outside. */
-function erf(x: number): number {
-  if (Math.abs(x) > 4) return Math.sign(x);
-  let sum = 0;
-  let term = x;
-  for (let n = 0; n < 200; n++) {
-    sum += term / (2 * n + 1);
-    term *= (-x * x) / (n + 1);
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
 }
 
 /** transformers' CLIPTextModel forward, written from its definition, in float64. */

@@ -3,7 +3,7 @@
 // differ from the reference by half an f16 ulp (2^-11 relative) plus f32 accumulation error.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertClose, randomArray } from './helpers.ts';
+import { assertClose, erf, randomArray } from './helpers.ts';
 import * as F from '../src/index.ts';
 import { f16ToF32, f32ToF16 } from '../src/engine/tensor.ts';
 
@@ -23,18 +23,6 @@ async function check(t: F.Tensor, ref: ArrayLike<number>, shape: number[], what:
 
 const gelu = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
 const silu = (x: number) => x / (1 + Math.exp(-x));
-function erf(x: number): number {
-  // Taylor series (A&S 7.1.26, used by the kernel, is too coarse for a reference); past |x| = 4 it cancels
-  // badly in float64, and 1 − |erf| < 2e-8 there
-  if (Math.abs(x) > 4) return Math.sign(x);
-  let sum = 0;
-  let term = x;
-  for (let n = 0; n < 60; n++) {
-    sum += term / (2 * n + 1);
-    term *= (-x * x) / (n + 1);
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
-}
 
 /** C[m][n] = Σ_k A(m, k)·B(k, n) for row-major A [M, K] and B [K, N]. */
 function cpuMatmul(a: ArrayLike<number>, b: ArrayLike<number>, M: number, K: number, N: number): Float64Array {

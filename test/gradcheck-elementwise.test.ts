@@ -2,7 +2,7 @@
 // of our own (not the conformance ones), plus forward checks against plain CPU formulas.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertClose, randomArray } from './helpers.ts';
+import { assertClose, erf, randomArray } from './helpers.ts';
 import { assertGradcheck } from '../src/engine/gradcheck.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import * as F from '../src/index.ts';
@@ -23,12 +23,6 @@ for (const op of Object.keys(F.unaryOps) as F.UnaryOp[]) {
 test('unary forward matches CPU formulas', async () => {
   const data = randomArray(64, 3, -4, 4);
   const x = Tensor.fromArray(data, [8, 8]);
-  const erf = (v: number) => {
-    // series to high precision for |v| <= 4 (independent of the kernel's rational approximation)
-    let s = 0, term = v, k = 0;
-    while (Math.abs(term) > 1e-17 * Math.abs(s) || k < 5) { s += term / (2 * k + 1); k++; term *= -v * v / k; if (k > 200) break; }
-    return (2 / Math.sqrt(Math.PI)) * s;
-  };
   const ref: Record<string, (v: number) => number> = {
     gelu_erf: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
     gelu_tanh: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),

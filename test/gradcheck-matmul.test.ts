@@ -2,7 +2,7 @@
 // plus forward checks against plain CPU loops (tile-unaligned sizes, transposed operands, masks).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertClose, randomArray } from './helpers.ts';
+import { assertClose, erf, randomArray } from './helpers.ts';
 import { assertGradcheck } from '../src/engine/gradcheck.ts';
 import { Tensor, numel } from '../src/engine/tensor.ts';
 import { attentionProbs, scaledDotProductAttention } from '../src/kernels/attention.ts';
@@ -81,23 +81,6 @@ for (const [batch, M, K, N] of [[2, 19, 35, 40], [2, 16, 36, 44], [1, 68, 12, 9]
     }
     [...Object.values(stored), ...Object.values(storedB), biasM, biasN].forEach((t) => t.dispose());
   });
-}
-
-/** erf by its Maclaurin series (|x| < 3) or continued-fraction tail: float64, independent of the kernel's. */
-function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax < 3) {
-    let term = ax;
-    let s = ax;
-    for (let n = 1; n < 60; n++) {
-      term *= (-ax * ax) / n;
-      s += term / (2 * n + 1);
-    }
-    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * s;
-  }
-  let f = 0;
-  for (let n = 60; n >= 1; n--) f = (n / 2) / (ax + f);
-  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f));
 }
 
 test('gemm with a fused activation records the activation separately for backward', async () => {

@@ -65,3 +65,20 @@ export async function assertRejects(p: Promise<unknown>, re: RegExp): Promise<vo
   }
   assert.unreachable(`expected an error matching ${re}`);
 }
+
+/** erf by its Maclaurin series (|x| < 3) or continued-fraction tail: float64, independent of the kernel's. */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 3) {
+    let term = ax;
+    let s = ax;
+    for (let n = 1; n < 60; n++) {
+      term *= (-ax * ax) / n;
+      s += term / (2 * n + 1);
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * s;
+  }
+  let f = 0;
+  for (let n = 60; n >= 1; n--) f = (n / 2) / (ax + f);
+  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f));
+}
