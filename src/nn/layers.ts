@@ -2,6 +2,7 @@
 // (drawn from the seeded CPU generator: `manualSeed` makes a model's initial weights reproducible).
 
 import { type Shape, Tensor, numel } from '../engine/tensor.ts';
+import { hasShaderF16 } from '../engine/kernel.ts';
 import { uniformArray } from '../engine/random-cpu.ts';
 import { linear } from '../kernels/matmul.ts';
 import { cast } from '../kernels/elementwise.ts';
@@ -33,11 +34,12 @@ export function onesInit(shape: Shape): Tensor {
 }
 
 /**
- * `op(weight)` with an f16 weight (`Module.half()`) converted to f32 for just this op and freed right after,
- * so at most one layer's f32 weight exists at a time (autograd keeps its own reference where it needs one).
+ * `op(weight)` for an f16 weight (`Module.half()`): the ops read f16 directly where the device has shader-f16;
+ * elsewhere the weight is converted to f32 for just this op and freed right after, so at most one layer's
+ * f32 weight exists at a time (autograd keeps its own reference where it needs one).
  */
-function withF32(weight: Tensor, op: (w: Tensor) => Tensor): Tensor {
-  if (weight.dtype !== 'f16') return op(weight);
+function withWeight(weight: Tensor, op: (w: Tensor) => Tensor): Tensor {
+  if (weight.dtype !== 'f16' || hasShaderF16()) return op(weight);
   const w = cast(weight, 'f32');
   try {
     return op(w);
@@ -59,7 +61,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return withF32(this.weight, (w) => linear(x, w, this.bias));
+    return withWeight(this.weight, (w) => linear(x, w, this.bias));
   }
 }
 
@@ -88,7 +90,7 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return withF32(this.weight, (w) => conv2d(x, w, this.bias, this.options));
+    return withWeight(this.weight, (w) => conv2d(x, w, this.bias, this.options));
   }
 }
 
