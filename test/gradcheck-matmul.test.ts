@@ -5,6 +5,8 @@ import * as assert from 'uvu/assert';
 import { assertClose, erf, randomArray } from './helpers.ts';
 import { assertGradcheck } from '../src/engine/gradcheck.ts';
 import { Tensor, numel } from '../src/engine/tensor.ts';
+import { profileReport, resetProfile, setProfiling, sync } from '../src/engine/queue.ts';
+import { cast } from '../src/kernels/elementwise.ts';
 import { attentionProbs, scaledDotProductAttention } from '../src/kernels/attention.ts';
 import { gemm, linear, matmul } from '../src/kernels/matmul.ts';
 import { logSoftmax, maskedSoftmax, softmax } from '../src/kernels/softmax.ts';
@@ -243,6 +245,44 @@ test('sdpa in query blocks equals one block: bias and mask with a query dim, cau
   await assertGradcheck('sdpa in blocks', (a, b, c, d) => scaledDotProductAttention(a, b, c, { bias: d, causal: true, blockBytes: 2 * 2 * Lk * 4 }),
     [input([2, 5, 3], 56), input([2, Lk, 3], 57), input([2, Lk, 3], 58), input([5, Lk], 59)], opts);
   [q, k, v, bias, mask, whole, probs, blocked].forEach((t) => t.dispose());
+});
+
+/** Kernel names run by `fn` (GPU timestamps), to tell which attention path ran. */
+async function kernelsOf(fn: () => Tensor): Promise<{ out: Tensor; kernels: string[] }> {
+  resetProfile();
+  setProfiling(true);
+  const out = fn();
+  await sync();
+  setProfiling(false);
+  return { out, kernels: (await profileReport()).map((r) => r.kernel) };
+}
+
+test('fused attention (≥ 1024 queries, inference): float64 CPU reference with partial key tiles, 3-D and 4-D, Dv ≠ D, f16', async () => {
+  for (const [batch, Lq, Lk, D, Dv, scale] of [[[2], 1030, 13, 8, 12, 0.7], [[1, 2], 1024, 1024, 12, 4, undefined]] as const) {
+    const B = numel(batch);
+    const [qd, kd, vd] = [randomArray(B * Lq * D, 61), randomArray(B * Lk * D, 62, -2, 2), randomArray(B * Lk * Dv, 63)];
+    const [q, k, v] = [Tensor.fromArray(qd, [...batch, Lq, D]), Tensor.fromArray(kd, [...batch, Lk, D]), Tensor.fromArray(vd, [...batch, Lk, Dv])];
+    const probs = cpuProbs(qd, kd, new Float32Array(B * Lq * Lk), new Uint8Array(B * Lq * Lk).fill(1), B, Lq, Lk, D, scale ?? 1 / Math.sqrt(D));
+    const ref = new Float64Array(B * Lq * Dv);
+    for (let b = 0; b < B; b++) for (let i = 0; i < Lq; i++) for (let j = 0; j < Lk; j++) {
+      const p = probs[(b * Lq + i) * Lk + j]!;
+      for (let d = 0; d < Dv; d++) ref[(b * Lq + i) * Dv + d] += p * vd[(b * Lk + j) * Dv + d]!;
+    }
+    const { out, kernels } = await kernelsOf(() => scaledDotProductAttention(q, k, v, { scale }));
+    assert.ok(kernels.includes('attention.fused'), `the fused kernel ran (${kernels.join(', ')})`);
+    assertClose(await out.toArray(), ref, 1e-5, `fused attention ${JSON.stringify([batch, Lq, Lk])}`);
+    // f16 storage: the same kernel reads f16 and rounds its output once
+    const half = (t: Tensor) => cast(t, 'f16');
+    const { out: out16, kernels: kernels16 } = await kernelsOf(() => scaledDotProductAttention(half(q), half(k), half(v), { scale }));
+    assert.ok(kernels16.includes('attention.fused') && out16.dtype === 'f16', 'f16 through the fused kernel');
+    assertClose(await out16.toArray(), ref, 2e-2, 'fused attention f16');
+    // a recorded gradient takes the composed, differentiable path
+    q.requiresGrad = true;
+    const { out: composed, kernels: kernelsGrad } = await kernelsOf(() => scaledDotProductAttention(q, k, v, { scale }));
+    assert.not.ok(kernelsGrad.includes('attention.fused'), 'composed path when q needs a gradient');
+    assertClose(await composed.toArray(), ref, 1e-5, 'composed attention');
+    [q, k, v, out, out16, composed].forEach((t) => t.dispose());
+  }
 });
 
 test('attention errors name the op and shapes', () => {
