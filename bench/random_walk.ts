@@ -76,7 +76,7 @@ for (const side of [64, 128]) {
   const cam = Tensor.fromArray(inputs.cam, [K, H, W]);
   if (ort) {
     for (const l of logts) {
-      const ours = await noGrad(() => affinityRandomWalk(features, cam, { radius, beta, logt: l })).toArray();
+      const ours = (await noGrad(() => affinityRandomWalk(features, cam, { radius, beta, logt: l })).toArray()) as Float32Array;
       ortRows.push(await runOrt(side, l, ours));
     }
   }

@@ -7,8 +7,8 @@ import { manualSeed } from '../src/engine/random-cpu.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import { generateScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
-import { AffinityNet, affinityLoss, affinityPairLabels, gridLabels } from '../src/models/affinity_net.ts';
-import { refineFolder, refineMask, refineMaskWithFeatures, trainAffinityNet, uncertainBand } from '../src/pipeline/refine.ts';
+import { AffinityNet, affinityLoss, affinityNetFine, affinityPairLabels, gridLabels } from '../src/models/affinity_net.ts';
+import { defaultBand, refineFolder, refineMask, refineMaskWithFeatures, trainAffinityNet, uncertainBand } from '../src/pipeline/refine.ts';
 import { avgPool2d } from '../src/kernels/pool.ts';
 import { affine } from '../src/kernels/elementwise.ts';
 import { makeVocFolders, writeVocSample } from '../src/data/voc.ts';
@@ -137,11 +137,10 @@ const walk = { radius: 5, beta: 8, logt: 2 };
 // reference affinities (features = the true object indicator): the walk's ceiling.
 test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here', async () => {
   manualSeed(1);
-  // stride 2: at 64×64 a stride-8 grid is too coarse for the thin parts of ShapeWorld's objects
-  const net = new AffinityNet({ inChannels: 3, downChannels: [16], stageChannels: [16, 16, 16], projectionChannels: [8, 8, 8], featureChannels: 16, imageSkip: true, colourWeight: 100 });
+  const net = new AffinityNet(affinityNetFine);
   const train = Array.from({ length: 6 }, (_, k) => sample(splitSeed('train', k), kinds[k % 3]!));
   await trainAffinityNet(net, train, { steps: 60, lr: 5e-2, radius: walk.radius, band: 1, batchSize: 2 });
-  const band = { band: 4, bandScore: 0.3 };
+  const band = defaultBand;
   const scores: Record<string, { before: number; learned: number; colour: number; reference: number }> = {};
   for (const kind of kinds) {
     const score = { before: 0, learned: 0, colour: 0, reference: 0 };
@@ -151,7 +150,7 @@ test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth afte
       score.before += iou(s.mask, s.truth, s.id) / n;
       score.learned += iou(await refineMask(net, s.image, s.mask, walk, band), s.truth, s.id) / n;
       // the same walk on the colour channels alone (the learned channels' share of the mean: 16 of 19)
-      const colour = affine(avgPool2d(s.image, { kernelSize: net.stride }), (100 * 3) / 19, 0);
+      const colour = affine(avgPool2d(s.image, { kernelSize: net.stride }), (affinityNetFine.colourWeight! * 3) / 19, 0);
       score.colour += iou(await refineMaskWithFeatures(colour, [S, S], s.mask, walk, band), s.truth, s.id) / n;
       const sharp = avgPool2d(Tensor.fromArray(Float32Array.from(s.truth, (v) => (v === s.id ? 4 : 0)), [1, 1, S, S]), { kernelSize: net.stride });
       score.reference += iou(await refineMaskWithFeatures(sharp, [S, S], s.mask, walk, band), s.truth, s.id) / n;

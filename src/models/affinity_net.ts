@@ -49,6 +49,21 @@ export const affinityNetSmall: AffinityNetConfig = {
   featureChannels: 32,
 };
 
+/**
+ * Stride 2 with the image at hand twice (imageSkip, colourWeight): for small images of flat-coloured objects
+ * (ShapeWorld at 64²), where a stride-8 grid is too coarse for thin parts and a net trained in seconds on a
+ * few masks does not learn sharp boundaries by itself (test/refine.test.ts).
+ */
+export const affinityNetFine: AffinityNetConfig = {
+  inChannels: 3,
+  downChannels: [16],
+  stageChannels: [16, 16, 16],
+  projectionChannels: [8, 8, 8],
+  featureChannels: 16,
+  imageSkip: true,
+  colourWeight: 100,
+};
+
 export class AffinityNet extends Module {
   readonly down: Conv2d[];
   readonly stages: Conv2d[];

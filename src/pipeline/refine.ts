@@ -98,6 +98,9 @@ export interface BandOptions {
   bandScore?: number;
 }
 
+/** A 4 px band voting for its own label at 0.3: measured on ShapeWorld at 64² (test/refine.test.ts). */
+export const defaultBand: BandOptions = { band: 4, bandScore: 0.3 };
+
 /**
  * The refined mask [H·W] of `image` [1, C, H, W] from `mask` [H·W] (class ids, 255 uncertain): psa's walk
  * of the per-class maps on the net's feature grid, upsampled (bilinear) and arg-maxed, in the band only.
@@ -158,7 +161,7 @@ export interface RefineFolderOptions {
   truth?: string;
   net: AffinityNet;
   walk?: WalkOptions;
-  /** The band the walk may change (see BandOptions): 4 px at score 0.3 by default, measured on ShapeWorld. */
+  /** The band the walk may change (see BandOptions; defaultBand when absent). */
   band?: BandOptions;
   numClasses?: number;
   log?: (line: string) => void;
@@ -178,7 +181,7 @@ async function readImage(dir: string, id: string): Promise<Tensor> {
 }
 
 /** Refines every mask of a folder, one image at a time, logging before/after mIoU when the truth is given. */
-export async function refineFolder({ images, masks, out, truth, net, walk = psaWalk, band = { band: 4, bandScore: 0.3 }, numClasses = 21, log = () => {} }: RefineFolderOptions): Promise<RefineFolderResult> {
+export async function refineFolder({ images, masks, out, truth, net, walk = psaWalk, band = defaultBand, numClasses = 21, log = () => {} }: RefineFolderOptions): Promise<RefineFolderResult> {
   const ids = vocIds(masks);
   makeVocFolders(out);
   const [before, after] = [new ConfusionMatrix(numClasses), new ConfusionMatrix(numClasses)];
