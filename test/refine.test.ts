@@ -132,7 +132,8 @@ const walk = { radius: 5, beta: 8, logt: 2 };
 // masks smear over several cells: the net alone makes blurred and eroded masks worse, e.g. blur 0.78 → 0.65) and
 // a 4 px band that votes for its own label at 0.3 (zero votes let the background's larger share of the radius
 // pull thin parts and corners out). Margins: +0.01 (blur: its boundary is mostly right already, the gain is at
-// corners and is 0.015–0.055 over the validation offsets tried), +0.05 (erosion and dilation gain 0.06–0.2).
+// corners and is 0.014–0.055 over the five validation offsets / init seeds tried), +0.05 (erosion and dilation gain
+// 0.06–0.2 there).
 // Printed besides: the colour channels alone (the learned channels add little on these scenes) and sharp
 // reference affinities (features = the true object indicator): the walk's ceiling.
 test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here', async () => {
