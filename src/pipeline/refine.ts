@@ -1,7 +1,8 @@
 // Stage 4 of Free-Mask: a mask refined by AffinityNet's random walk (psa's infer_aff.py on masks instead of
-// CAMs): per-class score maps from the mask (a band around its boundaries votes weakly or not at all), averaged
-// onto the feature grid, propagated by affinityRandomWalk, upsampled back and arg-maxed in the band. An AffinityNet is trained from the
-// masks' confident regions (pixels near a label change are uncertain), so the stage needs no ground truth.
+// CAMs): per-class score maps from the mask (a band around its boundaries votes weakly or not at all),
+// averaged onto the feature grid, propagated by affinityRandomWalk, upsampled back and arg-maxed in the band.
+// An AffinityNet is trained from the masks' confident regions (pixels near a label change are uncertain), so
+// the stage needs no ground truth.
 
 import { backward, noGrad } from '../engine/autograd.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
