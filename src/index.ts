@@ -71,14 +71,14 @@ export { AutoencoderKL, autoencoderConfig, type AutoencoderKLConfig, type Latent
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
 export { DiffusersConfig, type WeightsOptions } from './models/diffusers/loading.ts';
 export {
-  AffinityNet, affinityNetSmall, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
+  AffinityNet, affinityNetSmall, affinityNetFine, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
 } from './models/affinity_net.ts';
 export {
   attentionHeatmap, attentionMask, recordsFromCapture, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
   type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
 } from './pipeline/attention_mask.ts';
 export {
-  refineMask, refineMaskWithFeatures, refineFolder, trainAffinityNet, uncertainBand, psaWalk,
+  refineMask, refineMaskWithFeatures, refineFolder, trainAffinityNet, uncertainBand, psaWalk, defaultBand, type BandOptions,
   type WalkOptions, type RefineSample, type TrainOptions as AffinityTrainOptions, type RefineFolderOptions, type RefineFolderResult,
 } from './pipeline/refine.ts';
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';

@@ -1,7 +1,8 @@
 // Stage 4 of Free-Mask: a mask refined by AffinityNet's random walk (psa's infer_aff.py on masks instead of
-// CAMs): per-class score maps from the mask (uncertain pixels vote for no class), averaged onto the feature
-// grid, propagated by affinityRandomWalk, upsampled back and arg-maxed. An AffinityNet is trained from the
-// masks' confident regions (pixels near a label change are uncertain), so the stage needs no ground truth.
+// CAMs): per-class score maps from the mask (a band around its boundaries votes weakly or not at all),
+// averaged onto the feature grid, propagated by affinityRandomWalk, upsampled back and arg-maxed in the band.
+// An AffinityNet is trained from the masks' confident regions (pixels near a label change are uncertain), so
+// the stage needs no ground truth.
 
 import { backward, noGrad } from '../engine/autograd.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
@@ -88,11 +89,24 @@ export async function trainAffinityNet(net: AffinityNet, samples: readonly Refin
 }
 
 /**
- * The refined mask [H·W] of `image` [1, C, H, W] from `mask` [H·W] (class ids, 255 uncertain): psa's walk
- * of the per-class maps on the net's feature grid, upsampled (bilinear) and arg-maxed. With `band`, pixels
- * within that distance of a label change start without a class (psa's CAMs are soft there; a hard mask is not).
+ * Which pixels the walk may change. A hard mask has no uncertain pixels of its own (psa's CAMs are soft near
+ * boundaries; a mask is not), so pixels within `band` pixels (Chebyshev) of a label change get one: they vote
+ * for their own label with `bandScore` instead of 1 (0: no vote, the walk alone decides them), and only they
+ * (and the mask's own 255 pixels) may change; the confident interior and exterior keep their labels.
  */
-export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLike<number>, walk: WalkOptions = psaWalk, options: { band?: number } = {}): Promise<Uint8Array> {
+export interface BandOptions {
+  band?: number;
+  bandScore?: number;
+}
+
+/** A 4 px band voting for its own label at 0.3: measured on ShapeWorld at 64² (test/refine.test.ts). */
+export const defaultBand: BandOptions = { band: 4, bandScore: 0.3 };
+
+/**
+ * The refined mask [H·W] of `image` [1, C, H, W] from `mask` [H·W] (class ids, 255 uncertain): psa's walk
+ * of the per-class maps on the net's feature grid, upsampled (bilinear) and arg-maxed, in the band only.
+ */
+export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLike<number>, walk: WalkOptions = psaWalk, options: BandOptions = {}): Promise<Uint8Array> {
   const [, , H, W] = image.shape as [number, number, number, number];
   const s = net.stride;
   if (H % s || W % s) throw new Error(`refineMask: the image ${H}×${W} must be a multiple of the net's stride ${s}`);
@@ -108,21 +122,23 @@ export async function refineMask(net: AffinityNet, image: Tensor, mask: ArrayLik
  * refineMask's walk on given affinity features [1, C, H/s, W/s] of an H×W image (`size`), the stride s
  * following from the two: so any source of affinity features (a trained AffinityNet, or a reference) can drive it.
  */
-export async function refineMaskWithFeatures(features: Tensor, [H, W]: [number, number], mask: ArrayLike<number>, walk: WalkOptions = psaWalk, { band = 0 } = {}): Promise<Uint8Array> {
+export async function refineMaskWithFeatures(features: Tensor, [H, W]: [number, number], mask: ArrayLike<number>, walk: WalkOptions = psaWalk, { band = 0, bandScore = 0 }: BandOptions = {}): Promise<Uint8Array> {
   if (mask.length !== H * W) throw new Error(`refineMask: a mask of ${mask.length} pixels for a ${H}×${W} image`);
   if (features.rank !== 4 || features.shape[0] !== 1) throw new Error(`refineMask: features must be [1, C, h, w], got [${features.shape.join(', ')}]`);
   const s = H / features.shape[2]!;
   if (!Number.isInteger(s) || W / features.shape[3]! !== s) {
     throw new Error(`refineMask: features ${features.shape[2]}×${features.shape[3]} are not an integer stride of the image ${H}×${W}`);
   }
+  if (!(bandScore >= 0 && bandScore <= 1)) throw new Error(`refineMask: bandScore must be in [0, 1], got ${bandScore}`);
   const ids = [0, ...[...new Set(Array.from(mask))].filter((v) => v !== 0 && v !== uncertainLabel).sort((a, b) => a - b)];
   if (ids.length === 1) return Uint8Array.from(mask, (v) => (v === uncertainLabel ? 0 : v));
-  // pixels near a label change vote for no class (the walk decides them); a class thinner than the band keeps its pixels
+  // pixels near a label change vote for their own class with bandScore; a class thinner than the band keeps its pixels
   const confident = uncertainBand(mask, H, W, band);
   const scores = new Float32Array(ids.length * H * W);
   ids.forEach((id, k) => {
     const voters = confident.includes(id) ? confident : mask;
     for (let i = 0; i < H * W; i++) if (voters[i] === id) scores[k * H * W + i] = 1;
+    else if (voters[i] === uncertainLabel && mask[i] === id) scores[k * H * W + i] = bandScore;
   });
   const labels = noGrad(() => tidy(() => {
     const cam = reshape(avgPool2d(Tensor.fromArray(scores, [1, ids.length, H, W]), { kernelSize: s }), [ids.length, H / s, W / s]);
@@ -146,6 +162,8 @@ export interface RefineFolderOptions {
   truth?: string;
   net: AffinityNet;
   walk?: WalkOptions;
+  /** The band the walk may change (see BandOptions; defaultBand when absent). */
+  band?: BandOptions;
   numClasses?: number;
   log?: (line: string) => void;
 }
@@ -164,14 +182,14 @@ async function readImage(dir: string, id: string): Promise<Tensor> {
 }
 
 /** Refines every mask of a folder, one image at a time, logging before/after mIoU when the truth is given. */
-export async function refineFolder({ images, masks, out, truth, net, walk = psaWalk, numClasses = 21, log = () => {} }: RefineFolderOptions): Promise<RefineFolderResult> {
+export async function refineFolder({ images, masks, out, truth, net, walk = psaWalk, band = defaultBand, numClasses = 21, log = () => {} }: RefineFolderOptions): Promise<RefineFolderResult> {
   const ids = vocIds(masks);
   makeVocFolders(out);
   const [before, after] = [new ConfusionMatrix(numClasses), new ConfusionMatrix(numClasses)];
   for (const id of ids) {
     const m = readVocLabels(masks, id);
     const image = await readImage(images, id);
-    const refined = await refineMask(net, image, m.semantic, walk);
+    const refined = await refineMask(net, image, m.semantic, walk, band);
     image.dispose();
     await writeVocSample(out, { id, width: m.width, height: m.height, semantic: refined });
     if (truth) {
