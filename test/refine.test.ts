@@ -136,7 +136,7 @@ const walk = { radius: 5, beta: 8, logt: 2 };
 // 0.06–0.2 there).
 // Printed besides: the colour channels alone (the learned channels add little on these scenes) and sharp
 // reference affinities (features = the true object indicator): the walk's ceiling.
-test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here', async () => {
+test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here (its colour channels do most of the work)', async () => {
   manualSeed(1);
   const net = new AffinityNet(affinityNetFine);
   const train = Array.from({ length: 6 }, (_, k) => sample(splitSeed('train', k), kinds[k % 3]!));
