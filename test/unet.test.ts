@@ -11,6 +11,7 @@ import { reshape } from '../src/kernels/shape.ts';
 import { Linear } from '../src/nn/layers.ts';
 import { AttentionCapture } from '../src/models/attention_capture.ts';
 import { multiHeadAttention } from '../src/models/diffusers/attention.ts';
+import { deviceInfo } from '../src/engine/device.ts';
 import { DiffusersConfig } from '../src/models/diffusers/loading.ts';
 import { Transformer2DModel } from '../src/models/diffusers/transformer_2d.ts';
 import { Timesteps } from '../src/models/diffusers/embeddings.ts';
@@ -290,29 +291,45 @@ test('attention capture: sum mode adds the selected heads, layers and forwards o
   unet.dispose();
 });
 
-test('attention: chunks over heads and queries under a small binding limit give the same result and maps', async () => {
+test('attention: query blocks of any size give the same result and the same captured maps', async () => {
   const [B, Lq, Lk, heads, d] = [2, 12, 10, 3, 4];
   const q = Tensor.fromArray(randomArray(B * Lq * heads * d, 21), [B, Lq, heads * d]);
   const k = Tensor.fromArray(randomArray(B * Lk * heads * d, 22), [B, Lk, heads * d]);
   const v = Tensor.fromArray(randomArray(B * Lk * heads * d, 23), [B, Lk, heads * d]);
-  const whole = await multiHeadAttention(q, k, v, heads).toArray();
-  const headBytes = Lq * Lk * 4;
-  for (const limit of [2 * headBytes, headBytes, headBytes / 3]) {
-    assertClose(await multiHeadAttention(q, k, v, heads, undefined, limit).toArray(), whole, 1e-6, `limit ${limit}`);
-  }
-  const capture = (limit?: number) => {
-    const c = new AttentionCapture({ self: true, cross: false, mode: 'per-layer' });
+  const rowBytes = B * heads * Lk * 4;
+  const whole = await multiHeadAttention(q, k, v, heads, undefined, Lq * rowBytes).toArray();
+  const capture = (mode: 'per-layer' | 'sum', blockBytes: number) => {
+    const c = new AttentionCapture({ self: true, cross: false, mode, heads: [0, 2] });
     const ctx = { capture: c, height: 3, width: 4 };
     const sink = c.sink('layer', 'self', ctx, heads)!;
-    multiHeadAttention(q, k, v, heads, sink, limit);
+    const out = multiHeadAttention(q, k, v, heads, sink, blockBytes);
     sink.end();
-    return c;
+    return { c, out };
   };
-  const [a, b] = [capture(), capture(headBytes)];
-  assertClose(await b.get('layer')!.sum.toArray(), await a.get('layer')!.sum.toArray(), 1e-6, 'probabilities captured in head chunks');
-  assert.throws(() => capture(headBytes / 3), /exceed the .*-byte storage-binding limit/);
-  a.dispose();
-  b.dispose();
+  for (const mode of ['per-layer', 'sum'] as const) {
+    const ref = capture(mode, Lq * rowBytes);
+    const key = mode === 'per-layer' ? 'layer' : 'self:3x4';
+    for (const rows of [5, 1]) {
+      const got = capture(mode, rows * rowBytes);
+      assertClose(await got.out.toArray(), whole, 1e-6, `${mode}: output in blocks of ${rows} queries`);
+      assert.equal([...got.c.get(key)!.sum.shape], [...ref.c.get(key)!.sum.shape]);
+      assertClose(await got.c.get(key)!.sum.toArray(), await ref.c.get(key)!.sum.toArray(), 1e-6, `${mode}: maps captured in blocks of ${rows} queries`);
+      got.c.dispose();
+    }
+    ref.c.dispose();
+  }
+});
+
+test('attention capture: a map over the storage-binding limit fails naming the layer', () => {
+  const L = 5800; // one head's [L, L] f32 map: 134.6 MB > lavapipe's 128 MiB (the test needs a limit that small)
+  if (L * L * 4 <= deviceInfo().limits.maxStorageBufferBindingSize) return;
+  const x = Tensor.fromArray(randomArray(L * 4, 24), [1, L, 4]);
+  const c = new AttentionCapture({ self: true, cross: false, mode: 'per-layer' });
+  const sink = c.sink('big.attn1', 'self', { capture: c, height: 58, width: 100 }, 1)!;
+  multiHeadAttention(x, x, x, 1, sink).dispose();
+  assert.throws(() => sink.end(), /attention capture of big\.attn1: its map takes 134560000 bytes, over the \d+-byte storage-binding limit/);
+  assert.equal(c.keys(), []);
+  x.dispose();
 });
 
 test.run();

@@ -2,6 +2,7 @@
 // forward (or per sampling run of many forwards) and aggregated on the GPU as each layer produces them, so
 // memory stays flat however many steps run. Layers that are not selected cost nothing.
 
+import { deviceInfo } from '../engine/device.ts';
 import { Tensor, keep, shapeStr, tidy } from '../engine/tensor.ts';
 import { add, affine } from '../kernels/elementwise.ts';
 import { sum } from '../kernels/reduce.ts';
@@ -137,11 +138,12 @@ export class AttentionCapture {
 }
 
 /**
- * Collects one layer's probabilities during one forward, chunk by chunk as the attention computes them
- * (whole, or per batch element and head range when the scores exceed the binding limit), then adds them.
+ * Collects one layer's probabilities during one forward, block by block of queries as the attention computes
+ * them (scaledDotProductAttention's `onProbs`), then adds them.
  */
 export class LayerSink {
-  readonly #parts = new Map<number, Tensor[]>();
+  /** Each block's selected heads (or their sum), by its first query. */
+  readonly #parts = new Map<number, Tensor>();
 
   constructor(
     readonly capture: AttentionCapture,
@@ -151,32 +153,30 @@ export class LayerSink {
     readonly heads: readonly number[],
   ) {}
 
-  /** probs [n, hc, Lq, Lk] for batch elements b0… and heads h0…h0+hc−1. */
-  add(probs: Tensor, b0: number, h0: number): void {
-    const hc = probs.shape[1]!;
-    const local = this.heads.filter((h) => h >= h0 && h < h0 + hc).map((h) => h - h0);
-    if (local.length === 0) return;
-    const part = keep(tidy(() => {
-      const picked = local.length === hc ? probs : concat(local.map((h) => slice(probs, 1, h, h + 1)), 1);
+  /** probs [B, H, rows, Lk] of queries start..start+rows−1. */
+  add(probs: Tensor, start: number): void {
+    const H = probs.shape[1]!;
+    this.#parts.set(start, keep(tidy(() => {
+      const picked = this.heads.length === H ? probs : concat(this.heads.map((h) => slice(probs, 1, h, h + 1)), 1);
       return this.capture.options.mode === 'sum' ? sum(picked, 1) : picked === probs ? affine(probs, 1) : picked;
-    }));
-    const list = this.#parts.get(b0) ?? [];
-    list.push(part);
-    this.#parts.set(b0, list);
+    })));
   }
 
-  /** Combines the chunks and hands the layer's map to the capture. */
+  /** Joins the blocks and hands the layer's map to the capture. */
   end(): void {
     const perLayer = this.capture.options.mode === 'per-layer';
-    const value = tidy(() => {
-      const rows = [...this.#parts.keys()].sort((a, b) => a - b).map((b) => {
-        const parts = this.#parts.get(b)!;
-        return parts.length === 1 ? parts[0]! : perLayer ? concat(parts, 1) : parts.reduce((a, p) => add(a, p));
-      });
-      return rows.length === 1 ? rows[0]! : concat(rows, 0);
-    });
-    for (const parts of this.#parts.values()) for (const p of parts) if (p !== value) p.dispose();
+    const parts = [...this.#parts.keys()].sort((a, b) => a - b).map((start) => this.#parts.get(start)!);
     this.#parts.clear();
+    if (parts.length === 0) return;
+    const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
+    const limit = deviceInfo().limits.maxStorageBufferBindingSize;
+    if (bytes > limit) {
+      for (const p of parts) p.dispose();
+      throw new Error(`attention capture of ${this.name}: its map takes ${bytes} bytes, over the ${limit}-byte storage-binding limit; deselect this layer or resolution`);
+    }
+    // queries are dim 2 of [B, heads, Lq, Lk] (per layer), dim 1 once heads are summed
+    const value = parts.length === 1 ? parts[0]! : tidy(() => concat(parts, perLayer ? 2 : 1));
+    if (parts.length > 1) for (const p of parts) p.dispose();
     const { height, width } = this.ctx;
     const key = perLayer ? this.name : `${this.kind}:${height}x${width}`;
     this.capture.accumulate(key, this.name, this.kind, this.ctx, value, perLayer ? 1 : this.heads.length);

@@ -1,14 +1,11 @@
 // diffusers' Attention (attention_processor.py, the default AttnProcessor): to_q / to_k / to_v, multi-head
 // softmax(QKᵀ/√d)·V, to_out.0; with `group_norm` and a residual for the VAE's mid-block attention over NCHW
-// input. Scores larger than the storage-binding limit (SD's 4096-token self-attention) are computed in chunks
-// of batch elements, heads and then queries, so no buffer exceeds it.
+// input. The heads go through scaledDotProductAttention, which never holds more than a block of scores.
 
-import { deviceInfo } from '../../engine/device.ts';
 import { Tensor, shapeStr, tidy } from '../../engine/tensor.ts';
-import { attentionProbs } from '../../kernels/attention.ts';
+import { scaledDotProductAttention } from '../../kernels/attention.ts';
 import { add } from '../../kernels/elementwise.ts';
-import { gemm } from '../../kernels/matmul.ts';
-import { concat, permute, reshape, slice } from '../../kernels/shape.ts';
+import { permute, reshape } from '../../kernels/shape.ts';
 import { Module, ModuleList } from '../../nn/module.ts';
 import { GroupNorm, Linear } from '../../nn/layers.ts';
 import type { AttentionKind, CaptureContext, LayerSink } from '../attention_capture.ts';
@@ -84,52 +81,18 @@ function splitHeads(x: Tensor, heads: number): Tensor {
 }
 
 /**
- * softmax(q·kᵀ/√d)·v per head: q [B, Lq, H·d], k and v [B, Lk, H·d] → [B, Lq, H·d]. The scores are computed
- * whole when they fit `limit` bytes (the storage-binding limit), else per batch element and head chunk, then
- * per query chunk; each chunk's probabilities go to `sink` as they are made.
+ * softmax(q·kᵀ/√d)·v per head: q [B, Lq, H·d], k and v [B, Lk, H·d] → [B, Lq, H·d], by
+ * scaledDotProductAttention (fused where it can, else in query blocks of at most `blockBytes` of scores);
+ * with a `sink`, each block's probabilities go to it as they are made.
  */
-export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, sink?: LayerSink, limit = deviceInfo().limits.maxStorageBufferBindingSize): Tensor {
+export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, sink?: LayerSink, blockBytes?: number): Tensor {
   return tidy(() => {
     const [B, Lq, D] = q.shape as [number, number, number];
-    const Lk = k.shape[1]!;
     if (D % heads) throw new Error(`attention: width ${D} of q ${shapeStr(q.shape)} does not split into ${heads} heads`);
-    const [q4, k4, v4] = [splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads)];
-    const headBytes = Lq * Lk * 4;
-    const chunk = (qc: Tensor, kc: Tensor, vc: Tensor, b0: number, h0: number) => tidy(() => {
-      const probs = attentionProbs(qc, kc);
-      sink?.add(probs, b0, h0);
-      return gemm(probs, vc);
+    const out = scaledDotProductAttention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads), {
+      blockBytes,
+      onProbs: sink && ((probs, start) => sink.add(probs, start)),
     });
-    let out: Tensor;
-    if (B * heads * headBytes <= limit) {
-      out = chunk(q4, k4, v4, 0, 0);
-    } else {
-      const perBatch: Tensor[] = [];
-      for (let b = 0; b < B; b++) {
-        const [qb, kb, vb] = [q4, k4, v4].map((t) => slice(t, 0, b, b + 1)) as [Tensor, Tensor, Tensor];
-        const headsPerChunk = Math.floor(limit / headBytes);
-        const pieces: Tensor[] = [];
-        if (headsPerChunk >= 1) {
-          for (let h0 = 0; h0 < heads; h0 += headsPerChunk) {
-            const h1 = Math.min(heads, h0 + headsPerChunk);
-            const [qh, kh, vh] = [qb, kb, vb].map((t) => slice(t, 1, h0, h1)) as [Tensor, Tensor, Tensor];
-            pieces.push(chunk(qh, kh, vh, b, h0));
-          }
-        } else {
-          if (sink) throw new Error(`attention capture of ${sink.name}: one head's probabilities [${Lq}, ${Lk}] exceed the ${limit}-byte storage-binding limit; deselect this layer or resolution`);
-          const rows = Math.max(1, Math.floor(limit / (Lk * 4)));
-          for (let h = 0; h < heads; h++) {
-            const [kh, vh] = [kb, vb].map((t) => slice(t, 1, h, h + 1)) as [Tensor, Tensor];
-            const qh = slice(qb, 1, h, h + 1);
-            const rowsOut: Tensor[] = [];
-            for (let r0 = 0; r0 < Lq; r0 += rows) rowsOut.push(chunk(slice(qh, 2, r0, Math.min(Lq, r0 + rows)), kh, vh, b, h));
-            pieces.push(rowsOut.length === 1 ? rowsOut[0]! : concat(rowsOut, 2));
-          }
-        }
-        perBatch.push(pieces.length === 1 ? pieces[0]! : concat(pieces, 1));
-      }
-      out = perBatch.length === 1 ? perBatch[0]! : concat(perBatch, 0);
-    }
     return reshape(permute(out, [0, 2, 1, 3]), [B, Lq, D]);
   });
 }
