@@ -9,25 +9,10 @@
 // Usage: node --import tsx bench/peers/ort-random-walk.ts <side> <logt> <runs> <out.f32>
 // Prints one JSON line {ms (median), peakMiB, note}; writes the walked cam [K, H, W] to <out.f32>.
 import * as ort from 'onnxruntime-web/webgpu';
-import { create, globals } from 'webgpu';
+import './ort-dawn.ts';
 import { type OnnxNode, type OnnxTensor, OnnxType, encodeModel } from '../onnx-writer.ts';
 import { affinityCrop, affinityOffsets } from '../../src/kernels/random_walk.ts';
 import { randomWalkInputs, walkConfig } from '../random_walk_inputs.ts';
-
-Object.assign(globalThis, globals);
-const gpu = create([]) as GPU;
-Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true });
-
-// as in ort-web.ts: ORT's wasm memory is a SharedArrayBuffer, which Dawn's writeBuffer rejects; pass a copy
-const writeBuffer = GPUQueue.prototype.writeBuffer;
-GPUQueue.prototype.writeBuffer = function (buffer, offset, data, dataOffset?, size?) {
-  const view = ArrayBuffer.isView(data) ? data : new Uint8Array(data);
-  if (!(view.buffer instanceof SharedArrayBuffer)) return writeBuffer.call(this, buffer, offset, data, dataOffset, size);
-  const unit = 'BYTES_PER_ELEMENT' in view ? (view.BYTES_PER_ELEMENT as number) : 1;
-  const start = view.byteOffset + (dataOffset ?? 0) * unit;
-  const length = size !== undefined ? size * unit : view.byteLength - (dataOffset ?? 0) * unit;
-  return writeBuffer.call(this, buffer, offset, new Uint8Array(view.buffer, start, length).slice());
-};
 
 // GPU memory: live bytes of Dawn buffers (ORT has no memory query), peak tracked across a run
 let [live, peak] = [0, 0];

@@ -2,26 +2,10 @@
 // initializers (uploaded once at session creation); activations are GPU buffers made once
 // (Tensor.fromGpuBuffer), so inputs are resident on the GPU; each run's output is read back to the CPU.
 import * as ort from 'onnxruntime-web/webgpu';
-import { create, globals } from 'webgpu';
+import './ort-dawn.ts';
 import { onnxWorkload } from './onnx-graphs.ts';
 import { f16ToF32 } from '../../src/engine/tensor.ts';
 import { meanAbs, runEngine } from './workloads.ts';
-
-Object.assign(globalThis, globals);
-const gpu = create([]) as GPU;
-Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true });
-
-// ORT's wasm memory is a SharedArrayBuffer and Dawn's binding rejects views on one ("Invalid argument"):
-// hand Dawn a copy of the bytes instead.
-const writeBuffer = GPUQueue.prototype.writeBuffer;
-GPUQueue.prototype.writeBuffer = function (buffer, offset, data, dataOffset?, size?) {
-  const view = ArrayBuffer.isView(data) ? data : new Uint8Array(data);
-  if (!(view.buffer instanceof SharedArrayBuffer)) return writeBuffer.call(this, buffer, offset, data, dataOffset, size);
-  const unit = 'BYTES_PER_ELEMENT' in view ? (view.BYTES_PER_ELEMENT as number) : 1;
-  const start = view.byteOffset + (dataOffset ?? 0) * unit;
-  const length = size !== undefined ? size * unit : view.byteLength - (dataOffset ?? 0) * unit;
-  return writeBuffer.call(this, buffer, offset, new Uint8Array(view.buffer, start, length).slice());
-};
 
 ort.env.wasm.numThreads = 1; // the GPU does the work; keep wasm worker threads off the two cores
 ort.env.logLevel = 'error';
