@@ -202,8 +202,8 @@ async function textToMaskDemo(path: string): Promise<void> {
   const [H, W] = [64, 64];
   F.manualSeed(11);
   const net = new F.AffinityNet(F.affinityNetFine);
-  await F.trainAffinityNet(net, [{ image: result.image, mask: result.mask }], { steps: 20, lr: 5e-2, radius: 5, band: 1, batchSize: 1 });
-  const refined = await F.refineMask(net, result.image, result.mask, { radius: 5, beta: 8, logt: 2 }, F.defaultBand);
+  await F.trainAffinityNet(net, [{ image: result.image, mask: result.mask }], { ...F.fineRefinement.train, batchSize: 1 });
+  const refined = await F.refineMask(net, result.image, result.mask, F.fineRefinement.walk, F.defaultBand);
   const heat = Tensor.fromArray(result.heat, [H, W]);
   const panels = [await F.tensorToImage(result.image), await F.heatmapToImage(heat), F.vocColorImage(result.mask, W, H), F.vocColorImage(refined, W, H)];
   await F.writePng(path, F.sideBySide(panels.map((p) => F.zoomImage(p, 2))));

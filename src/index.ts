@@ -78,7 +78,7 @@ export {
   type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
 } from './pipeline/attention_mask.ts';
 export {
-  refineMask, refineMaskWithFeatures, refineFolder, trainAffinityNet, uncertainBand, psaWalk, defaultBand, type BandOptions,
+  refineMask, refineMaskWithFeatures, refineFolder, trainAffinityNet, uncertainBand, psaWalk, defaultBand, fineRefinement, type BandOptions,
   type WalkOptions, type RefineSample, type TrainOptions as AffinityTrainOptions, type RefineFolderOptions, type RefineFolderResult,
 } from './pipeline/refine.ts';
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';

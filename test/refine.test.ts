@@ -8,9 +8,8 @@ import { Tensor } from '../src/engine/tensor.ts';
 import { generateScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
 import { AffinityNet, affinityLoss, affinityNetFine, affinityPairLabels, gridLabels } from '../src/models/affinity_net.ts';
-import { defaultBand, refineFolder, refineMask, refineMaskWithFeatures, trainAffinityNet, uncertainBand } from '../src/pipeline/refine.ts';
+import { defaultBand, fineRefinement, refineFolder, refineMask, refineMaskWithFeatures, trainAffinityNet, uncertainBand } from '../src/pipeline/refine.ts';
 import { avgPool2d } from '../src/kernels/pool.ts';
-import { affine } from '../src/kernels/elementwise.ts';
 import { makeVocFolders, writeVocSample } from '../src/data/voc.ts';
 
 const S = 64;
@@ -123,52 +122,51 @@ function iou(pred: Uint8Array, truth: Uint8Array, id: number): number {
 }
 
 const kinds = Object.keys(degradations) as Degradation[];
-const walk = { radius: 5, beta: 8, logt: 2 };
 
 // Issue 6: blurred, eroded and dilated masks all get closer to the truth after refinement with an AffinityNet
-// trained here (6 training-split images with degraded masks, 60 steps) and applied to 8 validation images per
-// degradation. What makes it work (measured): the net's colourWeight channels (the image pooled to
-// the grid: a colour jump inside one cell at a flat-coloured object's boundary, which features learned from a few
-// masks smear over several cells: the net alone makes blurred and eroded masks worse, e.g. blur 0.78 → 0.65) and
-// a 4 px band that votes for its own label at 0.3 (zero votes let the background's larger share of the radius
-// pull thin parts and corners out). Margins: +0.01 (blur: its boundary is mostly right already, the gain is at
-// corners and is 0.014–0.055 over the five validation offsets / init seeds tried), +0.05 (erosion and dilation gain
-// 0.06–0.2 there).
-// Printed besides: the colour channels alone (the learned channels add little on these scenes) and sharp
-// reference affinities (features = the true object indicator): the walk's ceiling.
-test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here (its colour channels do most of the work)', async () => {
+// trained here (6 training-split images with degraded masks, fineRefinement's 300 steps) and applied to 8
+// validation images per degradation. The learning is what does it: the same net untrained makes every mask
+// worse. Margins: +0.01 (blur: its boundary is mostly right already; the gain is at corners, 0.020–0.061 over
+// the five validation offsets / init seeds tried), +0.05 (erosion and dilation gained 0.075–0.19 there).
+// Printed besides: sharp reference affinities (features = the true object indicator), the walk's ceiling.
+test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here', async () => {
   manualSeed(1);
   const net = new AffinityNet(affinityNetFine);
+  const untrained = new AffinityNet(affinityNetFine);
+  untrained.loadStateDict(net.stateDict());
   const train = Array.from({ length: 6 }, (_, k) => sample(splitSeed('train', k), kinds[k % 3]!));
-  await trainAffinityNet(net, train, { steps: 60, lr: 5e-2, radius: walk.radius, band: 1, batchSize: 2 });
+  await trainAffinityNet(net, train, { ...fineRefinement.train, batchSize: 2 });
+  for (const s of train) s.image.dispose();
+  const { walk } = fineRefinement;
   const band = defaultBand;
-  const scores: Record<string, { before: number; learned: number; colour: number; reference: number }> = {};
+  const scores: Record<string, { before: number; learned: number; untrained: number; reference: number }> = {};
   for (const kind of kinds) {
-    const score = { before: 0, learned: 0, colour: 0, reference: 0 };
+    const score = { before: 0, learned: 0, untrained: 0, reference: 0 };
     const n = 8;
     for (let k = 0; k < n; k++) {
       const s = sample(splitSeed('val', k), kind);
       score.before += iou(s.mask, s.truth, s.id) / n;
       score.learned += iou(await refineMask(net, s.image, s.mask, walk, band), s.truth, s.id) / n;
-      // the same walk on the colour channels alone (the learned channels' share of the mean: 16 of 19)
-      const colour = affine(avgPool2d(s.image, { kernelSize: net.stride }), (affinityNetFine.colourWeight! * 3) / 19, 0);
-      score.colour += iou(await refineMaskWithFeatures(colour, [S, S], s.mask, walk, band), s.truth, s.id) / n;
+      score.untrained += iou(await refineMask(untrained, s.image, s.mask, walk, band), s.truth, s.id) / n;
       const sharp = avgPool2d(Tensor.fromArray(Float32Array.from(s.truth, (v) => (v === s.id ? 4 : 0)), [1, 1, S, S]), { kernelSize: net.stride });
       score.reference += iou(await refineMaskWithFeatures(sharp, [S, S], s.mask, walk, band), s.truth, s.id) / n;
-      for (const t of [colour, sharp, s.image]) t.dispose();
+      for (const t of [sharp, s.image]) t.dispose();
     }
     scores[kind] = score;
   }
   const f = (k: string) => {
     const r = scores[k]!;
-    return `${k} ${r.before.toFixed(3)} → ${r.learned.toFixed(3)} (colour channels alone ${r.colour.toFixed(3)}, reference affinities ${r.reference.toFixed(3)})`;
+    return `${k} ${r.before.toFixed(3)} → ${r.learned.toFixed(3)} (untrained net ${r.untrained.toFixed(3)}, reference affinities ${r.reference.toFixed(3)})`;
   };
   console.log(`refinement IoU (before → after): ${kinds.map(f).join(', ')}`);
   const margin: Record<Degradation, number> = { blur: 0.01, erode: 0.05, dilate: 0.05 };
   for (const kind of kinds) {
     assert.ok(scores[kind]!.learned > scores[kind]!.before + margin[kind], `${kind}: IoU ${f(kind)}`);
+    assert.ok(scores[kind]!.untrained < scores[kind]!.learned, `${kind}: training is what helps: ${f(kind)}`);
     assert.ok(scores[kind]!.reference > scores[kind]!.before + margin[kind], `${kind} with reference affinities: IoU ${f(kind)}`);
   }
+  net.dispose();
+  untrained.dispose();
 });
 
 test('refineFolder: VOC folders in, refined masks out, before/after mIoU logged against the truth', async () => {
@@ -185,7 +183,7 @@ test('refineFolder: VOC folders in, refined masks out, before/after mIoU logged 
   manualSeed(2);
   const net = new AffinityNet({ inChannels: 3, downChannels: [4, 4], stageChannels: [4, 4, 4], projectionChannels: [2, 2, 2], featureChannels: 4 });
   const lines: string[] = [];
-  const r = await refineFolder({ images, masks, out, truth: images, net, walk, log: (l) => lines.push(l) });
+  const r = await refineFolder({ images, masks, out, truth: images, net, walk: fineRefinement.walk, log: (l) => lines.push(l) });
   assert.is(r.count, 2);
   assert.ok(r.before! > 0 && r.before! < 1 && r.after! > 0);
   // hard masks (no 255 pixels) get a band of their own, so the refinement changes something

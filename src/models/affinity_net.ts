@@ -32,13 +32,6 @@ export interface AffinityNetConfig {
    * trained from scratch on a few images learns colour edges far faster with the colours at hand.
    */
   imageSkip?: boolean;
-  /**
-   * Append the image average-pooled to the output stride, times this weight, to the affinity features as
-   * fixed channels (0 or absent: none). A low-level cue, as psa's dense-CRF step: on flat-coloured objects the
-   * colour jumps within one cell at a boundary, where features learned from a few masks change over several
-   * cells. With C learned channels the affinity becomes exp(−(Σ|Δf| + w·Σ|Δrgb|) / (C + inChannels)).
-   */
-  colourWeight?: number;
 }
 
 export const affinityNetSmall: AffinityNetConfig = {
@@ -50,18 +43,19 @@ export const affinityNetSmall: AffinityNetConfig = {
 };
 
 /**
- * Stride 2 with the image at hand twice (imageSkip, colourWeight): for small images of flat-coloured objects
- * (ShapeWorld at 64²), where a stride-8 grid is too coarse for thin parts and a net trained in seconds on a
- * few masks does not learn sharp boundaries by itself (test/refine.test.ts).
+ * Small and fine, for small images of flat-coloured objects (ShapeWorld at 64², test/refine.test.ts): stride 2
+ * (a stride-8 grid is too coarse for thin parts), the image at hand (imageSkip), and two channels per stage.
+ * Trained from scratch on a few masks, bigger stages learn those images' objects (shapes, positions) instead
+ * of what makes a boundary, and their affinities stop separating object from background on new images; with
+ * two channels per stage the net learns a colour-and-texture metric that carries over (`fineRefinement`).
  */
 export const affinityNetFine: AffinityNetConfig = {
   inChannels: 3,
   downChannels: [16],
-  stageChannels: [16, 16, 16],
-  projectionChannels: [8, 8, 8],
-  featureChannels: 16,
+  stageChannels: [2, 2, 2],
+  projectionChannels: [2, 2, 2],
+  featureChannels: 8,
   imageSkip: true,
-  colourWeight: 100,
 };
 
 export class AffinityNet extends Module {
@@ -100,7 +94,7 @@ export class AffinityNet extends Module {
     return 2 ** this.config.downChannels.length;
   }
 
-  /** Affinity features [N, featureChannels (+ C with colourWeight), H/stride, W/stride] of images [N, C, H, W]. */
+  /** Affinity features [N, featureChannels, H/stride, W/stride] of images [N, C, H, W]. */
   forward(x: Tensor): Tensor {
     if (x.rank !== 4 || x.shape[1] !== this.config.inChannels) {
       throw new Error(`AffinityNet: input must be [N, ${this.config.inChannels}, H, W], got [${x.shape.join(', ')}]`);
@@ -112,9 +106,7 @@ export class AffinityNet extends Module {
       for (const conv of this.stages) outs.push((h = relu(conv.forward(h))));
       const parts = [elu(this.f8_3.forward(outs[0]!)), elu(this.f8_4.forward(outs[1]!)), elu(this.f8_5.forward(outs[2]!))];
       if (this.config.imageSkip) parts.push(avgPool2d(x, { kernelSize: this.stride }));
-      const f = elu(this.f9.forward(concat(parts, 1)));
-      const w = this.config.colourWeight ?? 0;
-      return w ? concat([f, affine(avgPool2d(x, { kernelSize: this.stride }), w, 0)], 1) : f;
+      return elu(this.f9.forward(concat(parts, 1)));
     });
   }
 }
