@@ -43,10 +43,11 @@ const cases: Case[] = [
   },
   {
     name: 'SD-1.5-shaped 64x64 batch 2',
-    // f16: each random weight is drawn, then stored as f16 as it is registered (no f32 copy of the model)
+    // f16: each random weight is drawn, then stored as f16 as it is registered (no f32 copy of the model);
+    // no gradients, as fromPretrained leaves a model (an inference step, not a recorded training one)
     make: (dtype) => {
       const build = () => new UNet2DConditionModel(unetConfig(new DiffusersConfig('<SD 1.5 shape>', sd15)));
-      return dtype === 'f16' ? halfWeights(build) : build();
+      return (dtype === 'f16' ? halfWeights(build) : build()).requireGrad(false);
     },
     batch: 2, size: 64, tokens: 77,
   },
