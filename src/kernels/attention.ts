@@ -142,10 +142,10 @@ const fusedThreads = 32;
 
 /** Whether the fused kernel computes this call (see the header for why these limits). */
 function fusable(q: Tensor, k: Tensor, v: Tensor, { bias, mask, causal, onProbs }: AttentionOptions): boolean {
-  const [D, Dv, Lq] = [q.shape[q.rank - 1]!, v.shape[v.rank - 1]!, q.shape[q.rank - 2]!];
+  const [D, Dv, Lq, Lk] = [q.shape[q.rank - 1]!, v.shape[v.rank - 1]!, q.shape[q.rank - 2]!, k.shape[k.rank - 2]!];
   const recording = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
-  return !bias && !mask && !causal && !onProbs && !recording && Lq >= 1024 &&
-    [D, Dv].every((d) => d % 4 === 0 && d <= 48);
+  return !bias && !mask && !causal && !onProbs && !recording && Lq >= 1024 && Lk >= 1 &&
+    [D, Dv].every((d) => d % 4 === 0 && d >= 4 && d <= 48);
 }
 
 /**
