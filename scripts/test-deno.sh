@@ -4,5 +4,5 @@
 set -u
 cd "$(dirname "$0")/.."
 export LP_NUM_THREADS="${LP_NUM_THREADS:-$(nproc)}" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-files="${*:-test/conformance-ops.test.ts test/gradcheck-elementwise.test.ts}"
+files="${*:-test/conformance-ops.test.ts test/gradcheck-elementwise.test.ts test/f16-ops.test.ts}"
 exec node_modules/.bin/deno run --allow-all --no-lock test/run.ts $files
