@@ -238,16 +238,31 @@ export function expectRank(op: string, what: string, t: Tensor, rank: number): v
 }
 
 /**
- * WGSL: an inclusive prefix sum over a workgroup's u32 array `arr` of `n` entries, one per
- * thread `t`: afterwards arr[t] = Σ arr[0..t]. Begins and ends with a barrier; every thread must reach it.
+ * WGSL that compacts, per round, the candidates (one per thread `t` of a workgroup of `n`) that hit into a
+ * list in candidate order. `declarations` go at module scope (workgroup arrays hits, listPos, listPoint);
+ * `compact(hit, pos, point)` (u32 0/1, vec2f, u32 expressions) must be reached by every thread (it has
+ * barriers): an inclusive prefix sum of the hit flags gives each hit its slot, and afterwards `count` holds
+ * the list's length, listPos[0..count) and listPoint[0..count) the hits' positions and ids.
  */
-export function workgroupInclusiveScan(arr: string, t: string, n: number): string {
-  return `workgroupBarrier();
+export function workgroupCompaction(n: number): { declarations: string; compact: (hit: string, pos: string, point: string) => string } {
+  return {
+    declarations: `var<workgroup> hits: array<u32, ${n}>;
+var<workgroup> listPos: array<vec2f, ${n}>;
+var<workgroup> listPoint: array<u32, ${n}>;`,
+    compact: (hit, pos, point) => `hits[t] = ${hit};
+    workgroupBarrier();
     for (var step = 1u; step < ${n}u; step <<= 1u) {
       var below = 0u;
-      if (${t} >= step) { below = ${arr}[${t} - step]; }
+      if (t >= step) { below = hits[t - step]; }
       workgroupBarrier();
-      ${arr}[${t}] += below;
+      hits[t] += below;
       workgroupBarrier();
-    }`;
+    }
+    if (${hit} == 1u) {
+      listPos[hits[t] - 1u] = ${pos};
+      listPoint[hits[t] - 1u] = ${point};
+    }
+    let count = hits[${n - 1}u];
+    workgroupBarrier();`,
+  };
 }

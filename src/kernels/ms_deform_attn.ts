@@ -9,7 +9,7 @@
 //    each pixel gathers over that short list for all channels. Deterministic (points summed in index order).
 
 import { record } from '../engine/autograd.ts';
-import { expectDType, expectRank, grid1d, launch, workgroupInclusiveScan } from '../engine/kernel.ts';
+import { expectDType, expectRank, grid1d, launch, workgroupCompaction } from '../engine/kernel.ts';
 import { Tensor, shapeStr } from '../engine/tensor.ts';
 
 interface DeformSpec {
@@ -193,6 +193,7 @@ function deformValueGrad(g: Tensor, loc: Tensor, attn: Tensor, s: DeformSpec): T
   const groups = s.B * s.heads * tilesPerHead;
   const gx = Math.min(groups, 65535);
   const chunk = tile * tile;
+  const compaction = workgroupCompaction(chunk);
   const points = s.Q * s.P;
   const list = (xs: number[]) => `array<u32, ${L}>(${xs.map((x) => `${x}u`).join(', ')})`;
   launch({
@@ -203,9 +204,7 @@ function deformValueGrad(g: Tensor, loc: Tensor, attn: Tensor, s: DeformSpec): T
     workgroups: [gx, Math.ceil(groups / gx)],
     wgsl: (bindings) => `${bindings}
 ${deformWgsl(s, false)}
-var<workgroup> hits: array<u32, ${chunk}>;
-var<workgroup> listPos: array<vec2f, ${chunk}>;
-var<workgroup> listPoint: array<u32, ${chunk}>;
+${compaction.declarations}
 @compute @workgroup_size(${chunk})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let group = wid.x + wid.y * ${gx}u;
@@ -237,15 +236,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
       let a = vec2i(floor(pos));
       hit = select(0u, 1u, all(a + 1 >= origin) && all(a <= origin + ${tile - 1}));
     }
-    // 2. inclusive prefix sum of the hits gives each hit its slot in the compacted list
-    hits[t] = hit;
-    ${workgroupInclusiveScan('hits', 't', chunk)}
-    if (hit == 1u) {
-      listPos[hits[t] - 1u] = pos;
-      listPoint[hits[t] - 1u] = pt;
-    }
-    let count = hits[${chunk - 1}u];
-    workgroupBarrier();
+    // 2. the hits, compacted into a list in point order
+    ${compaction.compact('hit', 'pos', 'pt')}
     // 3. each pixel gathers from the points in the list, in point order
     for (var j = 0u; j < count; j++) {
       let p = listPos[j];

@@ -9,7 +9,7 @@
 //    (tile, point) plus the actual taps; results are deterministic (points are summed in index order).
 
 import { record } from '../engine/autograd.ts';
-import { expectDType, expectRank, f32, grid1d, launch, workgroupInclusiveScan } from '../engine/kernel.ts';
+import { expectDType, expectRank, f32, grid1d, launch, workgroupCompaction } from '../engine/kernel.ts';
 import { Tensor, shapeStr } from '../engine/tensor.ts';
 import { type Pair, pair } from './conv.ts';
 
@@ -350,6 +350,7 @@ function sampleInputGrad(g: Tensor, grid: Tensor, s: SampleSpec): Tensor {
   const groups = s.N * s.C * tiles;
   const gx = Math.min(groups, 65535);
   const chunk = tile * tile;
+  const compaction = workgroupCompaction(chunk);
   launch({
     name: 'gridSample.inputGrad',
     key: sampleKey(s),
@@ -358,9 +359,7 @@ function sampleInputGrad(g: Tensor, grid: Tensor, s: SampleSpec): Tensor {
     workgroups: [gx, Math.ceil(groups / gx)],
     wgsl: (bindings) => `${bindings}
 ${samplingWgsl(s)}
-var<workgroup> hits: array<u32, ${chunk}>;
-var<workgroup> listPos: array<vec2f, ${chunk}>;
-var<workgroup> listPoint: array<u32, ${chunk}>;
+${compaction.declarations}
 @compute @workgroup_size(${chunk})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let group = wid.x + wid.y * ${gx}u;
@@ -380,15 +379,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
       let a = corners(pos).at;
       hit = select(0u, 1u, all(a + 1 >= origin) && all(a <= origin + ${tile - 1}));
     }
-    // 2. inclusive prefix sum of the hits gives each hit its slot in the compacted list
-    hits[t] = hit;
-    ${workgroupInclusiveScan('hits', 't', chunk)}
-    if (hit == 1u) {
-      listPos[hits[t] - 1u] = pos;
-      listPoint[hits[t] - 1u] = p;
-    }
-    let count = hits[${chunk - 1}u];
-    workgroupBarrier();
+    // 2. the hits, compacted into a list in point order
+    ${compaction.compact('hit', 'pos', 'p')}
     // 3. each pixel gathers from the points in the list, in point order
     for (var j = 0u; j < count; j++) {
       let k = corners(listPos[j]);
