@@ -100,7 +100,7 @@ await runEngine('freemask', process.argv.slice(2), async (w: Workload, dtype: Be
     } catch (e) {
       dispose();
       const msg = e instanceof Error ? e.message : String(e);
-      if (/expected a .* tensor, got f16/.test(msg)) throw new Unsupported(`no f16 kernel (${msg})`);
+      if (/expected a .* tensor, got f16|shader-f16 feature/.test(msg)) throw new Unsupported(`no f16 kernel (${msg})`);
       throw e;
     }
   }

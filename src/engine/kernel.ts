@@ -219,13 +219,11 @@ export function expectDType(op: string, t: Tensor, ...dtypes: DType[]): void {
 }
 
 /**
- * Checks that `t` is floating: f32, or f16 (stored in f16, computed in f32) on a device with shader-f16.
+ * Checks that `t` is floating: f32, or f16 (stored in f16, computed in f32; the launcher refuses f16 on a
+ * device without shader-f16, naming the kernel).
  */
 export function expectFloat(op: string, t: Tensor): void {
   expectDType(op, t, 'f32', 'f16');
-  if (t.dtype === 'f16' && !hasShaderF16()) {
-    throw new Error(`${op}: f16 tensor ${shapeStr(t.shape)} needs the adapter's shader-f16 feature, which this device lacks (cast it to f32 first)`);
-  }
 }
 
 /** WGSL: the value `expr` read from a binding of `t`, as f32 when `t` is f16 (other dtypes unchanged). */

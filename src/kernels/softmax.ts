@@ -1,7 +1,8 @@
 // Softmax and log-softmax over any dim, numerically stable (the row maximum is subtracted before exp).
 // One row kernel serves forward and backward: a row is the L elements along `dim` (stride `inner`, so any
 // dim works without a permute); T threads share a row (T = 1 for short rows, up to 8 for long ones) and
-// combine partial maxima / sums with a tree in workgroup memory, then write every element of the row.
+// combine partial maxima / sums with a tree in workgroup memory (or subgroup shuffles, where the adapter has
+// subgroups and a row's threads fit one), then write every element of the row.
 
 import { record } from '../engine/autograd.ts';
 import { subgroupMinSize } from '../engine/device.ts';
