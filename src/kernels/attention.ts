@@ -115,15 +115,16 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
     throw new Error(`${op}: v ${shapeStr(v.shape)} does not match k ${shapeStr(k.shape)} (expected [..., Lk, dimV] with the batch dims and Lk of k)`);
   }
   const Lq = shape[shape.length - 2]!;
+  const dtype = q.dtype === 'f16' && v.dtype === 'f16' ? 'f16' : 'f32';
   if (options.fused !== false && fusable(q, k, v, options)) {
-    return fusedAttention(q, k, v, options.scale ?? 1 / Math.sqrt(q.shape[q.rank - 1]!));
+    return fusedAttention(q, k, v, options.scale ?? 1 / Math.sqrt(q.shape[q.rank - 1]!), dtype);
   }
   const budget = Math.min(options.blockBytes ?? attentionBlockBytes, device().limits.maxStorageBufferBindingSize);
   const rows = Math.max(1, Math.floor(budget / ((numel(shape) / Lq) * 4)));
   const block = (start: number, end: number) => tidy(() => {
     const probs = probsOf(rows < Lq ? slice(q, -2, start, end) : q, k, options, start, Lq);
     options.onProbs?.(probs, start);
-    return gemm(probs, v, { dtype: q.dtype === 'f16' && v.dtype === 'f16' ? 'f16' : 'f32' });
+    return gemm(probs, v, { dtype });
   });
   if (rows >= Lq) return block(0, Lq);
   return tidy(() => {
@@ -152,12 +153,12 @@ function fusable(q: Tensor, k: Tensor, v: Tensor, { bias, mask, causal, onProbs 
  * softmax(scale·q·kᵀ)·v in one kernel with an online softmax. Per query: running max m and sum l; per tile
  * of keys: scores s, new max m', then l ← l·e^(m−m') + Σ e^(s−m') and o ← o·e^(m−m') + Σ e^(s−m')·v.
  */
-function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, dtype: 'f32' | 'f16'): Tensor {
   const batch = q.shape.slice(0, -2);
   const [Lq, D] = q.shape.slice(-2) as [number, number];
   const Lk = k.shape[k.rank - 2]!;
   const Dv = v.shape[v.rank - 1]!;
-  const out = Tensor.empty([...batch, Lq, Dv], q.dtype === 'f16' && v.dtype === 'f16' ? 'f16' : 'f32');
+  const out = Tensor.empty([...batch, Lq, Dv], dtype);
   const BH = numel(batch);
   if (out.size === 0) return out;
   const range = (n: number) => [...Array(n).keys()];
