@@ -186,9 +186,9 @@ function returnStaging(d: GPUDevice, buffer: GPUBuffer): void {
 /** Copies `byteLength` bytes of `src` to the CPU, after everything recorded before it. */
 export async function readBuffer(src: GPUBuffer, byteLength: number): Promise<ArrayBuffer> {
   const d = device();
-  const size = Math.max(Math.ceil(byteLength / 4) * 4, 4);
-  const buffer = takeStaging(d, size);
-  copyEncoder().copyBufferToBuffer(src, 0, buffer, 0, Math.ceil(byteLength / 4) * 4);
+  const copyBytes = Math.ceil(byteLength / 4) * 4;
+  const buffer = takeStaging(d, Math.max(copyBytes, 4));
+  copyEncoder().copyBufferToBuffer(src, 0, buffer, 0, copyBytes);
   flush();
   let mapped = false;
   try {
