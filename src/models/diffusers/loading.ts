@@ -116,8 +116,8 @@ export function findWeights(dir: string): string {
 export interface WeightsOptions {
   /**
    * Weight storage. 'f16': every Linear/Conv weight (floating parameter of rank ≥ 2) stays f16 on the GPU,
-   * half the memory, converted to f32 per layer for compute (`Module.half()`); f32 files are converted on the
-   * CPU tensor by tensor. Inference only: those weights are frozen. Default 'f32'.
+   * half the memory, read by the layers' kernels with f32 arithmetic (`Module.half()`); f32 files are
+   * converted on the CPU tensor by tensor. Inference only: those weights are frozen. Default 'f32'.
    */
   dtype?: 'f32' | 'f16';
 }
