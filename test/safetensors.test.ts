@@ -134,7 +134,7 @@ test('lazy reading: the header is parsed up front, each tensor reads only its ow
   for (const t of [a, b, got]) t.dispose();
 });
 
-test('a big header (5000 tensors) opens quickly and one tensor is read alone', async () => {
+test('a big header (5000 tensors): opening reads only the length field and the header, one tensor only its bytes', async () => {
   const header: Record<string, unknown> = { __metadata__: { what: 'many small tensors' } };
   const n = 5000;
   const data = new Float32Array(n);
@@ -143,14 +143,28 @@ test('a big header (5000 tensors) opens quickly and one tensor is read alone', a
     data[i] = i / 2;
   }
   const file = rawFile(header, new Uint8Array(data.buffer));
-  const started = performance.now();
-  const reader = loadSafetensors(file);
-  const t = reader.get('model.layers.4321.attention.weight_with_a_long_name');
-  assert.equal([...await t.toArray()], [4321 / 2]);
-  assert.is(reader.size, n);
-  assert.ok(performance.now() - started < 2000, 'opening takes well under 2 s');
-  reader.close();
-  t.dispose();
+  const headerLength = Number(new DataView(fs.readFileSync(file).buffer).getBigUint64(0, true));
+  // count the bytes the reader takes from the file: it reads through node:fs's readSync (src/io/fs.ts), the
+  // same mutable module object as here, wrapped for the duration of this test
+  const readSync = fs.readSync;
+  let bytesRead = 0;
+  fs.readSync = ((...args: Parameters<typeof fs.readSync>) => {
+    const got = (readSync as (...a: unknown[]) => number)(...args);
+    bytesRead += got;
+    return got;
+  }) as typeof fs.readSync;
+  try {
+    const reader = loadSafetensors(file);
+    assert.is(reader.size, n);
+    assert.is(bytesRead, 8 + headerLength, 'opening reads the length field and the header, nothing of the data');
+    const t = reader.get('model.layers.4321.attention.weight_with_a_long_name');
+    assert.is(bytesRead, 8 + headerLength + 4, 'one tensor reads its 4 bytes and nothing more');
+    assert.equal([...await t.toArray()], [4321 / 2]);
+    reader.close();
+    t.dispose();
+  } finally {
+    fs.readSync = readSync;
+  }
 });
 
 test('malformed files: each problem is an Error naming the file and the problem', () => {
@@ -243,7 +257,6 @@ test('fuzz: 300 random corruptions either load correctly shaped tensors or throw
   ];
   let loaded = 0;
   let rejected = 0;
-  const started = performance.now();
   for (let k = 0; k < 300; k++) {
     const kind = k % corruptions.length;
     const file = tmpFileWith(corruptions[kind]!(base.slice()));
@@ -269,7 +282,6 @@ test('fuzz: 300 random corruptions either load correctly shaped tensors or throw
     fs.unlinkSync(file);
   }
   assert.ok(loaded > 15 && rejected > 100, `a mix of outcomes: ${loaded} loaded, ${rejected} rejected`);
-  assert.ok(performance.now() - started < 10_000, 'under 10 s');
 });
 
 test('cleanup', () => fs.rmSync(dir, { recursive: true }));
