@@ -2,7 +2,7 @@
 // allocation limits, profiling.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { randomArray } from './helpers.ts';
+import { randomArray, testIf } from './helpers.ts';
 import { device } from '../src/engine/device.ts';
 import { Tensor, f16ToF32, f32ToF16, keep, memoryStats, tidy, trimPool } from '../src/engine/tensor.ts';
 import { backward, noGrad } from '../src/engine/autograd.ts';
@@ -137,8 +137,8 @@ test('an allocation beyond the device limit names the tensor size and the limit'
     e.message.includes(`shape [${n}]`) && e.message.includes(`${n * 4} bytes`) && e.message.includes(String(limit)));
 });
 
-test('profiling aggregates GPU time by kernel name', async () => {
-  if (!device().features.has('timestamp-query')) return;
+const timestamps = device().features.has('timestamp-query');
+testIf(timestamps, "the adapter has no 'timestamp-query' feature")('profiling aggregates GPU time by kernel name', async () => {
   resetProfile();
   setProfiling(true);
   const x = Tensor.fromArray(randomArray(4096, 1), [64, 64]);

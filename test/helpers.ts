@@ -1,4 +1,5 @@
 // Shared test utilities: the device, conformance vectors, and element-wise comparison.
+import { type Callback, type Test, test as uvuTest } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getDevice } from '../src/engine/device.ts';
 import { Tensor } from '../src/engine/tensor.ts';
@@ -7,6 +8,23 @@ import { loadSafetensors, type SafetensorsReader } from '../src/io/safetensors.t
 await getDevice();
 
 const proc = (globalThis as { process?: { env: Record<string, string | undefined>; cwd(): string } }).process;
+
+/** A test skipped at run time, with why; test/run.ts prints each and counts them in its closing line. */
+export type SkippedTest = { fileIndex: number; name: string; reason: string };
+const g = globalThis as { UVU_INDEX?: number; FREEMASK_SKIPPED?: SkippedTest[] };
+
+/**
+ * `test` (or the suite `t`) when `condition` holds; otherwise a stand-in that registers the test as skipped
+ * (uvu's `test.skip`) and records `reason`, so that a test that cannot run on this adapter says so in the
+ * output instead of passing without checking. Usage: `testIf(hasFeature, 'no timestamp-query')('name', fn)`.
+ */
+export function testIf<T>(condition: boolean, reason: string, t: Test<T> = uvuTest as unknown as Test<T>): (name: string, fn: Callback<T>) => void {
+  if (condition) return (name, fn) => t(name, fn);
+  return (name) => {
+    t.skip(name);
+    (g.FREEMASK_SKIPPED ??= []).push({ fileIndex: g.UVU_INDEX ?? 0, name, reason });
+  };
+}
 
 /** ../shared/conformance beside the repository (or FREEMASK_CONFORMANCE). */
 export const conformanceDir: string =
