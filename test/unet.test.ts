@@ -321,14 +321,28 @@ test('attention: query blocks of any size give the same result and the same capt
 });
 
 test('attention capture: a map over the storage-binding limit fails naming the layer', () => {
-  const L = 5800; // one head's [L, L] f32 map: 134.6 MB > lavapipe's 128 MiB (the test needs a limit that small)
-  if (L * L * 4 <= deviceInfo().limits.maxStorageBufferBindingSize) return;
+  // the limit is the device's storage-binding limit unless maxMapBytes lowers it: a small map against a small
+  // maxMapBytes takes the same path on any adapter (a map over a real GPU's limit would need gigabytes)
+  const L = 60; // one head's [L, L] f32 map: 14400 bytes, captured in blocks of 16 queries
+  const bytes = L * L * 4;
+  assert.ok(bytes <= deviceInfo().limits.maxStorageBufferBindingSize, 'the map fits the device: only maxMapBytes stops it');
   const x = Tensor.fromArray(randomArray(L * 4, 24), [1, L, 4]);
-  const c = new AttentionCapture({ self: true, cross: false, mode: 'per-layer' });
-  const sink = c.sink('big.attn1', 'self', { capture: c, height: 58, width: 100 }, 1)!;
-  multiHeadAttention(x, x, x, 1, sink).dispose();
-  assert.throws(() => sink.end(), /attention capture of big\.attn1: its map takes 134560000 bytes, over the \d+-byte storage-binding limit/);
-  assert.equal(c.keys(), []);
+  const capture = (maxMapBytes: number | undefined) => {
+    const c = new AttentionCapture({ self: true, cross: false, mode: 'per-layer', maxMapBytes });
+    const sink = c.sink('big.attn1', 'self', { capture: c, height: 6, width: 10 }, 1)!;
+    multiHeadAttention(x, x, x, 1, sink, 16 * L * 4).dispose();
+    return { c, sink };
+  };
+  const over = capture(bytes - 1);
+  assert.throws(() => over.sink.end(), new RegExp(`attention capture of big\\.attn1: its map takes ${bytes} bytes, over the ${bytes - 1}-byte maxMapBytes limit`));
+  assert.equal(over.c.keys(), []);
+  for (const max of [bytes, undefined]) {
+    const fits = capture(max);
+    fits.sink.end();
+    assert.equal([...fits.c.get('big.attn1')!.sum.shape], [1, 1, L, L], `a map of exactly the limit (maxMapBytes ${max}) is captured`);
+    fits.c.dispose();
+  }
+  assert.throws(() => new AttentionCapture({ maxMapBytes: 0 }), /maxMapBytes must be a positive integer, got 0/);
   x.dispose();
 });
 

@@ -27,6 +27,12 @@ export interface AttentionCaptureOptions {
    * summed over forwards only.
    */
   mode?: 'sum' | 'per-layer';
+  /**
+   * The largest map one layer may give, in bytes (all its captured heads, before summing into the others); a
+   * layer over it fails naming itself. Default, and never more than, the device's storage-binding limit (a
+   * larger map could not be bound to a kernel).
+   */
+  maxMapBytes?: number;
 }
 
 /** One aggregated map. `mean()` of the capture divides `sum` by `count`. */
@@ -51,13 +57,17 @@ export interface CaptureContext {
 }
 
 export class AttentionCapture {
-  readonly options: Required<Omit<AttentionCaptureOptions, 'layers' | 'heads' | 'resolutions'>> & AttentionCaptureOptions;
+  readonly options: Required<Omit<AttentionCaptureOptions, 'layers' | 'heads' | 'resolutions' | 'maxMapBytes'>> & AttentionCaptureOptions;
   readonly #maps = new Map<string, CapturedMap>();
 
   constructor(options: AttentionCaptureOptions = {}) {
     this.options = { cross: true, self: false, mode: 'sum', ...options };
     if (this.options.mode !== 'sum' && this.options.mode !== 'per-layer') {
       throw new Error(`AttentionCapture: mode must be 'sum' or 'per-layer', got '${String(this.options.mode)}'`);
+    }
+    const max = this.options.maxMapBytes;
+    if (max !== undefined && !(Number.isInteger(max) && max > 0)) {
+      throw new Error(`AttentionCapture: maxMapBytes must be a positive integer, got ${String(max)}`);
     }
   }
 
@@ -169,10 +179,13 @@ export class LayerSink {
     this.#parts.clear();
     if (parts.length === 0) return;
     const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
-    const limit = deviceInfo().limits.maxStorageBufferBindingSize;
+    const binding = deviceInfo().limits.maxStorageBufferBindingSize;
+    const max = this.capture.options.maxMapBytes;
+    const limit = Math.min(max ?? binding, binding);
     if (bytes > limit) {
       for (const p of parts) p.dispose();
-      throw new Error(`attention capture of ${this.name}: its map takes ${bytes} bytes, over the ${limit}-byte storage-binding limit; deselect this layer or resolution`);
+      const which = limit < binding ? 'maxMapBytes' : 'storage-binding';
+      throw new Error(`attention capture of ${this.name}: its map takes ${bytes} bytes, over the ${limit}-byte ${which} limit; deselect this layer or resolution`);
     }
     // queries are dim 2 of [B, heads, Lq, Lk] (per layer), dim 1 once heads are summed
     const value = parts.length === 1 ? parts[0]! : tidy(() => concat(parts, perLayer ? 2 : 1));
