@@ -8,7 +8,7 @@ import { sync } from '../src/engine/queue.ts';
 import { Tensor, memoryStats, resetPeakMemory, tidy } from '../src/engine/tensor.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
 import { randn } from '../src/kernels/random.ts';
-import { DiffusersConfig } from '../src/models/diffusers/loading.ts';
+import { ConfigReader } from '../src/models/pretrained.ts';
 import { UNet2DConditionModel, unetConfig } from '../src/models/unet_2d_condition.ts';
 import { halfWeights } from '../src/nn/module.ts';
 
@@ -46,7 +46,7 @@ const cases: Case[] = [
     // f16: each random weight is drawn, then stored as f16 as it is registered (no f32 copy of the model);
     // no gradients, as fromPretrained leaves a model (an inference step, not a recorded training one)
     make: (dtype) => {
-      const build = () => new UNet2DConditionModel(unetConfig(new DiffusersConfig('<SD 1.5 shape>', sd15)));
+      const build = () => new UNet2DConditionModel(unetConfig(new ConfigReader(sd15, '<SD 1.5 shape>')));
       return (dtype === 'f16' ? halfWeights(build) : build()).requireGrad(false);
     },
     batch: 2, size: 64, tokens: 77,

@@ -174,16 +174,16 @@ async function tinyRandomPipeline(seed: number): Promise<F.StableDiffusionPipeli
   for (const [name, t] of Object.entries(textEncoder.stateDict())) {
     if (name.endsWith('embedding.weight')) t.copyFrom(tidy(() => F.mul(F.randn(t.shape, { seed: seed + t.size }), 0.5)));
   }
-  const unet = new F.UNet2DConditionModel(F.unetConfig(new F.DiffusersConfig('tiny UNet', {
+  const unet = new F.UNet2DConditionModel(F.unetConfig(new F.ConfigReader({
     in_channels: 4, out_channels: 4, sample_size: 32, down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
     up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], block_out_channels: [32, 64], layers_per_block: 1,
     norm_num_groups: 8, cross_attention_dim: 32, attention_head_dim: 2,
-  })));
-  const vae = new F.AutoencoderKL(F.autoencoderConfig(new F.DiffusersConfig('tiny VAE', {
+  }, 'tiny UNet')));
+  const vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader({
     in_channels: 3, out_channels: 3, down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D'],
     up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D'], block_out_channels: [16, 32], layers_per_block: 1,
     latent_channels: 4, norm_num_groups: 8, scaling_factor: 0.18215,
-  })));
+  }, 'tiny VAE')));
   return new F.StableDiffusionPipeline({
     tokenizer: await F.CLIPTokenizer.fromPretrained(), textEncoder, unet, vae, scheduler: new F.DDIMScheduler(),
     vaeScalingFactor: 0.18215, vaeScaleFactor: 2, latentChannels: 4, sampleSize: 32,

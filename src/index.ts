@@ -69,7 +69,8 @@ export { semanticSegmentation, instanceSegmentation, type InstanceSegmentation, 
 export { UNet2DConditionModel, unetConfig, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet_2d_condition.ts';
 export { AutoencoderKL, autoencoderConfig, type AutoencoderKLConfig, type LatentDistribution } from './models/autoencoder_kl.ts';
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
-export { DiffusersConfig, type WeightsOptions } from './models/diffusers/loading.ts';
+export { type WeightsOptions } from './models/diffusers/loading.ts';
+export { ConfigReader, activations, activate, type ActivationName, type JsonConfig } from './models/pretrained.ts';
 export {
   AffinityNet, affinityNetSmall, affinityNetFine, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
 } from './models/affinity_net.ts';

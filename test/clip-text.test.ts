@@ -210,10 +210,13 @@ test('clip_text: load errors name the file, key and shape', async () => {
   await saveSafetensors(`${wrong}/model.safetensors`, { ...sd, 'text_model.final_layer_norm.weight': Tensor.zeros([23]) });
   assert.throws(() => CLIPTextModel.fromPretrained(wrong), /wrong shape: text_model\.final_layer_norm\.weight expected \[24\], found \[23\]/);
 
+  // a missing key takes transformers' default (hidden_size 512), which these weights do not fit
   const { hidden_size: _h, ...noHidden } = small;
-  const noKey = folderWith(noHidden);
-  assert.throws(() => CLIPTextModel.fromPretrained(noKey), /config\.json: missing key "hidden_size"/);
-  assert.throws(() => clipTextConfig({ ...small, hidden_act: 'swish' }), /"hidden_act" must be one of/);
+  const noKey = folderWith({ ...noHidden, num_attention_heads: 4 });
+  await saveSafetensors(`${noKey}/model.safetensors`, sd);
+  assert.throws(() => CLIPTextModel.fromPretrained(noKey), /wrong shape: text_model\.embeddings\.token_embedding\.weight expected \[50, 512\], found \[50, 24\]/);
+  assert.throws(() => clipTextConfig({ ...small, hidden_size: 0 }), /"hidden_size" must be an integer >= 1, got 0/);
+  assert.throws(() => clipTextConfig({ ...small, hidden_act: 'sine' }), /"hidden_act" must be an activation name/);
   assert.throws(() => clipTextConfig({ ...small, num_attention_heads: 5 }), /hidden_size 24 is not divisible by num_attention_heads 5/);
 
   const noWeights = folderWith(small);

@@ -167,7 +167,7 @@ test('mask2former: bad labels and checkpoints are named', async () => {
   state.set('class_predictor.bias', Tensor.zeros([7]));
   const fresh = new Mask2FormerForUniversalSegmentation(config);
   assert.throws(() => fresh.loadStateDict(state), (e: Error) => /missing keys \(1\): model\.transformer_module\.queries_features\.weight/.test(e.message) && /wrong shape: class_predictor\.bias expected \[4\], found \[7\]/.test(e.message));
-  assert.throws(() => parseMask2FormerConfig({ model_type: 'mask2former', backbone_config: { model_type: 'resnet' } }), /backbone_config\.model_type must be 'swin'/);
+  assert.throws(() => parseMask2FormerConfig({ model_type: 'mask2former', backbone_config: { model_type: 'resnet' } }), /config\.json backbone_config: model_type must be 'swin'/);
   fresh.dispose();
 });
 

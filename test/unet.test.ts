@@ -12,7 +12,7 @@ import { Linear } from '../src/nn/layers.ts';
 import { AttentionCapture } from '../src/models/attention_capture.ts';
 import { multiHeadAttention } from '../src/models/diffusers/attention.ts';
 import { deviceInfo } from '../src/engine/device.ts';
-import { DiffusersConfig } from '../src/models/diffusers/loading.ts';
+import { ConfigReader } from '../src/models/pretrained.ts';
 import { Transformer2DModel } from '../src/models/diffusers/transformer_2d.ts';
 import { Timesteps } from '../src/models/diffusers/embeddings.ts';
 import { UNet2DConditionModel, unetConfig } from '../src/models/unet_2d_condition.ts';
@@ -74,7 +74,7 @@ async function finite(t: Tensor): Promise<boolean> {
 
 test('unet: another config (3 blocks, linear projections, per-block heads) runs on non-square latents and round-trips through a folder', async () => {
   manualSeed(3);
-  const unet = new UNet2DConditionModel(unetConfig(new DiffusersConfig('other', otherConfig)));
+  const unet = new UNet2DConditionModel(unetConfig(new ConfigReader(otherConfig, 'other')));
   assert.equal(unet.downBlocks.at(1).attentions!.at(0).transformerBlocks.at(0).attn1.heads, 3);
   assert.ok(unet.downBlocks.at(0).attentions!.at(0).projIn instanceof Linear);
   const d = writeFolder(otherConfig);
@@ -94,7 +94,7 @@ test('unet: another config (3 blocks, linear projections, per-block heads) runs 
 
 test('unet: load errors name the file and key', async () => {
   manualSeed(4);
-  const unet = new UNet2DConditionModel(unetConfig(new DiffusersConfig('other', otherConfig)));
+  const unet = new UNet2DConditionModel(unetConfig(new ConfigReader(otherConfig, 'other')));
   const state = unet.stateDict();
   const missing = writeFolder(otherConfig);
   const key = 'down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight';
@@ -108,9 +108,10 @@ test('unet: load errors name the file and key', async () => {
   const badHeads = writeFolder({ ...otherConfig, attention_head_dim: [2, 5, 4] });
   assert.throws(() => UNet2DConditionModel.fromPretrained(badHeads), /attention_head_dim/);
   assert.throws(() => UNet2DConditionModel.fromPretrained(writeFolder(otherConfig)), /no weights file/);
+  // a missing key takes diffusers' default (4 channel counts), which does not fit these 3 blocks
   const { block_out_channels: _, ...noChannels } = otherConfig;
   const lacking = writeFolder(noChannels);
-  assert.throws(() => UNet2DConditionModel.fromPretrained(lacking), (e: Error) => e.message.includes(`${lacking}/config.json: 'block_out_channels' must be`));
+  assert.throws(() => UNet2DConditionModel.fromPretrained(lacking), (e: Error) => e.message.includes(`${lacking}/config.json: "block_out_channels" must be a list of 3 channel counts`));
   // bad forward inputs
   const ctx = Tensor.zeros([1, 5, 12]);
   assert.throws(() => unet.forward(Tensor.zeros([1, 3, 8, 8]), 1, ctx), /sample \[1, 3, 8, 8\] must be \[batch, 4, height, width\]/);
@@ -248,7 +249,7 @@ test('Transformer2DModel (linear projections) at 3x5 matches a naive CPU impleme
 
 test('attention capture: sum mode adds the selected heads, layers and forwards of per-layer mode', async () => {
   manualSeed(6);
-  const unet = new UNet2DConditionModel(unetConfig(new DiffusersConfig('other', otherConfig)));
+  const unet = new UNet2DConditionModel(unetConfig(new ConfigReader(otherConfig, 'other')));
   const sample = Tensor.fromArray(randomArray(4 * 8 * 12, 1), [1, 4, 8, 12]);
   const ctx = Tensor.fromArray(randomArray(5 * 12, 2), [1, 5, 12]);
   const perLayer = new AttentionCapture({ cross: true, self: true, mode: 'per-layer' });

@@ -8,7 +8,8 @@ import { type RandomOptions, randn } from '../kernels/random.ts';
 import { split } from '../kernels/shape.ts';
 import { Module } from '../nn/module.ts';
 import { Conv2d } from '../nn/layers.ts';
-import { type DiffusersConfig, type WeightsOptions, fromFolder } from './diffusers/loading.ts';
+import { type WeightsOptions, fromFolder } from './diffusers/loading.ts';
+import type { ConfigReader } from './pretrained.ts';
 import { Decoder, Encoder } from './diffusers/vae.ts';
 
 export interface AutoencoderKLConfig {
@@ -31,27 +32,27 @@ export interface LatentDistribution {
 }
 
 /** Reads and checks a diffusers AutoencoderKL config (errors name the file and key). */
-export function autoencoderConfig(cfg: DiffusersConfig): AutoencoderKLConfig {
-  const channels = cfg.ints('block_out_channels');
+export function autoencoderConfig(cfg: ConfigReader): AutoencoderKLConfig {
+  const channels = cfg.ints('block_out_channels', [64]);
   for (const key of ['down_block_types', 'up_block_types'] as const) {
     const want = key === 'down_block_types' ? 'DownEncoderBlock2D' : 'UpDecoderBlock2D';
-    const types = cfg.strings(key);
+    const types = cfg.strings(key, [want]);
     if (types.length !== channels.length) cfg.fail(key, `a list of ${channels.length} block types (one per block_out_channels entry)`);
     types.forEach((t, i) => {
-      if (t !== want) throw new Error(`${cfg.file}: ${key}[${i}] is '${t}', an unknown block type (supported: ${want})`);
+      if (t !== want) throw new Error(`${cfg.source}: ${key}[${i}] is '${t}', an unknown block type (supported: ${want})`);
     });
   }
-  for (const [key, ok] of [['act_fn', [null, 'silu']], ['shift_factor', [null]], ['latents_mean', [null]], ['latents_std', [null]]] as const) cfg.expectDefault(key, ok);
-  const groups = cfg.int('norm_num_groups', 32);
+  for (const [key, ok] of [['act_fn', [null, 'silu', 'swish']], ['shift_factor', [null]], ['latents_mean', [null]], ['latents_std', [null]]] as const) cfg.expectDefault(key, ok);
+  const groups = cfg.int('norm_num_groups', 32, 1);
   channels.forEach((c) => {
     if (c % groups) cfg.fail('norm_num_groups', `a divisor of every block_out_channels entry (${c})`);
   });
   return {
-    in_channels: cfg.int('in_channels', 3),
-    out_channels: cfg.int('out_channels', 3),
+    in_channels: cfg.int('in_channels', 3, 1),
+    out_channels: cfg.int('out_channels', 3, 1),
     block_out_channels: channels,
-    layers_per_block: cfg.int('layers_per_block', 1),
-    latent_channels: cfg.int('latent_channels', 4),
+    layers_per_block: cfg.int('layers_per_block', 1, 1),
+    latent_channels: cfg.int('latent_channels', 4, 1),
     norm_num_groups: groups,
     scaling_factor: cfg.number('scaling_factor', 0.18215),
     use_quant_conv: cfg.bool('use_quant_conv', true),

@@ -4,7 +4,7 @@
 
 import { device } from '../engine/device.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
-import { add, cast, gelu, map, quickGelu } from '../kernels/elementwise.ts';
+import { add, cast, map } from '../kernels/elementwise.ts';
 import { argmax } from '../kernels/reduce.ts';
 import { embedding, indexSelect } from '../kernels/gather.ts';
 import { permute, reshape } from '../kernels/shape.ts';
@@ -12,7 +12,7 @@ import { scaledDotProductAttention } from '../kernels/attention.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
 import { Module, ModuleList, halfWeights } from '../nn/module.ts';
 import { LayerNorm, Linear, skipInit } from '../nn/layers.ts';
-import { ConfigReader, type JsonConfig, findWeights, joinPath, readJson } from './pretrained.ts';
+import { type ActivationName, ConfigReader, type JsonConfig, activate, findWeights, joinPath, readJson } from './pretrained.ts';
 
 export interface CLIPTextConfig {
   vocabSize: number;
@@ -21,7 +21,7 @@ export interface CLIPTextConfig {
   numHiddenLayers: number;
   numAttentionHeads: number;
   maxPositionEmbeddings: number;
-  hiddenAct: 'quick_gelu' | 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh';
+  hiddenAct: ActivationName;
   layerNormEps: number;
   /** 2 in old configs: the pooled output then takes argmax(input_ids) (CLIP's end token is the largest id). */
   eosTokenId: number;
@@ -30,20 +30,22 @@ export interface CLIPTextConfig {
 /** The config from a transformers CLIPTextConfig `config.json` object (`source` names it in errors). */
 export function clipTextConfig(json: JsonConfig, source = 'config.json'): CLIPTextConfig {
   // A full CLIPConfig keeps the text model's settings under text_config.
-  const c = new ConfigReader((json.text_config as JsonConfig | undefined) ?? json, source);
-  const hiddenSize = c.int('hidden_size', undefined, 1);
-  const numAttentionHeads = c.int('num_attention_heads', undefined, 1);
-  if (hiddenSize % numAttentionHeads) throw new Error(`${source}: hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numAttentionHeads}`);
+  const root = new ConfigReader(json, source);
+  const c = root.child('text_config') ?? root;
+  // missing keys take transformers' CLIPTextConfig defaults
+  const hiddenSize = c.int('hidden_size', 512, 1);
+  const numAttentionHeads = c.int('num_attention_heads', 8, 1);
+  if (hiddenSize % numAttentionHeads) throw new Error(`${c.source}: hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numAttentionHeads}`);
   return {
-    vocabSize: c.int('vocab_size', undefined, 1),
+    vocabSize: c.int('vocab_size', 49408, 1),
     hiddenSize,
-    intermediateSize: c.int('intermediate_size', undefined, 1),
-    numHiddenLayers: c.int('num_hidden_layers', undefined, 1),
+    intermediateSize: c.int('intermediate_size', 2048, 1),
+    numHiddenLayers: c.int('num_hidden_layers', 12, 1),
     numAttentionHeads,
-    maxPositionEmbeddings: c.int('max_position_embeddings', undefined, 1),
-    hiddenAct: c.oneOf('hidden_act', ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'], 'quick_gelu'),
+    maxPositionEmbeddings: c.int('max_position_embeddings', 77, 1),
+    hiddenAct: c.activation('hidden_act', 'quick_gelu'),
     layerNormEps: c.number('layer_norm_eps', 1e-5),
-    eosTokenId: c.int('eos_token_id', 2),
+    eosTokenId: c.int('eos_token_id', 49407),
   };
 }
 
@@ -124,16 +126,7 @@ class CLIPMLP extends Module {
     this.fc2 = this.module('fc2', new Linear(c.intermediateSize, c.hiddenSize));
   }
   forward(x: Tensor): Tensor {
-    return tidy(() => this.fc2.forward(activation(this.c.hiddenAct, this.fc1.forward(x))));
-  }
-}
-
-function activation(act: CLIPTextConfig['hiddenAct'], x: Tensor): Tensor {
-  switch (act) {
-    case 'quick_gelu': return quickGelu(x);
-    case 'gelu': return gelu(x);
-    case 'gelu_new':
-    case 'gelu_pytorch_tanh': return gelu(x, 'tanh');
+    return tidy(() => this.fc2.forward(activate(this.c.hiddenAct, this.fc1.forward(x))));
   }
 }
 

@@ -73,15 +73,6 @@ function noiseScheduleConfig(c: ConfigReader, defaultSpacing: TimestepSpacing): 
   };
 }
 
-/** Options this port does not implement must keep their default; otherwise say so rather than sample differently. */
-function rejectUnsupported(c: ConfigReader, defaults: Record<string, unknown>): void {
-  for (const [key, value] of Object.entries(defaults)) {
-    if (c.has(key) && c.config[key] !== value) {
-      throw new Error(`${c.source}: "${key}": ${JSON.stringify(c.config[key])} is not supported (only ${JSON.stringify(value)})`);
-    }
-  }
-}
-
 /** ᾱ_t for t = 0..N-1 as diffusers computes them (betas → cumulative product), rounded to float32 as it holds them. */
 export function alphasCumprod(c: NoiseScheduleConfig): Float64Array {
   const N = c.numTrainTimesteps;
@@ -256,7 +247,7 @@ export class DDIMScheduler extends NoiseScheduler {
   constructor(json: JsonConfig = {}, source = 'scheduler config') {
     super(json, source, 'leading');
     const c = this.reader;
-    rejectUnsupported(c, { thresholding: false });
+    c.expectDefault('thresholding', [null, false]);
     this.finalAlphaCumprod = c.bool('set_alpha_to_one', true) ? 1 : this.alphasCumprod[0]!;
     this.clipSample = c.bool('clip_sample', true);
     this.clipSampleRange = c.number('clip_sample_range', 1);
@@ -301,7 +292,7 @@ abstract class SigmaScheduler extends NoiseScheduler {
   constructor(json: JsonConfig, source: string) {
     super(json, source, 'linspace');
     this.finalSigmasType = this.reader.oneOf('final_sigmas_type', ['zero', 'sigma_min'], 'zero');
-    rejectUnsupported(this.reader, { use_karras_sigmas: false, use_exponential_sigmas: false, use_beta_sigmas: false, thresholding: false });
+    for (const [key, value] of [['use_karras_sigmas', false], ['use_exponential_sigmas', false], ['use_beta_sigmas', false], ['thresholding', false]] as const) this.reader.expectDefault(key, [null, value]);
   }
 
   override setTimesteps(numInferenceSteps: number): void {
@@ -327,7 +318,7 @@ abstract class SigmaScheduler extends NoiseScheduler {
 export class EulerDiscreteScheduler extends SigmaScheduler {
   constructor(json: JsonConfig = {}, source = 'scheduler config') {
     super(json, source);
-    rejectUnsupported(this.reader, { interpolation_type: 'linear', timestep_type: 'discrete' });
+    for (const [key, value] of [['interpolation_type', 'linear'], ['timestep_type', 'discrete']] as const) this.reader.expectDefault(key, [null, value]);
   }
 
   override get initNoiseSigma(): number {
@@ -386,7 +377,7 @@ export class DPMSolverMultistepScheduler extends SigmaScheduler {
   constructor(json: JsonConfig = {}, source = 'scheduler config') {
     super(json, source);
     const c = this.reader;
-    rejectUnsupported(c, { algorithm_type: 'dpmsolver++', use_lu_lambdas: false, use_flow_sigmas: false, variance_type: null });
+    for (const [key, value] of [['algorithm_type', 'dpmsolver++'], ['use_lu_lambdas', false], ['use_flow_sigmas', false], ['variance_type', null]] as const) c.expectDefault(key, [null, value]);
     const order = c.int('solver_order', 2, 1);
     if (order > 2) throw new Error(`${source}: "solver_order": ${order} is not supported (1 or 2)`);
     this.solverOrder = order as 1 | 2;

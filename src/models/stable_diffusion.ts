@@ -47,8 +47,11 @@ export interface StableDiffusionComponents {
   vaeScaleFactor: number;
   /** unet/config.json `in_channels` (4). */
   latentChannels: number;
-  /** unet/config.json `sample_size` (64 for SD 1.5, 96 for SD 2.x 768): the default latent size. */
-  sampleSize: number;
+  /**
+   * unet/config.json `sample_size` (64 for SD 1.5, 96 for SD 2.x 768): the default latent size, an int or
+   * [height, width].
+   */
+  sampleSize: number | readonly [number, number];
 }
 
 export interface StableDiffusionLoadOptions {
@@ -98,7 +101,8 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
   readonly vaeScalingFactor: number;
   readonly vaeScaleFactor: number;
   readonly latentChannels: number;
-  readonly sampleSize: number;
+  /** The default latent size [height, width]. */
+  readonly sampleSize: readonly [number, number];
 
   constructor(c: StableDiffusionComponents) {
     this.tokenizer = c.tokenizer;
@@ -109,7 +113,7 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
     this.vaeScalingFactor = c.vaeScalingFactor;
     this.vaeScaleFactor = c.vaeScaleFactor;
     this.latentChannels = c.latentChannels;
-    this.sampleSize = c.sampleSize;
+    this.sampleSize = typeof c.sampleSize === 'number' ? [c.sampleSize, c.sampleSize] : c.sampleSize;
   }
 
   /**
@@ -137,8 +141,7 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
     };
     const unetConfig = new ConfigReader(readJson(joinPath(parts.unet.path, 'config.json')), joinPath(parts.unet.path, 'config.json'));
     const vaeConfig = new ConfigReader(readJson(joinPath(parts.vae.path, 'config.json')), joinPath(parts.vae.path, 'config.json'));
-    const vaeBlocks = vaeConfig.config.block_out_channels;
-    if (!Array.isArray(vaeBlocks) || vaeBlocks.length === 0) throw new Error(`${vaeConfig.source}: missing key "block_out_channels" (a list of channel counts)`);
+    const vaeBlocks = vaeConfig.ints('block_out_channels', [64]);
 
     let schedulerName = options.scheduler ?? parts.scheduler.className;
     if (!(schedulerName in SCHEDULERS)) {
@@ -155,8 +158,8 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
       tokenizer, textEncoder, unet, vae, scheduler,
       vaeScalingFactor: vaeConfig.number('scaling_factor', 0.18215),
       vaeScaleFactor: 2 ** (vaeBlocks.length - 1),
-      latentChannels: unetConfig.int('in_channels', undefined, 1),
-      sampleSize: unetConfig.int('sample_size', undefined, 1),
+      latentChannels: unetConfig.int('in_channels', 4, 1),
+      sampleSize: unetConfig.intOrPair('sample_size', 64),
     });
   }
 
@@ -227,8 +230,8 @@ export class StableDiffusionPipeline implements StableDiffusionComponents {
 
   #noise(batch: number, o: SampleOptions): Tensor {
     const f = this.vaeScaleFactor;
-    const height = o.height ?? this.sampleSize * f;
-    const width = o.width ?? this.sampleSize * f;
+    const height = o.height ?? this.sampleSize[0] * f;
+    const width = o.width ?? this.sampleSize[1] * f;
     if (height % f || width % f) throw new Error(`sample: height ${height} and width ${width} must be multiples of ${f}`);
     if (o.seed === undefined) throw new Error('sample: give `latents` or a `seed` for the initial noise');
     return randn([batch, this.latentChannels, height / f, width / f], { seed: o.seed });

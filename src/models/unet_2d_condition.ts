@@ -10,7 +10,8 @@ import { Conv2d, GroupNorm } from '../nn/layers.ts';
 import type { AttentionCapture } from './attention_capture.ts';
 import { Attention } from './diffusers/attention.ts';
 import { TimestepEmbedding, Timesteps } from './diffusers/embeddings.ts';
-import { type DiffusersConfig, type WeightsOptions, fromFolder } from './diffusers/loading.ts';
+import { type WeightsOptions, fromFolder } from './diffusers/loading.ts';
+import type { ConfigReader } from './pretrained.ts';
 import { CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D } from './diffusers/unet_blocks.ts';
 
 /** The config keys this implementation reads (diffusers names and defaults). */
@@ -25,7 +26,14 @@ export interface UNet2DConditionConfig {
   up_block_types: string[];
   block_out_channels: number[];
   layers_per_block: number[];
-  transformer_layers_per_block: number[];
+  /** Transformer depth after each resnet of each down block ([block][layer]). */
+  transformer_layers_per_block: number[][];
+  /** The same for each up block, in up order ([block][layer], layers_per_block + 1 per block). */
+  reverse_transformer_layers_per_block: number[][];
+  /** The same for the mid block's one transformer. */
+  mid_transformer_layers: number;
+  /** The default latent size [height, width] (an int in most configs). */
+  sample_size: [number, number];
   downsample_padding: number;
   mid_block_scale_factor: number;
   norm_num_groups: number | null;
@@ -49,37 +57,41 @@ const downTypes = ['CrossAttnDownBlock2D', 'DownBlock2D'];
 const upTypes = ['CrossAttnUpBlock2D', 'UpBlock2D'];
 
 /** Reads and checks a diffusers UNet2DConditionModel config (errors name the file and key). */
-export function unetConfig(cfg: DiffusersConfig): UNet2DConditionConfig {
-  const down = cfg.strings('down_block_types');
+export function unetConfig(cfg: ConfigReader): UNet2DConditionConfig {
+  // missing keys take diffusers' defaults (SD 1.x's layout)
+  const down = cfg.strings('down_block_types', ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D']);
   const n = down.length;
   down.forEach((t, i) => {
-    if (!downTypes.includes(t)) throw new Error(`${cfg.file}: down_block_types[${i}] is '${t}', an unknown block type (supported: ${downTypes.join(', ')})`);
+    if (!downTypes.includes(t)) throw new Error(`${cfg.source}: down_block_types[${i}] is '${t}', an unknown block type (supported: ${downTypes.join(', ')})`);
   });
-  const up = cfg.strings('up_block_types');
+  const up = cfg.strings('up_block_types', ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D']);
   if (up.length !== n) cfg.fail('up_block_types', `a list of ${n} block types (as many as down_block_types)`);
   up.forEach((t, i) => {
-    if (!upTypes.includes(t)) throw new Error(`${cfg.file}: up_block_types[${i}] is '${t}', an unknown block type (supported: ${upTypes.join(', ')})`);
+    if (!upTypes.includes(t)) throw new Error(`${cfg.source}: up_block_types[${i}] is '${t}', an unknown block type (supported: ${upTypes.join(', ')})`);
   });
-  const mid = cfg.values.mid_block_type === undefined ? 'UNetMidBlock2DCrossAttn' : cfg.values.mid_block_type;
+  const mid = cfg.config.mid_block_type === undefined ? 'UNetMidBlock2DCrossAttn' : cfg.config.mid_block_type;
   if (mid !== null && mid !== 'UNetMidBlock2DCrossAttn') {
-    throw new Error(`${cfg.file}: mid_block_type is ${JSON.stringify(mid)}, an unknown block type (supported: UNetMidBlock2DCrossAttn, null)`);
+    throw new Error(`${cfg.source}: mid_block_type is ${JSON.stringify(mid)}, an unknown block type (supported: UNetMidBlock2DCrossAttn, null)`);
   }
-  const channels = cfg.ints('block_out_channels');
+  const channels = cfg.ints('block_out_channels', [320, 640, 1280, 1280]);
   if (channels.length !== n) cfg.fail('block_out_channels', `a list of ${n} channel counts (one per down block)`);
   for (const [key, ok] of [
     ['class_embed_type', [null]], ['addition_embed_type', [null]], ['encoder_hid_dim', [null]], ['encoder_hid_dim_type', [null]],
     ['time_cond_proj_dim', [null]], ['num_class_embeds', [null]], ['dual_cross_attention', [null, false]],
     ['time_embedding_type', [null, 'positional']], ['resnet_time_scale_shift', [null, 'default']], ['attention_type', [null, 'default']],
-    ['act_fn', [null, 'silu']], ['time_embedding_act_fn', [null]], ['timestep_post_act', [null]], ['cross_attention_norm', [null]],
+    ['act_fn', [null, 'silu', 'swish']], ['time_embedding_act_fn', [null]], ['timestep_post_act', [null]], ['cross_attention_norm', [null]],
     ['resnet_skip_time_act', [null, false]], ['resnet_out_scale_factor', [null, 1]], ['class_embeddings_concat', [null, false]],
-    ['reverse_transformer_layers_per_block', [null]],
+    ['mid_block_only_cross_attention', [null, false]],
   ] as const) cfg.expectDefault(key, ok);
+  // diffusers: num_attention_heads = num_attention_heads or attention_head_dim (SD 1.x configs name the head count so)
   const heads = cfg.has('num_attention_heads') ? cfg.perBlock('num_attention_heads', n) : cfg.perBlock('attention_head_dim', n, 8);
-  const groups = cfg.values.norm_num_groups === null ? null : cfg.int('norm_num_groups', 32);
-  if (groups === null) throw new Error(`${cfg.file}: norm_num_groups null (no output norm) is not supported`);
+  if (cfg.config.norm_num_groups === null) throw new Error(`${cfg.source}: "norm_num_groups": null (no output norm) is not supported`);
+  const groups = cfg.int('norm_num_groups', 32, 1);
+  const layers = cfg.perBlock('layers_per_block', n, 2);
+  const depths = transformerDepths(cfg, layers);
   const c: UNet2DConditionConfig = {
-    in_channels: cfg.int('in_channels', 4),
-    out_channels: cfg.int('out_channels', 4),
+    in_channels: cfg.int('in_channels', 4, 1),
+    out_channels: cfg.int('out_channels', 4, 1),
     center_input_sample: cfg.bool('center_input_sample', false),
     flip_sin_to_cos: cfg.bool('flip_sin_to_cos', true),
     freq_shift: cfg.number('freq_shift', 0),
@@ -87,8 +99,11 @@ export function unetConfig(cfg: DiffusersConfig): UNet2DConditionConfig {
     mid_block_type: mid,
     up_block_types: up,
     block_out_channels: channels,
-    layers_per_block: cfg.perBlock('layers_per_block', n, 2),
-    transformer_layers_per_block: cfg.perBlock('transformer_layers_per_block', n, 1),
+    layers_per_block: layers,
+    transformer_layers_per_block: depths.down,
+    reverse_transformer_layers_per_block: depths.up,
+    mid_transformer_layers: depths.mid,
+    sample_size: cfg.intOrPair('sample_size', 64),
     downsample_padding: cfg.int('downsample_padding', 1),
     mid_block_scale_factor: cfg.number('mid_block_scale_factor', 1),
     norm_num_groups: groups,
@@ -97,15 +112,52 @@ export function unetConfig(cfg: DiffusersConfig): UNet2DConditionConfig {
     num_attention_heads: heads,
     only_cross_attention: cfg.perBlockBool('only_cross_attention', n, false),
     use_linear_projection: cfg.bool('use_linear_projection', false),
-    time_embed_dim: cfg.has('time_embedding_dim') ? cfg.int('time_embedding_dim') : channels[0]! * 4,
-    conv_in_kernel: cfg.int('conv_in_kernel', 3),
-    conv_out_kernel: cfg.int('conv_out_kernel', 3),
+    time_embed_dim: cfg.has('time_embedding_dim') ? cfg.int('time_embedding_dim', undefined, 1) : channels[0]! * 4,
+    conv_in_kernel: cfg.int('conv_in_kernel', 3, 1),
+    conv_out_kernel: cfg.int('conv_out_kernel', 3, 1),
   };
   channels.forEach((ch, i) => {
-    if (ch % heads[i]! !== 0) cfg.fail('attention_head_dim', `a head count dividing block_out_channels[${i}] = ${ch} (num_attention_heads, or attention_head_dim in SD 1.x configs)`);
+    if (ch % heads[i]! !== 0) cfg.fail(cfg.has('num_attention_heads') ? 'num_attention_heads' : 'attention_head_dim', `a head count dividing block_out_channels[${i}] = ${ch} (num_attention_heads, or attention_head_dim in SD 1.x configs)`);
     if (ch % groups !== 0) cfg.fail('norm_num_groups', `a divisor of every block_out_channels entry (${ch})`);
   });
   return c;
+}
+
+/**
+ * transformer_layers_per_block as diffusers reads it: an int, a list with one int per down block, or (SDXL-style
+ * asymmetric UNets) a list of per-layer lists, which then needs reverse_transformer_layers_per_block for the up
+ * blocks. Without it the up blocks take the down blocks' depths in reverse; the mid block takes the last's.
+ */
+function transformerDepths(cfg: ConfigReader, layers: number[]): { down: number[][]; up: number[][]; mid: number } {
+  const n = layers.length;
+  const key = 'transformer_layers_per_block';
+  const v = cfg.config[key] ?? 1;
+  const isDepth = (x: unknown) => Number.isInteger(x) && (x as number) >= 1;
+  const perLayer = (x: unknown, count: number): number[] | undefined => {
+    if (isDepth(x)) return Array<number>(count).fill(x as number);
+    if (Array.isArray(x) && x.length === count && x.every(isDepth)) return x as number[];
+    return undefined;
+  };
+  const what = `a positive integer, a list of ${n} of them (one per down block), or a list of ${n} per-layer lists`;
+  let down: number[][];
+  if (isDepth(v)) down = layers.map((l) => Array<number>(l).fill(v as number));
+  else if (Array.isArray(v) && v.length === n) {
+    const lists = v.map((x, i) => perLayer(x, layers[i]!));
+    if (lists.some((l) => !l)) cfg.fail(key, `${what} (block i's list has layers_per_block[i] entries)`);
+    down = lists as number[][];
+  } else cfg.fail(key, what);
+  const nested = Array.isArray(v) && v.some(Array.isArray);
+  const reverse = cfg.config.reverse_transformer_layers_per_block;
+  let up: number[][];
+  if (reverse === undefined || reverse === null) {
+    if (nested) throw new Error(`${cfg.source}: "${key}" lists per-layer depths, which needs "reverse_transformer_layers_per_block" for the up blocks (as diffusers)`);
+    up = down.map((d, r) => Array<number>(layers[r]! + 1).fill(d[0]!)).reverse();
+  } else {
+    const lists = Array.isArray(reverse) && reverse.length === n ? reverse.map((x, i) => perLayer(x, layers[n - 1 - i]! + 1)) : [undefined];
+    if (lists.some((l) => !l)) cfg.fail('reverse_transformer_layers_per_block', `a list of ${n} per-layer lists (up block i has layers_per_block + 1 layers)`);
+    up = lists as number[][];
+  }
+  return { down, up, mid: down[n - 1]![0]! };
 }
 
 type DownBlock = DownBlock2D | CrossAttnDownBlock2D;
@@ -130,8 +182,8 @@ export class UNet2DConditionModel extends Module {
     const n = ch.length;
     const groups = c.norm_num_groups!;
     const temb = c.time_embed_dim;
-    const transformer = (i: number, heads: number, layers: number) => ({
-      heads, dimHead: ch[i]! / heads, numLayers: layers, crossAttentionDim: c.cross_attention_dim[i]!,
+    const transformer = (i: number, heads: number, depths: number[]) => ({
+      heads, dimHead: ch[i]! / heads, depths, crossAttentionDim: c.cross_attention_dim[i]!,
       useLinearProjection: c.use_linear_projection, onlyCrossAttention: c.only_cross_attention[i]!,
     });
     this.timeProj = this.module('time_proj', new Timesteps(ch[0]!, c.flip_sin_to_cos, c.freq_shift));
@@ -149,7 +201,7 @@ export class UNet2DConditionModel extends Module {
     this.midBlock = c.mid_block_type
       ? this.module('mid_block', new UNetMidBlock2DCrossAttn(ch[n - 1]!, {
         numLayers: 1, tembChannels: temb, groups, eps: c.norm_eps, outputScaleFactor: c.mid_block_scale_factor,
-        transformer: transformer(n - 1, c.num_attention_heads[n - 1]!, c.transformer_layers_per_block[n - 1]!),
+        transformer: transformer(n - 1, c.num_attention_heads[n - 1]!, [c.mid_transformer_layers]),
       }))
       : undefined;
 
@@ -158,7 +210,7 @@ export class UNet2DConditionModel extends Module {
       const r = n - 1 - i;
       const o = {
         numLayers: c.layers_per_block[r]! + 1, tembChannels: temb, groups, eps: c.norm_eps, addUpsample: i < n - 1,
-        transformer: type === 'CrossAttnUpBlock2D' ? transformer(r, c.num_attention_heads[r]!, c.transformer_layers_per_block[r]!) : undefined,
+        transformer: type === 'CrossAttnUpBlock2D' ? transformer(r, c.num_attention_heads[r]!, c.reverse_transformer_layers_per_block[i]!) : undefined,
       };
       const args = [ch[Math.max(r - 1, 0)]!, ch[Math.min(r + 1, n - 1)]!, ch[r]!, o] as const;
       return type === 'CrossAttnUpBlock2D' ? new CrossAttnUpBlock2D(...args) : new UpBlock2D(...args);

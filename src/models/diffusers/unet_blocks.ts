@@ -16,8 +16,8 @@ export interface BlockOptions {
   tembChannels?: number;
   groups: number;
   eps: number;
-  /** The cross-attention transformers of Cross* blocks. */
-  transformer?: Omit<Transformer2DOptions, 'normNumGroups'>;
+  /** The cross-attention transformers of Cross* blocks; `depths[i]`: transformer blocks after resnet i. */
+  transformer?: Omit<Transformer2DOptions, 'normNumGroups' | 'numLayers'> & { depths: number[] };
 }
 
 /** What a down block hands on: its output and the skip connections for the up path. */
@@ -28,8 +28,8 @@ export interface DownOutput {
 
 function transformers(n: number, channels: number, o: BlockOptions): ModuleList<Transformer2DModel> | undefined {
   if (!o.transformer) return undefined;
-  const t = o.transformer;
-  return new ModuleList(Array.from({ length: n }, () => new Transformer2DModel(channels, { ...t, normNumGroups: o.groups })));
+  const { depths, ...t } = o.transformer;
+  return new ModuleList(Array.from({ length: n }, (_, i) => new Transformer2DModel(channels, { ...t, numLayers: depths[i]!, normNumGroups: o.groups })));
 }
 
 /** DownBlock2D: resnets, then an optional stride-2 downsampler; every output is a skip connection. */

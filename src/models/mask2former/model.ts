@@ -4,7 +4,7 @@
 
 import { Tensor, tidy } from '../../engine/tensor.ts';
 import { loadSafetensors } from '../../io/safetensors.ts';
-import { nodeFs } from '../../io/fs.ts';
+import { findWeights, joinPath, readJson } from '../pretrained.ts';
 import { Module } from '../../nn/module.ts';
 import { Linear } from '../../nn/layers.ts';
 import { type Mask2FormerConfig, parseMask2FormerConfig } from './config.ts';
@@ -87,16 +87,10 @@ export class Mask2FormerForUniversalSegmentation extends Module {
 
   /** Loads `dir`/config.json (transformers Mask2FormerConfig) and `dir`/model.safetensors (strict), in eval mode. */
   static fromPretrained(dir: string): Mask2FormerForUniversalSegmentation {
-    const fs = nodeFs('Mask2FormerForUniversalSegmentation.fromPretrained');
-    const configPath = `${dir}/config.json`;
-    let json: Record<string, unknown>;
-    try {
-      json = JSON.parse(new TextDecoder().decode(fs.readFileSync(configPath))) as Record<string, unknown>;
-    } catch (e) {
-      throw new Error(`Mask2FormerForUniversalSegmentation.fromPretrained: cannot read ${configPath}: ${(e as Error).message}`);
-    }
+    const configPath = joinPath(dir, 'config.json');
+    const json = readJson(configPath);
     const m = new Mask2FormerForUniversalSegmentation(parseMask2FormerConfig(json, configPath));
-    const weights = loadSafetensors(`${dir}/model.safetensors`);
+    const weights = loadSafetensors(findWeights(dir, ['model']));
     try {
       m.loadStateDict(weights);
     } finally {

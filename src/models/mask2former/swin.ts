@@ -4,7 +4,8 @@
 // config.window_size and odd blocks shift by window/2, however small the stage map.
 
 import { Tensor, shapeStr, tidy } from '../../engine/tensor.ts';
-import { add, compare, gelu, mul } from '../../kernels/elementwise.ts';
+import { add, compare, mul } from '../../kernels/elementwise.ts';
+import { activate } from '../pretrained.ts';
 import type { Generator } from '../../kernels/random.ts';
 import { indexSelect } from '../../kernels/gather.ts';
 import { scaledDotProductAttention } from '../../kernels/attention.ts';
@@ -58,9 +59,9 @@ class SwinPatchEmbeddings extends Module {
 
   /** pixel values [B, C, H, W] (zero-padded right/bottom to patch multiples) → [B, h·w, embed] and (h, w). */
   forward(x: Tensor): { tokens: Tensor; dims: [number, number] } {
-    const p = this.c.patchSize;
+    const [ph, pw] = this.c.patchSize;
     const [, , H, W] = x.shape as [number, number, number, number];
-    const padded = H % p || W % p ? pad(x, [0, (p - (W % p)) % p, 0, (p - (H % p)) % p]) : x;
+    const padded = H % ph || W % pw ? pad(x, [0, (pw - (W % pw)) % pw, 0, (ph - (H % ph)) % ph]) : x;
     const y = this.projection.forward(padded);
     const [B, C, h, w] = y.shape as [number, number, number, number];
     return { tokens: permute(reshape(y, [B, C, h * w]), [0, 2, 1]), dims: [h, w] };
@@ -138,8 +139,10 @@ class SwinLayer extends Module {
   readonly layernormAfter: LayerNorm;
   readonly intermediate: Dense;
   readonly output: Dense;
+  readonly act: SwinConfig['hiddenAct'];
   constructor(dim: number, heads: number, readonly ws: number, readonly shift: number, c: SwinConfig, readonly dropPathRate = 0) {
     super();
+    this.act = c.hiddenAct;
     const hidden = Math.floor(c.mlpRatio * dim);
     this.layernormBefore = this.module('layernorm_before', new LayerNorm(dim, { eps: c.layerNormEps }));
     this.attention = this.module('attention', new SwinAttention(dim, heads, ws, c.qkvBias));
@@ -176,7 +179,7 @@ class SwinLayer extends Module {
     if (Hp !== H) back = slice(back, 1, 0, H);
     if (Wp !== W) back = slice(back, 2, 0, W);
     const y = add(x, this.dropPath(reshape(back, [B, H * W, C]), random));
-    const mlp = this.output.dense.forward(gelu(this.intermediate.dense.forward(this.layernormAfter.forward(y))));
+    const mlp = this.output.dense.forward(activate(this.act, this.intermediate.dense.forward(this.layernormAfter.forward(y))));
     return add(y, this.dropPath(mlp, random));
   }
 }

@@ -4,6 +4,7 @@
 
 import { Tensor, tidy } from '../../engine/tensor.ts';
 import { add, compare, maximum, relu, sigmoid } from '../../kernels/elementwise.ts';
+import { activate } from '../pretrained.ts';
 import { linear, matmul } from '../../kernels/matmul.ts';
 import { sum } from '../../kernels/reduce.ts';
 import { interpolate } from '../../kernels/resample.ts';
@@ -89,9 +90,11 @@ class DecoderLayer extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
   readonly finalLayerNorm: LayerNorm;
+  readonly act: Mask2FormerConfig['activationFunction'];
   constructor(c: Mask2FormerConfig) {
     super();
     const d = c.hiddenDim;
+    this.act = c.activationFunction;
     this.selfAttn = this.module('self_attn', new SelfAttention(d, c.numAttentionHeads));
     this.selfAttnLayerNorm = this.module('self_attn_layer_norm', new LayerNorm(d));
     this.crossAttn = this.module('cross_attn', new MultiheadAttention(d, c.numAttentionHeads));
@@ -105,7 +108,7 @@ class DecoderLayer extends Module {
     const cross = this.crossAttn.forward(add(h, queryPos), add(memory, memoryPos), memory, keep);
     const h1 = this.crossAttnLayerNorm.forward(add(h, cross));
     const h2 = this.selfAttnLayerNorm.forward(add(h1, this.selfAttn.forward(h1, queryPos)));
-    return this.finalLayerNorm.forward(add(h2, this.fc2.forward(relu(this.fc1.forward(h2)))));
+    return this.finalLayerNorm.forward(add(h2, this.fc2.forward(activate(this.act, this.fc1.forward(h2)))));
   }
 }
 
