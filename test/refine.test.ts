@@ -123,6 +123,23 @@ function iou(pred: Uint8Array, truth: Uint8Array, id: number): number {
 
 const kinds = Object.keys(degradations) as Degradation[];
 
+let fineNets: Promise<{ net: AffinityNet; untrained: AffinityNet }> | undefined;
+
+/** affinityNetFine trained as fineRefinement says on 6 degraded training-split images, and its initial weights; trained once, shared by the tests below. */
+function trainedFine(): Promise<{ net: AffinityNet; untrained: AffinityNet }> {
+  fineNets ??= (async () => {
+    manualSeed(1);
+    const net = new AffinityNet(affinityNetFine);
+    const untrained = new AffinityNet(affinityNetFine);
+    untrained.loadStateDict(net.stateDict());
+    const train = Array.from({ length: 6 }, (_, k) => sample(splitSeed('train', k), kinds[k % 3]!));
+    await trainAffinityNet(net, train, { ...fineRefinement.train, batchSize: 2 });
+    for (const s of train) s.image.dispose();
+    return { net, untrained };
+  })();
+  return fineNets;
+}
+
 // Issue 6: blurred, eroded and dilated masks all get closer to the truth after refinement with an AffinityNet
 // trained here (6 training-split images with degraded masks, fineRefinement's 300 steps) and applied to 8
 // validation images per degradation. The learning is what does it: the same net untrained makes every mask
@@ -130,13 +147,7 @@ const kinds = Object.keys(degradations) as Degradation[];
 // the five validation offsets / init seeds tried), +0.05 (erosion and dilation gained 0.075–0.19 there).
 // Printed besides: sharp reference affinities (features = the true object indicator), the walk's ceiling.
 test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth after refinement with an AffinityNet trained here', async () => {
-  manualSeed(1);
-  const net = new AffinityNet(affinityNetFine);
-  const untrained = new AffinityNet(affinityNetFine);
-  untrained.loadStateDict(net.stateDict());
-  const train = Array.from({ length: 6 }, (_, k) => sample(splitSeed('train', k), kinds[k % 3]!));
-  await trainAffinityNet(net, train, { ...fineRefinement.train, batchSize: 2 });
-  for (const s of train) s.image.dispose();
+  const { net, untrained } = await trainedFine();
   const { walk } = fineRefinement;
   const band = defaultBand;
   const scores: Record<string, { before: number; learned: number; untrained: number; reference: number }> = {};
@@ -165,32 +176,40 @@ test('ShapeWorld: blurred, eroded and dilated masks get closer to the truth afte
     assert.ok(scores[kind]!.untrained < scores[kind]!.learned, `${kind}: training is what helps: ${f(kind)}`);
     assert.ok(scores[kind]!.reference > scores[kind]!.before + margin[kind], `${kind} with reference affinities: IoU ${f(kind)}`);
   }
-  net.dispose();
-  untrained.dispose();
 });
 
+// The folder form of the test above, with its trained net: 4 validation images (blurred, eroded, dilated,
+// blurred masks) refined from VOC folders, mIoU against the truth. Measured with nets trained as trainedFine
+// from init seeds 1–4, on the 4 images from validation offsets 10, 20, 30 and 40: mIoU gains 0.052–0.093
+// (seed 1, offset 10, as here: 0.712 → 0.798; eroded masks only: gains 0.057–0.099); the untrained net takes
+// this folder to 0.476. Margin +0.03. A net trained on 3 images for 100 or 150 steps was not reliable (seed 1
+// gained 0.002–0.045 or made a folder worse), so the test shares the net above rather than training a cheaper one.
 test('refineFolder: VOC folders in, refined masks out, before/after mIoU logged against the truth', async () => {
   const fs = process.getBuiltinModule('node:fs');
   const root = fs.mkdtempSync('/tmp/freemask-refine-');
   const [images, masks, out] = [`${root}/images`, `${root}/masks`, `${root}/out`];
   makeVocFolders(images);
   makeVocFolders(masks);
-  for (let k = 0; k < 2; k++) {
-    const s = sample(splitSeed('val', 10 + k), 'erode');
+  const n = 4;
+  for (let k = 0; k < n; k++) {
+    const s = sample(splitSeed('val', 10 + k), kinds[k % 3]!);
     await writeVocSample(images, { id: `sw${k}`, width: S, height: S, image: s.rgb, semantic: s.truth });
     await writeVocSample(masks, { id: `sw${k}`, width: S, height: S, semantic: s.mask });
+    s.image.dispose();
   }
-  manualSeed(2);
-  const net = new AffinityNet({ inChannels: 3, downChannels: [4, 4], stageChannels: [4, 4, 4], projectionChannels: [2, 2, 2], featureChannels: 4 });
+  const { net, untrained } = await trainedFine();
   const lines: string[] = [];
   const r = await refineFolder({ images, masks, out, truth: images, net, walk: fineRefinement.walk, log: (l) => lines.push(l) });
-  assert.is(r.count, 2);
+  assert.is(r.count, n);
   assert.ok(r.before! > 0 && r.before! < 1 && r.after! > 0);
-  // hard masks (no 255 pixels) get a band of their own, so the refinement changes something
-  assert.ok(r.after !== r.before, `refined masks differ from the initial ones (mIoU ${r.before} → ${r.after})`);
-  assert.match(lines[0]!, /refined 2 masks: mIoU \d+\.\d+ → \d+\.\d+/);
-  assert.ok(fs.existsSync(`${out}/SegmentationClass/sw1.png`));
+  // hard masks (no 255 pixels) get a band of their own, where the trained walk moves the boundaries to the truth
+  assert.ok(r.after! > r.before! + 0.03, `refined masks are closer to the truth: mIoU ${r.before} → ${r.after}`);
+  assert.match(lines[0]!, /refined 4 masks: mIoU \d+\.\d+ → \d+\.\d+/);
+  assert.ok(fs.existsSync(`${out}/SegmentationClass/sw3.png`));
   fs.rmSync(root, { recursive: true });
+  net.dispose();
+  untrained.dispose();
+  fineNets = undefined;
 });
 
 test.run();
