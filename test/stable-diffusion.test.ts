@@ -13,7 +13,7 @@ import { DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler } fr
 import { UNet2DConditionModel } from '../src/models/unet_2d_condition.ts';
 import { AutoencoderKL } from '../src/models/autoencoder_kl.ts';
 import { generateSingleObject } from '../src/pipeline/single_object.ts';
-import type { UNetPlace } from '../src/pipeline/attention_mask.ts';
+import type { AttentionRecord, UNetPlace } from '../src/pipeline/attention_mask.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const os = process.getBuiltinModule('node:os');
@@ -103,6 +103,77 @@ test('pipeline: guided DDIM run with the real UNet2DConditionModel of ../unet re
   model.dispose();
 });
 
+/** Bilinear resize of a row-major [h, w] map to [H, W], PyTorch's alignCorners false: src = (dst + ½)·in/out − ½, clamped at 0. */
+function bilinearCpu(map: Float64Array, [h, w]: [number, number], [H, W]: [number, number]): Float64Array {
+  const axis = (o: number, n: number, N: number): [number, number, number] => {
+    const src = Math.max((o + 0.5) * (n / N) - 0.5, 0);
+    const i0 = Math.min(Math.floor(src), n - 1);
+    return [i0, Math.min(i0 + 1, n - 1), src - i0];
+  };
+  const out = new Float64Array(H * W);
+  for (let y = 0; y < H; y++) {
+    const [y0, y1, fy] = axis(y, h, H);
+    for (let x = 0; x < W; x++) {
+      const [x0, x1, fx] = axis(x, w, W);
+      const at = (yy: number, xx: number) => map[yy * w + xx]!;
+      out[y * W + x] = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x1)) + fy * ((1 - fx) * at(y1, x0) + fx * at(y1, x1));
+    }
+  }
+  return out;
+}
+
+/**
+ * The class heat map from attention records by the definitions (attention_mask.ts's file comment), in float64 on
+ * the CPU: the tokens' cross-attention at each chosen resolution, averaged over layers (places), heads and
+ * tokens, resized to the self-attention grid and divided by its maximum; averaged over resolutions; multiplied
+ * τ times by the self-attention matrix (averaged over layers and heads); resized to the image; min–max normalised.
+ * Also gives the map's range before the normalisation.
+ */
+async function heatMapCpu(
+  records: readonly AttentionRecord[], tokens: readonly number[], image: [number, number],
+  cfg: { crossResolutions: number[]; places: UNetPlace[]; selfAttention: { resolution: number; tau: number } },
+): Promise<{ heat: Float64Array; range: number }> {
+  const pick = (kind: 'cross' | 'self', height: number) => records.filter((r) => r.kind === kind && r.height === height && cfg.places.includes(r.place));
+  /** Mean over records and heads of probs [heads, rows, cols]: [rows · cols]. */
+  const meanProbs = async (recs: AttentionRecord[]) => {
+    assert.ok(recs.length > 0, 'records to average');
+    const [, rows, cols] = recs[0]!.probs.shape as [number, number, number];
+    const acc = new Float64Array(rows * cols);
+    let maps = 0;
+    for (const r of recs) {
+      const p = await r.probs.toArray();
+      const heads = r.probs.shape[0]!;
+      for (let i = 0; i < heads * rows * cols; i++) acc[i % (rows * cols)]! += p[i]!;
+      maps += heads;
+    }
+    return { rows, cols, mean: acc.map((v) => v / maps) };
+  };
+  const selfRecs = pick('self', cfg.selfAttention.resolution);
+  const grid: [number, number] = [selfRecs[0]!.height, selfRecs[0]!.width];
+  let heat = new Float64Array(grid[0] * grid[1]);
+  for (const res of cfg.crossResolutions) {
+    const recs = pick('cross', res);
+    const { rows, cols, mean } = await meanProbs(recs);
+    const tokenMap = Float64Array.from({ length: rows }, (_, q) => tokens.reduce((a, t) => a + mean[q * cols + t]!, 0) / tokens.length);
+    const up = bilinearCpu(tokenMap, [res, recs[0]!.width], grid);
+    const top = Math.max(...up);
+    up.forEach((v, i) => (heat[i]! += v / (top + 1e-12) / cfg.crossResolutions.length));
+  }
+  const { mean: A } = await meanProbs(selfRecs);
+  const n = grid[0] * grid[1];
+  for (let k = 0; k < cfg.selfAttention.tau; k++) {
+    const v = heat;
+    heat = Float64Array.from({ length: n }, (_, i) => {
+      let s = 0;
+      for (let j = 0; j < n; j++) s += A[i * n + j]! * v[j]!;
+      return s;
+    });
+  }
+  const full = bilinearCpu(heat, grid, image);
+  const [lo, hi] = [Math.min(...full), Math.max(...full)];
+  return { heat: full.map((v) => (v - lo) / (hi - lo + 1e-12)), range: hi - lo };
+}
+
 test('generateSingleObject: the real UNet and VAE, attention captured per layer, mask thresholded from the class heat map', async () => {
   const textEncoder = new CLIPTextModel(clipTextConfig({ ...tinyText, hidden_size: 32, intermediate_size: 64 }));
   let seed = 40;
@@ -113,7 +184,7 @@ test('generateSingleObject: the real UNet and VAE, attention captured per layer,
     vaeScalingFactor: 0.18215, vaeScaleFactor: 2, latentChannels: 4, sampleSize: 16,
   });
   const preset = { crossResolutions: [8], places: ['down', 'mid', 'up'] as UNetPlace[], selfAttention: { resolution: 16, tau: 2 }, normalise: 'minmax' as const, threshold: { kind: 'fixed' as const, value: 0.6, uncertainFrom: 0.5 } };
-  const r = await generateSingleObject(pipe, 'potted plant', { seed: 2, numInferenceSteps: 3, mask: preset, classId: 16 });
+  const r = await generateSingleObject(pipe, 'potted plant', { seed: 2, numInferenceSteps: 3, mask: preset, classId: 16, keepRecords: true });
   assert.is(r.prompt, 'a photo of a potted plant');
   assert.equal([...r.image.shape], [1, 3, 32, 32]);
   assert.is(r.heat.length, 32 * 32);
@@ -122,6 +193,16 @@ test('generateSingleObject: the real UNet and VAE, attention captured per layer,
   const expected = Uint8Array.from(r.heat, (h) => (h >= 0.6 ? 16 : h >= 0.5 ? 255 : 0));
   assert.equal([...r.mask], [...expected]);
   assert.ok(expected.includes(16) && expected.includes(0), 'both object and background present');
+  // the heat map is the preset's maths on the captured probabilities: the same in float64 on the CPU. Before the
+  // normalisation the two agree to f32 rounding (4e-7 measured, values ≈ 0.73); min–max then divides by the
+  // map's range, only ≈ 1.1e-3 here (two self-attention steps of this random UNet flatten the map), which
+  // magnifies that rounding ≈ 900× (4e-4 measured). So the tolerance is 1e-6 in the map's own units: 1e-6 / range.
+  const records = r.records!;
+  assert.equal(new Set(records.map((x) => `${x.kind}:${x.height}`)), new Set(['cross:16', 'cross:8', 'self:16', 'self:8']), 'cross and self records at both levels');
+  const tokens = pipe.tokenizer.tokenSpans(r.prompt, 'potted plant').flat();
+  const cpu = await heatMapCpu(records, tokens, [32, 32], preset);
+  assertClose(r.heat, cpu.heat, 1e-6 / cpu.range, `heat map against the CPU computation from the captured attention (range ${cpu.range} before normalising)`);
+  for (const x of records) x.probs.dispose();
   r.image.dispose();
 });
 

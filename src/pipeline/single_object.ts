@@ -4,7 +4,7 @@
 import { Tensor } from '../engine/tensor.ts';
 import { AttentionCapture } from '../models/attention_capture.ts';
 import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
-import { type AttentionMaskConfig, DATASET_DIFFUSION_PRESET, attentionMask, recordsFromCapture } from './attention_mask.ts';
+import { type AttentionMaskConfig, type AttentionRecord, DATASET_DIFFUSION_PRESET, attentionMask, recordsFromCapture } from './attention_mask.ts';
 
 export interface SingleObjectOptions {
   seed?: number;
@@ -16,6 +16,12 @@ export interface SingleObjectOptions {
   mask?: AttentionMaskConfig;
   /** Label written for the object (default 1). */
   classId?: number;
+  /**
+   * Return the attention records the heat map was computed from (`records` of the result: every captured
+   * layer of the prompt's batch element, averaged over the steps); the caller then disposes their `probs`.
+   * Default false: they are freed here.
+   */
+  keepRecords?: boolean;
 }
 
 export interface SingleObjectResult {
@@ -26,6 +32,8 @@ export interface SingleObjectResult {
   heat: Float32Array;
   /** [H·W]: 0 background, `classId`, 255 uncertain. */
   mask: Uint8Array;
+  /** With `keepRecords`: the attention records behind `heat` (owned by the caller); otherwise absent. */
+  records?: AttentionRecord[];
 }
 
 /** One image of `className` with its mask from the attention of the sampling run that made it. */
@@ -36,7 +44,8 @@ export async function generateSingleObject(pipe: StableDiffusionPipeline, classN
   const capture = new AttentionCapture({ cross: true, self: !!mask.selfAttention, mode: 'per-layer' });
   const promptEmbeds = pipe.encodePrompt([prompt]);
   let latents: Tensor | undefined;
-  let records: ReturnType<typeof recordsFromCapture> = [];
+  let records: AttentionRecord[] = [];
+  let handedOver = false;
   try {
     latents = pipe.sample({ promptEmbeds, numInferenceSteps, guidanceScale, seed: o.seed, height: o.height, width: o.width, unetOptions: { capture } });
     const image = pipe.decodeLatents(latents);
@@ -44,9 +53,10 @@ export async function generateSingleObject(pipe: StableDiffusionPipeline, classN
     records = recordsFromCapture(capture, guidanceScale > 1 ? 1 : 0);
     const [H, W] = image.shape.slice(2) as [number, number];
     const result = await attentionMask(records, [{ id: classId, tokens }], [H, W], mask);
-    return { prompt, image, heat: result.heat[0]!, mask: result.mask };
+    handedOver = !!o.keepRecords;
+    return { prompt, image, heat: result.heat[0]!, mask: result.mask, ...(handedOver ? { records } : {}) };
   } finally {
-    for (const r of records) r.probs.dispose();
+    if (!handedOver) for (const r of records) r.probs.dispose();
     capture.dispose();
     promptEmbeds.dispose();
     latents?.dispose();
