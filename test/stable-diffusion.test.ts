@@ -219,6 +219,11 @@ test('pipeline: prompts are tokenized to 77 ids and encoded; guidance off runs o
   assert.equal(calls, [2, 2, 2]);
   assert.throws(() => pipe.sample({ promptEmbeds: embeds, numInferenceSteps: 2 }), /give `latents` or a `seed`/);
   assert.throws(() => pipe.sample({ promptEmbeds: embeds, numInferenceSteps: 2, seed: 1, height: 30 }), /multiples of 8/);
+  // the default size is sample_size (an int or [height, width]) latents
+  const pair = new StableDiffusionPipeline({ ...pipe, sampleSize: [2, 3] });
+  const byDefault = pair.sample({ promptEmbeds: embeds, guidanceScale: 1, numInferenceSteps: 1, seed: 5 });
+  assert.equal([...byDefault.shape], [2, 4, 2, 3]);
+  byDefault.dispose();
   const { images } = pipe.generate(['a cat'], { guidanceScale: 3, numInferenceSteps: 2, seed: 1 });
   assert.equal([...images.shape], [1, 4, 16, 16]);
 });
@@ -239,7 +244,7 @@ async function pipelineFolder(): Promise<string> {
   fs.copyFileSync(`${conformanceDir}/clip_text/config.json`, `${te}/config.json`);
   fs.copyFileSync(`${conformanceDir}/clip_text/model.safetensors`, `${te}/model.fp16.safetensors`);
   fs.copyFileSync(`${conformanceDir}/ddim/config.json`, `${sub('scheduler')}/scheduler_config.json`);
-  fs.writeFileSync(`${sub('unet')}/config.json`, JSON.stringify({ in_channels: 4, sample_size: 8 }));
+  fs.writeFileSync(`${sub('unet')}/config.json`, JSON.stringify({ in_channels: 4, sample_size: [8, 12] }));
   fs.writeFileSync(`${sub('vae')}/config.json`, JSON.stringify({ block_out_channels: [4, 8, 8], scaling_factor: 0.13025 }));
   return dir;
 }
@@ -259,7 +264,7 @@ test('pipeline: fromPretrained reads model_index.json and the five subfolders (f
   assert.match(warnings[0]!, /PNDMScheduler is not implemented; sampling with DDIMScheduler/);
   assert.is(pipe.vaeScalingFactor, 0.13025);
   assert.is(pipe.vaeScaleFactor, 4);
-  assert.is(pipe.sampleSize, 8);
+  assert.equal(pipe.sampleSize, [8, 12]); // sample_size as a pair [height, width]
   assert.is(pipe.latentChannels, 4);
   assert.is(pipe.textEncoder.config.hiddenSize, 32);
   assert.equal(pipe.tokenizer.encode('a photo of a cat').slice(0, 7), [49406, 320, 1125, 539, 320, 2368, 49407]);
@@ -300,9 +305,9 @@ test('pipeline: a missing model_index.json, key, subfolder, config key or weight
   fs.rmSync(`${noVae}/vae`, { recursive: true });
   await assertRejects(StableDiffusionPipeline.fromPretrained(noVae, loaders), /the vae folder is missing \(model_index\.json lists AutoencoderKL\)/);
 
-  const noInChannels = await pipelineFolder();
-  fs.writeFileSync(`${noInChannels}/unet/config.json`, JSON.stringify({ sample_size: 8 }));
-  await assertRejects(StableDiffusionPipeline.fromPretrained(noInChannels, loaders), /unet\/config\.json: missing key "in_channels"/);
+  const badInChannels = await pipelineFolder();
+  fs.writeFileSync(`${badInChannels}/unet/config.json`, JSON.stringify({ in_channels: 0, sample_size: 8 }));
+  await assertRejects(StableDiffusionPipeline.fromPretrained(badInChannels, loaders), /unet\/config\.json: "in_channels" must be an integer >= 1, got 0/);
 
   const noWeights = await pipelineFolder();
   fs.unlinkSync(`${noWeights}/text_encoder/model.fp16.safetensors`);
