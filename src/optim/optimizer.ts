@@ -1,9 +1,11 @@
 // The optimizer base: parameters, per-parameter state, and a state dict that round-trips through safetensors
-// so training resumes exactly. Updates run on the GPU, one kernel per parameter that rewrites the parameter
+// so training resumes exactly. Updates run on the GPU, one dispatch per parameter that rewrites the parameter
 // and its state in place. Hyperparameters reach the kernels through a small tensor rather than WGSL
-// constants, so changing the learning rate (or reaching a new step's bias correction) compiles nothing.
+// constants, so changing the learning rate (or reaching a new step's bias correction) compiles nothing; the
+// element count is read at run time too, so one pipeline per update rule serves every parameter shape (a
+// model has dozens of distinct sizes, each a pipeline to compile on a first step otherwise).
 
-import { grid1d, launch } from '../engine/kernel.ts';
+import { launch, workgroupSize } from '../engine/kernel.ts';
 import { Tensor, keep, shapeStr } from '../engine/tensor.ts';
 import { SafetensorsReader } from '../io/safetensors.ts';
 
@@ -178,20 +180,33 @@ function parseJson(text: string | undefined): unknown {
   }
 }
 
+/** Element counts as one-element u32 tensors, uploaded once per distinct count and kept. */
+const counts = new Map<number, Tensor>();
+
+function countTensor(n: number): Tensor {
+  let t = counts.get(n);
+  if (!t) counts.set(n, (t = keep(Tensor.fromArray(Uint32Array.of(n), [1], 'u32'))));
+  return t;
+}
+
 /**
  * Launches an in-place elementwise update over a parameter: `body` (WGSL) reads `grad[i]` and `hp[k]` and
  * rewrites `param[i]` and the `state` tensors (bound read-write under their names) at index i.
  */
 export function launchUpdate(name: string, param: Tensor, grad: Tensor, hp: Tensor, state: Record<string, Tensor>, body: string): void {
-  const g = grid1d(param.size);
+  const groups = Math.max(1, Math.ceil(param.size / workgroupSize));
+  const x = Math.min(groups, 65535);
   launch({
     name,
-    key: `${param.size}`,
-    inputs: { grad, hp },
+    key: '',
+    inputs: { grad, hp, count: countTensor(param.size) },
     outputs: { param, ...state },
-    workgroups: g.workgroups,
+    workgroups: [x, Math.ceil(groups / x)],
     wgsl: (bindings) => `${bindings}
-${g.main}
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = gid.x + gid.y * groups.x * ${workgroupSize}u;
+  if (i >= count[0]) { return; }
   ${body}
 }`,
   });
