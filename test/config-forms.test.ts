@@ -109,9 +109,10 @@ test('Swin / Mask2Former: out_indices, absent backbone_config and out_features, 
   const parse = (backbone: unknown, rest: Record<string, unknown> = {}) => parseMask2FormerConfig({ ...m2fJson, ...rest, backbone_config: backbone }, 'cfg.json');
   assert.equal(parse({ ...byIndex, out_indices: [1, 2, 3, 4] }).backbone.outFeatures, ['stage1', 'stage2', 'stage3', 'stage4']);
   assert.equal(parse({ ...byIndex, out_indices: [-4, -3, -2, -1] }).backbone.outFeatures, ['stage1', 'stage2', 'stage3', 'stage4']);
-  // neither: transformers keeps the last stage only, which the pixel decoder cannot use
+  // neither: every stage (transformers would keep only the last, which no Mask2Former can use)
   const { out_indices: _i, ...neither } = byIndex;
-  assert.throws(() => parse(neither), /pixel decoder needs 4 backbone stages, out_features has 1/);
+  assert.equal(parse(neither).backbone.outFeatures, ['stage1', 'stage2', 'stage3', 'stage4']);
+  assert.throws(() => parse({ ...byIndex, out_indices: [2, 3, 4] }), /pixel decoder needs 4 backbone stages, out_features has 3/);
   // no backbone_config: transformers' default Swin (depths 2, 2, 18, 2; window 7; drop path 0.3)
   const { backbone_config: _b, ...noBackbone } = m2fJson;
   const d = parseMask2FormerConfig(noBackbone).backbone;

@@ -66,13 +66,14 @@ function parseSwin(b: ConfigReader): SwinConfig {
   const depths = b.ints('depths', [2, 2, 6, 2]);
   const numHeads = b.ints('num_heads', [3, 6, 12, 24]);
   if (numHeads.length !== depths.length) throw new Error(`${b.source}: num_heads has ${numHeads.length} entries, depths ${depths.length}`);
-  // transformers' BackboneConfigMixin: out_features by name, or out_indices into ['stem', 'stage1', …]; neither: the last stage
+  // transformers' BackboneConfigMixin: out_features by name, or out_indices into ['stem', 'stage1', …]. With
+  // neither, transformers keeps the last stage only, which no Mask2Former can use: every stage here, as before
   const stageNames = ['stem', ...depths.map((_, i) => `stage${i + 1}`)];
   const outFeatures = b.has('out_features')
     ? b.strings('out_features').map((s, i) => (stageNames.includes(s) ? s : b.fail('out_features', `a list of ${stageNames.join('/')} (entry ${i})`)))
     : b.has('out_indices')
       ? b.ints('out_indices', undefined, -stageNames.length).map((k) => stageNames.at(k) ?? b.fail('out_indices', `indices into ${stageNames.join('/')}`))
-      : [stageNames[stageNames.length - 1]!];
+      : stageNames.slice(1);
   if (outFeatures.includes('stem')) throw new Error(`${b.source}: out_features 'stem' is not supported (Mask2Former's pixel decoder takes the stage outputs)`);
   if (b.bool('use_absolute_embeddings', false)) {
     // transformers adds num_patches + 1 position embeddings to num_patches tokens: no such model runs there either
