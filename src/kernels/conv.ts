@@ -170,6 +170,8 @@ function convGather(
     M: CoutG,
     N: Ho * Wo,
     batch: N * G,
+    // a transposed gather counts its direct convolution's taps: one per (input pixel, weight), not per output pixel
+    flops: 2 * N * G * CoutG * CinG * taps * (transposed ? H * W : Ho * Wo),
     inputs: bias ? { x, weight, bias } : { x, weight },
     out,
     prologue: (cols) => `let img = z / ${G}u;
@@ -225,6 +227,7 @@ function weightGrad(big: Tensor, small: Tensor, geo: Geometry, bigPerGroup: numb
     M: CsG,
     N: columns,
     batch: G * chunks,
+    flops: 2 * G * CsG * columns * rows * Wo,
     inputs: { big, small },
     out: partial,
     prologue: (cols) => `let grp = z / ${chunks}u;

@@ -103,6 +103,12 @@ export interface ProductSpec {
   N: number;
   /** Independent products, indexed by `z` in the WGSL. */
   batch: number;
+  /**
+   * Floating-point operations this product stands for, 2·M·N·K summed over the batch, added to
+   * `productFlops()`. A transposed convolution gather counts the direct convolution it transposes: taps that
+   * fall between strides are multiplied by zero in the kernel but not counted.
+   */
+  flops: number;
   inputs: Record<string, Tensor>;
   out: Tensor;
   /**
@@ -151,10 +157,21 @@ function blocking(M: number, N: number, batch: number): { RM: number; VN: number
   return { RM, VN };
 }
 
+let productFlopCount = 0;
+
+/**
+ * Floating-point operations of every product kernel recorded so far (GEMM, linear, attention's products,
+ * convolutions and all their gradients; `ProductSpec.flops`): read it before and after some work.
+ */
+export function productFlops(): number {
+  return productFlopCount;
+}
+
 /** Records the product kernel described by `spec`. */
 export function productKernel(spec: ProductSpec): void {
   const { M, N, batch, out } = spec;
   if (M === 0 || N === 0 || batch === 0) return;
+  productFlopCount += spec.flops;
   const { RM, VN } = blocking(M, N, batch);
   const CW = 4 * VN;
   const aVec = !!spec.rowsVec && M % 4 === 0;
@@ -239,6 +256,7 @@ function gemmKernel(
     name: 'gemm',
     key: `${shapeStr(a.shape)}${transA ? 'T' : ''}|${shapeStr(b.shape)}|${bias ? shapeStr(bias.shape) : '-'}`,
     M, N, batch: numel(batch),
+    flops: 2 * M * N * K * numel(batch),
     inputs: bias ? { a, b: bMatrix, bias } : { a, b: bMatrix },
     out,
     prologue: () => `${unravel(batch, 'z', 'z')}
