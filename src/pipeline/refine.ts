@@ -13,6 +13,7 @@ import { concat, reshape } from '../kernels/shape.ts';
 import { affinityRandomWalk } from '../kernels/random_walk.ts';
 import { AffinityNet, affinityLoss, gridLabels } from '../models/affinity_net.ts';
 import { AdamW } from '../optim/adamw.ts';
+import type { Optimizer } from '../optim/optimizer.ts';
 import { ConfusionMatrix } from '../metrics/miou.ts';
 import { imageToTensor } from '../io/image.ts';
 import { readPng } from '../io/png.ts';
@@ -66,22 +67,36 @@ export interface TrainOptions {
   onStep?: (step: number, loss: number) => void;
 }
 
-/** Trains `net` from the masks' confident regions with psa's balanced affinity loss (AdamW). */
-export async function trainAffinityNet(net: AffinityNet, samples: readonly RefineSample[], { steps, lr = 1e-3, radius, band = 2, batchSize = 2, onStep }: TrainOptions): Promise<void> {
-  if (samples.length === 0) throw new Error('trainAffinityNet: no samples');
-  const grids = samples.map(({ image, mask }) => {
+/** Each sample's confident labels on `net`'s feature grid: pixels within `band` of a label change uncertain (255). */
+export function affinityTrainingGrids(net: AffinityNet, samples: readonly RefineSample[], band: number): Uint8Array[] {
+  return samples.map(({ image, mask }) => {
     const [, , H, W] = image.shape as [number, number, number, number];
     if (mask.length !== H * W) throw new Error(`trainAffinityNet: a mask of ${mask.length} pixels for a ${H}×${W} image`);
     return gridLabels(uncertainBand(mask, H, W, band), H, W, net.stride);
   });
+}
+
+/**
+ * One training step of `trainAffinityNet`: psa's loss of the batch `images` (each [1, C, H, W]) against their
+ * `grids`, backward, the optimizer's update, gradients dropped. Returns the loss (the caller disposes it).
+ */
+export function affinityTrainStep(net: AffinityNet, opt: Optimizer, images: readonly Tensor[], grids: readonly ArrayLike<number>[], radius: number): Tensor {
+  const loss = tidy(() => affinityLoss(net.forward(concat(images, 0)), grids, radius));
+  backward(loss);
+  opt.step();
+  opt.zeroGrad();
+  return loss;
+}
+
+/** Trains `net` from the masks' confident regions with psa's balanced affinity loss (AdamW). */
+export async function trainAffinityNet(net: AffinityNet, samples: readonly RefineSample[], { steps, lr = 1e-3, radius, band = 2, batchSize = 2, onStep }: TrainOptions): Promise<void> {
+  if (samples.length === 0) throw new Error('trainAffinityNet: no samples');
+  const grids = affinityTrainingGrids(net, samples, band);
   const opt = new AdamW(net.parameters(), { lr, weightDecay: 1e-4 });
   net.train();
   for (let s = 0; s < steps; s++) {
     const idx = Array.from({ length: Math.min(batchSize, samples.length) }, (_, k) => (s * batchSize + k) % samples.length);
-    const loss = tidy(() => affinityLoss(net.forward(concat(idx.map((i) => samples[i]!.image), 0)), idx.map((i) => grids[i]!), radius));
-    backward(loss);
-    opt.step();
-    opt.zeroGrad();
+    const loss = affinityTrainStep(net, opt, idx.map((i) => samples[i]!.image), idx.map((i) => grids[i]!), radius);
     if (onStep) onStep(s, await loss.item());
     loss.dispose();
   }
