@@ -137,7 +137,7 @@ export function convTranspose2d(x: Tensor, weight: Tensor, bias?: Tensor, opts: 
  * out[n, co, oh, ow] = bias[co] + Σ x[n, ci, ih, iw] · weight over the input channels of co's group and the
  * kernel window. Direct: ih = oh·s − p + kh·d, weight [Cout, Cin/g, kh, kw]. Transposed: oh = ih·s − p + kh·d
  * (so ih = (oh + p − kh·d) / s when whole), weight [Cin, Cout/g, kh, kw]. Positions outside x read zero.
- * As a product per (image, group): rows co of the group, columns the output pixels, k the (ci, kh, kw).
+ * As a product per (image, group): rows co of the group, columns the output pixels, k the (kh, kw, ci).
  */
 function convGather(
   x: Tensor, weight: Tensor, bias: Tensor | undefined, geo: Geometry, transposed: boolean, outHW: [number, number],
@@ -174,23 +174,29 @@ function convGather(
     flops: 2 * N * G * CoutG * CinG * taps * (transposed ? H * W : Ho * Wo),
     inputs: bias ? { x, weight, bias } : { x, weight },
     out,
+    gatheredColumns: true,
     prologue: (cols) => `let img = z / ${G}u;
   let grp = z % ${G}u;
   ${perCol(cols, (c) => `let oh${c} = cb${c} / ${Wo}u; let ow${c} = cb${c} % ${Wo}u;`)}`,
-    loop: (body, cols) => `for (var ci = 0u; ci < ${CinG}u; ci++) {
-    let xc = (img * ${Cin}u + grp * ${CinG}u + ci) * ${H * W}u;
-    for (var kh = 0u; kh < ${KH}u; kh++) {
-      ${perCol(cols, (c) => `${tap(`ih${c}`, `oh${c}`, 'kh', sh, ph, dh, H)}
-      let xr${c} = xc + ih${c} * ${W}u;`)}
-      for (var kw = 0u; kw < ${KW}u; kw++) {
-        let wOff = ${transposed ? `(grp * ${CinG}u + ci) * ${CoutG * taps}u + kh * ${KW}u + kw` : `ci * ${taps}u + kh * ${KW}u + kw`};
-        ${perCol(cols, (c) => tap(`iw${c}`, `ow${c}`, 'kw', sw, pw, dw, W))}
+    // taps outside, channels inside: a column's input offset and validity depend on the tap alone, so they
+    // are computed once per tap instead of once per (channel, tap)
+    loop: (body, cols) => `let xImg = (img * ${Cin}u + grp * ${CinG}u) * ${H * W}u;
+  for (var kh = 0u; kh < ${KH}u; kh++) {
+    ${perCol(cols, (c) => tap(`ih${c}`, `oh${c}`, 'kh', sh, ph, dh, H))}
+    for (var kw = 0u; kw < ${KW}u; kw++) {
+      ${perCol(cols, (c) => `${tap(`iw${c}`, `ow${c}`, 'kw', sw, pw, dw, W)}
+      let ok${c} = okih${c} && okiw${c};
+      let xo${c} = xImg + ih${c} * ${W}u + iw${c};`)}
+      let wTap = kh * ${KW}u + kw;
+      for (var ci = 0u; ci < ${CinG}u; ci++) {
+        let xc = ci * ${H * W}u;
+        let wOff = ${transposed ? `(grp * ${CinG}u + ci) * ${CoutG * taps}u + wTap` : `ci * ${taps}u + wTap`};
         ${body}
       }
     }
   }`,
     rowOf: (i) => `weight[${transposed ? `ra${i} * ${taps}u` : `(grp * ${CoutG}u + ra${i}) * ${CinG * taps}u`} + wOff]`,
-    colOf: (c) => `select(0.0, x[xr${c} + iw${c}], okih${c} && okiw${c})`,
+    colOf: (c) => `select(0.0, x[xo${c} + xc], ok${c})`,
     outBase: `(img * ${Cout}u + grp * ${CoutG}u) * ${Ho * Wo}u`,
     bias: bias ? (m) => `bias[grp * ${CoutG}u + ${m}]` : undefined,
     activation,
@@ -230,6 +236,7 @@ function weightGrad(big: Tensor, small: Tensor, geo: Geometry, bigPerGroup: numb
     flops: 2 * G * CsG * columns * rows * Wo,
     inputs: { big, small },
     out: partial,
+    gatheredColumns: true,
     prologue: (cols) => `let grp = z / ${chunks}u;
   let chunk = z % ${chunks}u;
   ${perCol(cols, (c) => `let ch${c} = grp * ${bigPerGroup}u + cb${c} / ${KH * KW}u; let kh${c} = (cb${c} / ${KW}u) % ${KH}u; let kw${c} = cb${c} % ${KW}u;`)}`,
