@@ -6,6 +6,7 @@
 //        takes longer is reported with that time, not timed further)]
 import { execSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeHead } from './results-md.ts';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { type Engine, type Row, engines, metaPrefix, plannedRows, rowPrefix } from './peers/workloads.ts';
 import { type ResultsMeta, resultsMarkdown } from './peers/results.ts';
@@ -85,7 +86,7 @@ export async function main(argv: string[]): Promise<void> {
   if (argv.includes('--report-only')) {
     // regenerate RESULTS.md from an earlier run's rows and setting
     const rows = JSON.parse(readFileSync(jsonPath, 'utf8')) as Row[];
-    writeFileSync(resultsPath, resultsMarkdown(rows, JSON.parse(readFileSync(metaPath, 'utf8')) as ResultsMeta));
+    writeHead(resultsPath, resultsMarkdown(rows, JSON.parse(readFileSync(metaPath, 'utf8')) as ResultsMeta));
     console.log(`wrote ${resultsPath} from ${jsonPath} and ${metaPath}`);
     return;
   }
@@ -147,6 +148,6 @@ export async function main(argv: string[]): Promise<void> {
     commit,
   };
   writeFileSync(metaPath, JSON.stringify(meta, null, 1) + '\n');
-  writeFileSync(resultsPath, resultsMarkdown(rows, meta));
+  writeHead(resultsPath, resultsMarkdown(rows, meta));
   console.log(`wrote ${resultsPath}`);
 }

@@ -4,6 +4,7 @@
 // GEGLU feed-forward), as in Stable Diffusion's UNet.
 // Usage: npm run bench -- --profile [--runs N] [--results bench/RESULTS.md (replaces that file's Profile section)]
 import * as F from '../src/index.ts';
+import { writeSection } from './results-md.ts';
 
 type T = F.Tensor;
 const C = 320;
@@ -94,16 +95,12 @@ export async function main(argv: string[]): Promise<void> {
   const r = argv.indexOf('--results');
   if (r >= 0) {
     const path = argv[r + 1]!;
-    const fs = process.getBuiltinModule('node:fs') as typeof import('node:fs');
-    const before = fs.existsSync(path) ? fs.readFileSync(path, 'utf8').split('\n## Profile')[0]!.trimEnd() : '';
-    const md = [
-      '## Profile', '',
+    writeSection(path, '## Profile', [
       `\`npm run bench -- --profile\` on ${F.deviceInfo().description}, ${new Date().toISOString()}: ${title}; ${summary}. ` +
         'GPU time per kernel name from timestamp queries (src/engine/queue.ts).', '',
       '| kernel | calls per forward | ms per forward | mean ms per call | share |', '|---|--:|--:|--:|--:|',
-      ...table.map((e) => `| ${e.kernel} | ${e['calls/fwd']} | ${e['ms/fwd']} | ${e['mean ms']} | ${e.share} |`), '',
-    ];
-    fs.writeFileSync(path, `${before ? `${before}\n\n` : ''}${md.join('\n')}`);
+      ...table.map((e) => `| ${e.kernel} | ${e['calls/fwd']} | ${e['ms/fwd']} | ${e['mean ms']} | ${e.share} |`),
+    ].join('\n'));
     console.log(`wrote the Profile section of ${path}`);
   }
 }

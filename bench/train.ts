@@ -1,6 +1,9 @@
 // Training-step benchmark (issue 13): the time of ONE optimizer step (forward, loss, backward, AdamW) of each
 // model we train, with its arithmetic and memory. Table printed, JSON in bench/results/train.json.
 // Usage: npm run bench:train [-- --quick] [--filter NAME] [--profile] [--iterations N] [--shader-cache] [--json PATH]
+//        [--results bench/RESULTS.md (writes its "Training step" section: before/after against --baseline)]
+//        [--baseline bench/train-baseline.json (the "before" numbers; default that file)]
+//        [--report-only --json FILE --results bench/RESULTS.md (the section from an earlier run's JSON)]
 //   --quick       2 timed steps per workload instead of 5
 //   --filter NAME only workloads whose name contains NAME (unet, vae, mask2former, affinity)
 //   --profile     also prints the per-kernel GPU time (timestamp queries) of one more step per workload
@@ -69,6 +72,7 @@ import { type RefineSample, affinityTrainStep, affinityTrainingGrids, fineRefine
 import { generateScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
 import { fmaCeilingGflops } from './fma_ceiling.ts';
+import { writeSection } from './results-md.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => {
@@ -80,12 +84,22 @@ const profile = argv.includes('--profile');
 const filter = flag('--filter');
 const iterations = Number(flag('--iterations') ?? (quick ? 2 : 5));
 const jsonPath = flag('--json') ?? 'bench/results/train.json';
+const resultsPath = flag('--results');
+const baselinePath = flag('--baseline') ?? 'bench/train-baseline.json';
 if (!Number.isInteger(iterations) || iterations < 1) throw new Error(`bench/train.ts: --iterations must be a positive integer, got ${flag('--iterations')}`);
 // Mesa keeps compiled shaders on disk (~/.cache/mesa_shader_cache_db): with it, a first step compiles only what
 // no earlier run compiled (measured: the UNet's first step 90 s cold, 7 s after one run). Off unless asked, so
 // the first step always includes every compilation; the environment reaches Mesa as Dawn starts in getDevice.
 const shaderCache = argv.includes('--shader-cache') || process.env.MESA_SHADER_CACHE_DISABLE !== undefined;
 if (!shaderCache) process.env.MESA_SHADER_CACHE_DISABLE = 'true';
+
+if (argv.includes('--report-only')) {
+  // the RESULTS.md section from an earlier run's JSON (--json), without running anything
+  const run = JSON.parse(process.getBuiltinModule('node:fs').readFileSync(jsonPath, 'utf8')) as Run & { results: Row[] };
+  if (!resultsPath) throw new Error('bench/train.ts: --report-only writes --results PATH');
+  writeResults({ ...run, rows: run.results, profiles: run.profiles ?? {} });
+  process.exit(0);
+}
 
 await getDevice();
 
@@ -295,8 +309,9 @@ console.log(`${machine.adapter}, ${machine.cores} cores (${machine.cpu}), load a
 
 const MiB = (b: number) => Number((b / 2 ** 20).toFixed(1));
 const G = (f: number) => Number((f / 1e9).toFixed(3));
-const rows: Record<string, unknown>[] = [];
-const profiles: Record<string, unknown[]> = {};
+type Row = Record<string, number | string | number[]>;
+const rows: Row[] = [];
+const profiles: Record<string, { kernel: string; calls: number; 'total ms': number; share: string }[]> = {};
 
 for (const m of selected) {
   const load0 = os.loadavg()[0]!;
@@ -386,8 +401,69 @@ console.table(rows.map((r) => Object.fromEntries(Object.entries(r).slice(0, 11))
 const fs = process.getBuiltinModule('node:fs');
 fs.mkdirSync(jsonPath.replace(/\/[^/]*$/, ''), { recursive: true });
 fs.writeFileSync(jsonPath, JSON.stringify({
-  date: new Date().toISOString(), node: process.version, machine: { ...machine, loadavg1End: Number(os.loadavg()[0]!.toFixed(2)) }, quick, iterations,
+  date: new Date().toISOString(), commit: commit(), node: process.version, machine: { ...machine, loadavg1End: Number(os.loadavg()[0]!.toFixed(2)) }, quick, iterations, shaderCache,
   flopCounting: 'productFlops() (src/kernels/matmul.ts): 2·M·N·K of every gemm/linear/attention product and convolution incl. gradients, nominal taps; elementwise, norms, softmax, reductions, optimizer and Mask2Former deformable attention not counted',
   results: rows, ...(profile ? { profiles } : {}),
 }, null, 2));
 console.log(`wrote ${jsonPath}`);
+
+if (resultsPath) writeResults({ date: new Date().toISOString(), commit: commit(), machine, iterations, shaderCache, rows, profiles });
+
+interface Run {
+  date: string;
+  commit: string;
+  machine: { adapter: string; cores: number };
+  iterations: number;
+  shaderCache: boolean;
+  rows: Row[];
+  profiles: typeof profiles;
+}
+
+function writeResults(run: Run): void {
+  writeSection(resultsPath!, '## Training step', trainingSection(run));
+  console.log(`wrote the Training step section of ${resultsPath}`);
+}
+
+/** The RESULTS.md section: a run next to the baseline's numbers, the targets of issue 13, the profiles. */
+function trainingSection({ date, commit, machine, iterations, shaderCache, rows, profiles }: Run): string {
+  type Base = { workload: string; medianMs: number; firstMs: number; peakMiB: number };
+  const base = JSON.parse(process.getBuiltinModule('node:fs').readFileSync(baselinePath, 'utf8')) as { note: string; commit: string; results: Base[]; profile?: Record<string, string> };
+  const before = (w: string) => base.results.find((b) => b.workload === w);
+  const speedup = (w: string, ms: number) => (before(w) ? before(w)!.medianMs / ms : NaN);
+  const x = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '—');
+  const s = (ms: number) => (ms / 1000).toFixed(1);
+  const num = (r: Row, k: string) => r[k] as number;
+  const name = (r: Row) => r.workload as string;
+  const lines = [
+    `\`npm run bench:train\` on ${machine.adapter}, ${machine.cores} cores, ${date}, commit ${commit}; Mesa's shader disk cache ${shaderCache ? 'as the environment has it' : 'disabled (first steps compile everything)'}; ${iterations} timed steps per workload (median); 1-min load ${rows.map((r) => `${name(r)} ${r['load 1m']}`).join(', ')} (includes the bench's own threads). Before: ${base.note}`,
+    '',
+    '| workload | before ms | after ms | speedup | GFLOP/step | GFLOP/s | of FMA ceiling | first step before → after (s) | first − median (s) | peak MiB |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    ...rows.map((r) => `| ${name(r)} | ${before(name(r))?.medianMs ?? '—'} | ${r['median ms']} | ${x(speedup(name(r), num(r, 'medianMs')))} | ${r['GFLOP/step']} | ${r['GFLOP/s']} | ${r['of FMA ceiling']} | ${before(name(r)) ? s(before(name(r))!.firstMs) : '—'} → ${s(num(r, 'firstMs'))} | ${s(num(r, 'firstMs') - num(r, 'medianMs'))} | ${r['peak MiB']} |`),
+    '',
+    'Targets of issue 13 (met / not met, from this run):',
+    ...rows.flatMap((r) => {
+      const w = name(r);
+      const goal = w === 'unet' ? 3 : w === 'vae' || w === 'mask2former' ? 2 : undefined;
+      const sp = speedup(w, num(r, 'medianMs'));
+      const compile = num(r, 'firstMs') - num(r, 'medianMs');
+      const step = goal ? [`- ${w} step ≥ ${goal}× faster than before: ${x(sp)} — ${sp >= goal ? 'met' : 'not met'}`] : [];
+      const cold = shaderCache ? [] : [`- ${w} first step (cold shader cache) ≤ 20 s more than a step: ${s(compile)} s — ${compile <= 20_000 ? 'met' : 'not met'}`];
+      return [...step, ...cold];
+    }),
+    ...(base.profile ? ['', 'Profile before:', ...Object.entries(base.profile).map(([w, p]) => `- ${w}: ${p}`)] : []),
+  ];
+  for (const [name, table] of Object.entries(profiles)) {
+    lines.push('', `Profile after, ${name} (one step, GPU time per kernel, the 12 slowest):`, '', '| kernel | calls | total ms | share |', '|---|--:|--:|--:|');
+    for (const e of table.slice(0, 12)) lines.push(`| ${e.kernel} | ${e.calls} | ${e['total ms']} | ${e.share} |`);
+  }
+  return lines.join('\n');
+}
+
+function commit(): string {
+  try {
+    return new TextDecoder().decode(process.getBuiltinModule('node:child_process').execSync('git rev-parse --short HEAD')).trim();
+  } catch {
+    return 'unknown';
+  }
+}
