@@ -13,7 +13,7 @@ import { isGradEnabled, record } from '../engine/autograd.ts';
 import { expectFloat, expectRank } from '../engine/kernel.ts';
 import { Tensor, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryOp, unary } from './elementwise.ts';
-import { productKernel } from './matmul.ts';
+import { dimsTensor, productKernel } from './matmul.ts';
 import { sum } from './reduce.ts';
 
 /** A size for both spatial axes, or [height, width]. */
@@ -55,10 +55,6 @@ function geometry(op: string, { stride = 1, padding = 0, dilation = 1, groups = 
 /** WGSL lines for each of a thread's `cols` columns. */
 function perCol(cols: number, f: (c: number) => string): string {
   return Array.from({ length: cols }, (_, c) => f(c)).join('\n      ');
-}
-
-function geometryKey(g: Geometry): string {
-  return `${g.stride}|${g.padding}|${g.dilation}|${g.groups}`;
 }
 
 /** Checks x, weight (whose dim `weightInDim` holds the input channels, per group for dim 1) and bias. */
@@ -153,52 +149,56 @@ function convGather(
   const taps = KH * KW;
   // the output takes the input's dtype (an f16 weight with an f32 input gives f32)
   const out = Tensor.empty([N, Cout, Ho, Wo], x.dtype);
-  const [sh, sw] = geo.stride;
-  const [ph, pw] = geo.padding;
-  const [dh, dw] = geo.dilation;
-  // WGSL: whether output coordinate `o` (a per-column let) has an input `v` at tap `k`, and that input index
-  const tap = (v: string, o: string, k: string, s: number, p: number, d: number, size: number) => transposed
-    ? `let t${v} = i32(${o}) + ${p} - i32(${k} * ${d}u);
-      let ok${v} = t${v} >= 0 && t${v} % ${s} == 0 && t${v} / ${s} < ${size};
-      let ${v} = u32(clamp(t${v} / ${s}, 0, ${size - 1}));`
-    : `let t${v} = i32(${o} * ${s}u + ${k} * ${d}u) - ${p};
-      let ok${v} = t${v} >= 0 && t${v} < ${size};
-      let ${v} = u32(clamp(t${v}, 0, ${size - 1}));`;
+  // Every size is read at run time (ProductSpec.dims): one pipeline per blocking serves every layer's shape.
+  // WGSL: whether output coordinate `o` (a per-column let) has an input `v` at tap `k` (stride s, padding p,
+  // dilation d along an axis of `size`), and that input index
+  const tap = (v: string, o: string, k: string, s: string, p: string, d: string, size: string) => transposed
+    ? `let t${v} = i32(${o}) + ${p} - i32(${k} * ${d});
+      let ok${v} = t${v} >= 0 && t${v} % i32(${s}) == 0 && t${v} / i32(${s}) < i32(${size});
+      let ${v} = u32(clamp(t${v} / i32(${s}), 0, i32(${size}) - 1));`
+    : `let t${v} = i32(${o} * ${s} + ${k} * ${d}) - ${p};
+      let ok${v} = t${v} >= 0 && t${v} < i32(${size});
+      let ${v} = u32(clamp(t${v}, 0, i32(${size}) - 1));`;
+  const dims = dimsTensor([CoutG, Ho * Wo, N * G, G, Cin, H, W, KH, KW, Wo, ...geo.stride, ...geo.padding, ...geo.dilation]);
   productKernel({
     name: transposed ? 'conv.gatherTransposed' : 'conv.gather',
-    key: `${shapeStr(x.shape)}|${shapeStr(weight.shape)}|${geometryKey(geo)}|${bias ? 'bias' : ''}`,
+    key: bias ? 'bias' : '',
     M: CoutG,
     N: Ho * Wo,
     batch: N * G,
+    dims,
     // a transposed gather counts its direct convolution's taps: one per (input pixel, weight), not per output pixel
     flops: 2 * N * G * CoutG * CinG * taps * (transposed ? H * W : Ho * Wo),
     inputs: bias ? { x, weight, bias } : { x, weight },
     out,
     gatheredColumns: true,
-    prologue: (cols) => `let img = z / ${G}u;
-  let grp = z % ${G}u;
-  ${perCol(cols, (c) => `let oh${c} = cb${c} / ${Wo}u; let ow${c} = cb${c} % ${Wo}u;`)}`,
+    prologue: (cols) => `let G = dims[3]; let Cin = dims[4]; let H = dims[5]; let W = dims[6]; let KH = dims[7]; let KW = dims[8]; let Wo = dims[9];
+  let sh = dims[10]; let sw = dims[11]; let ph = i32(dims[12]); let pw = i32(dims[13]); let dh = dims[14]; let dw = dims[15];
+  let CoutG = dims[0]; let CinG = Cin / G; let taps = KH * KW; let HW = H * W;
+  let img = z / G;
+  let grp = z % G;
+  ${perCol(cols, (c) => `let oh${c} = cb${c} / Wo; let ow${c} = cb${c} % Wo;`)}`,
     // taps outside, channels inside: a column's input offset and validity depend on the tap alone, so they
     // are computed once per tap instead of once per (channel, tap)
-    loop: (body, cols) => `let xImg = (img * ${Cin}u + grp * ${CinG}u) * ${H * W}u;
-  for (var kh = 0u; kh < ${KH}u; kh++) {
-    ${perCol(cols, (c) => tap(`ih${c}`, `oh${c}`, 'kh', sh, ph, dh, H))}
-    for (var kw = 0u; kw < ${KW}u; kw++) {
-      ${perCol(cols, (c) => `${tap(`iw${c}`, `ow${c}`, 'kw', sw, pw, dw, W)}
+    loop: (body, cols) => `let xImg = (img * Cin + grp * CinG) * HW;
+  for (var kh = 0u; kh < KH; kh++) {
+    ${perCol(cols, (c) => tap(`ih${c}`, `oh${c}`, 'kh', 'sh', 'ph', 'dh', 'H'))}
+    for (var kw = 0u; kw < KW; kw++) {
+      ${perCol(cols, (c) => `${tap(`iw${c}`, `ow${c}`, 'kw', 'sw', 'pw', 'dw', 'W')}
       let ok${c} = okih${c} && okiw${c};
-      let xo${c} = xImg + ih${c} * ${W}u + iw${c};`)}
-      let wTap = kh * ${KW}u + kw;
-      for (var ci = 0u; ci < ${CinG}u; ci++) {
-        let xc = ci * ${H * W}u;
-        let wOff = ${transposed ? `(grp * ${CinG}u + ci) * ${CoutG * taps}u + wTap` : `ci * ${taps}u + wTap`};
+      let xo${c} = xImg + ih${c} * W + iw${c};`)}
+      let wTap = kh * KW + kw;
+      for (var ci = 0u; ci < CinG; ci++) {
+        let xc = ci * HW;
+        let wOff = ${transposed ? '(grp * CinG + ci) * CoutG * taps + wTap' : 'ci * taps + wTap'};
         ${body}
       }
     }
   }`,
-    rowOf: (i) => `weight[${transposed ? `ra${i} * ${taps}u` : `(grp * ${CoutG}u + ra${i}) * ${CinG * taps}u`} + wOff]`,
+    rowOf: (i) => `weight[${transposed ? `ra${i} * taps` : `(grp * CoutG + ra${i}) * CinG * taps`} + wOff]`,
     colOf: (c) => `select(0.0, x[xo${c} + xc], ok${c})`,
-    outBase: `(img * ${Cout}u + grp * ${CoutG}u) * ${Ho * Wo}u`,
-    bias: bias ? (m) => `bias[grp * ${CoutG}u + ${m}]` : undefined,
+    outBase: '(img * CoutG * G + grp * CoutG) * dims[1]',
+    bias: bias ? (m) => `bias[grp * CoutG + ${m}]` : undefined,
     activation,
   });
   return out;
@@ -224,37 +224,41 @@ function weightGrad(big: Tensor, small: Tensor, geo: Geometry, bigPerGroup: numb
   const chunks = Math.max(1, Math.min(Math.ceil(64 / (perProduct * G)), Math.ceil(rows / 8)));
   const rowsPerChunk = Math.ceil(rows / chunks);
   const partial = Tensor.empty([chunks, Cs, bigPerGroup, KH, KW]);
-  const [sh, sw] = geo.stride;
-  const [ph, pw] = geo.padding;
-  const [dh, dw] = geo.dilation;
+  // sizes read at run time, as in convGather
+  const dims = dimsTensor([CsG, columns, G * chunks, chunks, Cs, Cb, H, W, Ho, Wo, KH, KW, bigPerGroup, rows, rowsPerChunk, ...geo.stride, ...geo.padding, ...geo.dilation]);
   productKernel({
     name: 'conv.weightGrad',
-    key: `${shapeStr(big.shape)}|${shapeStr(small.shape)}|${bigPerGroup}|${kernel}|${geometryKey(geo)}|${chunks}`,
+    key: '',
     M: CsG,
     N: columns,
     batch: G * chunks,
+    dims,
     flops: 2 * G * CsG * columns * rows * Wo,
     inputs: { big, small },
     out: partial,
     gatheredColumns: true,
-    prologue: (cols) => `let grp = z / ${chunks}u;
-  let chunk = z % ${chunks}u;
-  ${perCol(cols, (c) => `let ch${c} = grp * ${bigPerGroup}u + cb${c} / ${KH * KW}u; let kh${c} = (cb${c} / ${KW}u) % ${KH}u; let kw${c} = cb${c} % ${KW}u;`)}`,
-    loop: (body, cols) => `for (var r = chunk * ${rowsPerChunk}u; r < min(${rows}u, (chunk + 1u) * ${rowsPerChunk}u); r++) {
-    let n = r / ${Ho}u;
-    let oh = r % ${Ho}u;
-    let sOff = (n * ${Cs}u + grp * ${CsG}u) * ${Ho * Wo}u + oh * ${Wo}u;
-    ${perCol(cols, (c) => `let tih${c} = i32(oh * ${sh}u + kh${c} * ${dh}u) - ${ph};
-      let okh${c} = tih${c} >= 0 && tih${c} < ${H};
-      let br${c} = ((n * ${Cb}u + ch${c}) * ${H}u + u32(clamp(tih${c}, 0, ${H - 1}))) * ${W}u;`)}
-    for (var ow = 0u; ow < ${Wo}u; ow++) {
-      ${perCol(cols, (c) => `let tiw${c} = i32(ow * ${sw}u + kw${c} * ${dw}u) - ${pw};`)}
+    prologue: (cols) => `let chunks = dims[3]; let Cs = dims[4]; let Cb = dims[5]; let H = dims[6]; let W = dims[7]; let Ho = dims[8]; let Wo = dims[9];
+  let KH = dims[10]; let KW = dims[11]; let bigPerGroup = dims[12]; let rows = dims[13]; let rowsPerChunk = dims[14];
+  let sh = dims[15]; let sw = dims[16]; let ph = i32(dims[17]); let pw = i32(dims[18]); let dh = dims[19]; let dw = dims[20];
+  let CsG = dims[0];
+  let grp = z / chunks;
+  let chunk = z % chunks;
+  ${perCol(cols, (c) => `let ch${c} = grp * bigPerGroup + cb${c} / (KH * KW); let kh${c} = (cb${c} / KW) % KH; let kw${c} = cb${c} % KW;`)}`,
+    loop: (body, cols) => `for (var r = chunk * rowsPerChunk; r < min(rows, (chunk + 1u) * rowsPerChunk); r++) {
+    let n = r / Ho;
+    let oh = r % Ho;
+    let sOff = (n * Cs + grp * CsG) * Ho * Wo + oh * Wo;
+    ${perCol(cols, (c) => `let tih${c} = i32(oh * sh + kh${c} * dh) - ph;
+      let okh${c} = tih${c} >= 0 && tih${c} < i32(H);
+      let br${c} = ((n * Cb + ch${c}) * H + u32(clamp(tih${c}, 0, i32(H) - 1))) * W;`)}
+    for (var ow = 0u; ow < Wo; ow++) {
+      ${perCol(cols, (c) => `let tiw${c} = i32(ow * sw + kw${c} * dw) - pw;`)}
       ${body}
     }
   }`,
-    rowOf: (i) => `small[sOff + ra${i} * ${Ho * Wo}u + ow]`,
-    colOf: (c) => `select(0.0, big[br${c} + u32(clamp(tiw${c}, 0, ${W - 1}))], okh${c} && tiw${c} >= 0 && tiw${c} < ${W})`,
-    outBase: `(chunk * ${Cs}u + grp * ${CsG}u) * ${columns}u`,
+    rowOf: (i) => `small[sOff + ra${i} * Ho * Wo + ow]`,
+    colOf: (c) => `select(0.0, big[br${c} + u32(clamp(tiw${c}, 0, i32(W) - 1))], okh${c} && tiw${c} >= 0 && tiw${c} < i32(W))`,
+    outBase: '(chunk * Cs + grp * CsG) * dims[1]',
   });
   const total = chunks === 1 ? partial.alias(partial.shape.slice(1)) : sum(partial, 0);
   partial.dispose();

@@ -11,7 +11,7 @@
 
 import { isGradEnabled, noGrad, record } from '../engine/autograd.ts';
 import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectFloat, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
-import { type DType, type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
+import { type DType, type Shape, Tensor, keep, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, unary, unaryOps } from './elementwise.ts';
 import { sumTo } from './reduce.ts';
 import { reshape, transpose } from './shape.ts';
@@ -131,6 +131,13 @@ export interface ProductSpec {
   colsVec?: { input: string; load: (j: number) => string };
   /** WGSL offset of C[z][0][0] in `out`. */
   outBase: string;
+  /**
+   * Sizes read at run time: M, N and the batch count come from this u32 tensor (`dims[0]`, `dims[1]`,
+   * `dims[2]`, further entries the template's own) instead of being compiled into the WGSL, so one pipeline
+   * serves every shape with the same blocking: fewer pipelines for the JIT of a first step (llvmpipe compiles
+   * a shader at its first dispatch). `key` must then not name the sizes either. Bound as `dims` (`dimsTensor`).
+   */
+  dims?: Tensor;
   /** Multiplies the sum. */
   alpha?: number;
   /**
@@ -182,6 +189,16 @@ function blocking(M: number, N: number, batch: number, gathered: boolean): { RM:
   return { RM, VN, ...layout(M, N, RM, 4 * VN) };
 }
 
+/** Run-time sizes for `ProductSpec.dims`: one kept u32 tensor per distinct list of values. */
+const dimsTensors = new Map<string, Tensor>();
+
+export function dimsTensor(values: readonly number[]): Tensor {
+  const key = values.join(',');
+  let t = dimsTensors.get(key);
+  if (!t) dimsTensors.set(key, (t = keep(Tensor.fromArray(Uint32Array.from(values), [values.length], 'u32'))));
+  return t;
+}
+
 let productFlopCount = 0;
 
 /**
@@ -202,6 +219,8 @@ export function productKernel(spec: ProductSpec): void {
   const aVec = !!spec.rowsVec && M % 4 === 0;
   const bVec = !!spec.colsVec && N % 4 === 0;
   const range = (n: number) => [...Array(n).keys()];
+  // M and N as WGSL: literals, or read from `dims` at run time
+  const [Mw, Nw] = spec.dims ? ['dims[0]', 'dims[1]'] : [`${M}u`, `${N}u`];
 
   // operands may be f16 (arithmetic stays f32): every load converts, a no-op for f32
   const loads = [
@@ -214,10 +233,10 @@ export function productKernel(spec: ProductSpec): void {
 
   // clamped rows / columns the loads read (out-of-range ones repeat the last and are never stored)
   const indices = [
-    ...range(RM).map((i) => `let ra${i} = min(m0 + ${i}u, ${M - 1}u);`),
-    ...(aVec ? range(RM / 4).map((r) => `let rv${r} = min(m0 + ${4 * r}u, ${M - 4}u);`) : []),
-    ...range(CW).map((c) => `let cb${c} = min(n0 + ${c}u, ${N - 1}u);`),
-    ...(bVec ? range(VN).map((j) => `let cv${j} = min(n0 + ${4 * j}u, ${N - 4}u);`) : []),
+    ...range(RM).map((i) => `let ra${i} = min(m0 + ${i}u, ${Mw} - 1u);`),
+    ...(aVec ? range(RM / 4).map((r) => `let rv${r} = min(m0 + ${4 * r}u, ${Mw} - 4u);`) : []),
+    ...range(CW).map((c) => `let cb${c} = min(n0 + ${c}u, ${Nw} - 1u);`),
+    ...(bVec ? range(VN).map((j) => `let cv${j} = min(n0 + ${4 * j}u, ${Nw} - 4u);`) : []),
   ];
 
   const scale = !spec.alpha || spec.alpha === 1 ? '' : ` * ${f32(spec.alpha)}`;
@@ -231,17 +250,17 @@ export function productKernel(spec: ProductSpec): void {
   const stores = range(RM).flatMap((i) => range(VN).map((j) => {
     const n = `n0 + ${4 * j}u`;
     const body = outVec
-      ? `if (${n} < ${N}u) { out[(oBase + m * ${N}u + ${n}) / 4u] = out_t(vec4f(${range(4).map((c) => epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)).join(', ')})); }`
-      : range(4).map((c) => `if (${n} + ${c}u < ${N}u) { out[oBase + m * ${N}u + ${n} + ${c}u] = out_t(${epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)}); }`).join('\n      ');
-    return `{ let m = m0 + ${i}u; if (m < ${M}u) {
+      ? `if (${n} < ${Nw}) { out[(oBase + m * ${Nw} + ${n}) / 4u] = out_t(vec4f(${range(4).map((c) => epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)).join(', ')})); }`
+      : range(4).map((c) => `if (${n} + ${c}u < ${Nw}) { out[oBase + m * ${Nw} + ${n} + ${c}u] = out_t(${epilogue(`c${i}_${j}[${c}]`, `${n} + ${c}u`)}); }`).join('\n      ');
+    return `{ let m = m0 + ${i}u; if (m < ${Mw}) {
       ${body}
     } }`;
   }));
 
   launch({
     name: spec.activation ? `${spec.name}+${spec.activation}` : spec.name,
-    key: `${spec.key}|${M}|${N}|${batch}|${spec.alpha ?? 1}|${RM}x${VN}|${TX}x${TY}|${aVec}${bVec}`,
-    inputs: spec.inputs,
+    key: `${spec.key}|${spec.dims ? 'dims' : `${M}|${N}|${batch}`}|${spec.alpha ?? 1}|${RM}x${VN}|${TX}x${TY}|${aVec}${bVec}|${outVec}`,
+    inputs: spec.dims ? { ...spec.inputs, dims: spec.dims } : spec.inputs,
     outputs: { out },
     vec4: [...(aVec ? [spec.rowsVec!.input] : []), ...(bVec ? [spec.colsVec!.input] : []), ...(outVec ? ['out'] : [])],
     workgroups: [Math.ceil(N / (CW * TX)), Math.ceil(M / (RM * TY)), batch],
