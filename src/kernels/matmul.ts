@@ -10,7 +10,7 @@
 // Loads clamp their row/column to the matrix, so the hot loop has no bounds checks; only stores test them.
 
 import { isGradEnabled, noGrad, record } from '../engine/autograd.ts';
-import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectFloat, f32, launch, offsetExpr, unravel } from '../engine/kernel.ts';
+import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectFloat, f32, launch } from '../engine/kernel.ts';
 import { type DType, type Shape, Tensor, keep, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, unary, unaryOps } from './elementwise.ts';
 import { sumTo } from './reduce.ts';
@@ -293,30 +293,40 @@ function gemmKernel(
   // Bᵀ stored [N, K] makes every lane of a SIMD row read a different row of B (a gather per k); one
   // transposed copy, O(N·K) next to the product's O(M·N·K), measured 2–3× faster overall on lavapipe.
   const bMatrix = transB ? noGrad(() => transpose(b, -1, -2)) : b;
-  const batchOffset = (t: Tensor, matrix: number) => offsetExpr(broadcastStrides(t.shape.slice(0, -2), batch).map((s) => s * matrix), 'z');
+  // Sizes and batch strides are read at run time (ProductSpec.dims): one pipeline per batch rank, blocking
+  // and operand layout serves every shape. dims: M, N, batch count, K, sm, sn (the bias's strides along M
+  // and N), then per batch dim: its size, the z stride of its index, and A's, B's and the bias's strides.
+  const strides = (t: Tensor | undefined, matrix: number) => (t ? broadcastStrides(t.shape.slice(0, -2), batch).map((st) => st * matrix) : batch.map(() => 0));
   const biasStrides = bias ? broadcastStrides(bias.shape, outShape) : [];
   const [sm = 0, sn = 0] = biasStrides.slice(-2);
+  const [aStrides, bStrides] = [strides(a, M * K), strides(bMatrix, K * N)];
+  const zStrides = batch.map((_, d) => numel(batch.slice(d + 1)));
+  const perDim = batch.flatMap((size, d) => [size, zStrides[d]!, aStrides[d]!, bStrides[d]!, biasStrides[d] ?? 0]);
+  const dim = (d: number, field: number) => `dims[${6 + 5 * d + field}]`;
+  const offsetOf = (field: number) => (batch.length ? batch.map((_, d) => `z${d} * ${dim(d, field)}`).join(' + ') : '0u');
   productKernel({
     name: 'gemm',
-    key: `${shapeStr(a.shape)}${transA ? 'T' : ''}|${shapeStr(b.shape)}|${bias ? shapeStr(bias.shape) : '-'}`,
+    key: `${batch.length}|${transA ? 'T' : ''}|${bias ? 'bias' : '-'}`,
     M, N, batch: numel(batch),
+    dims: dimsTensor([M, N, numel(batch), K, sm, sn, ...perDim]),
     flops: 2 * M * N * K * numel(batch),
     inputs: bias ? { a, b: bMatrix, bias } : { a, b: bMatrix },
     out,
-    prologue: () => `${unravel(batch, 'z', 'z')}
-  let aBase = ${batchOffset(a, M * K)};
-  let bBase = ${batchOffset(bMatrix, K * N)};
-  ${bias ? `let biasBase = ${offsetExpr(biasStrides.slice(0, -2), 'z')};` : ''}`,
-    loop: (body) => `for (var k = 0u; k < ${K}u; k++) {
+    prologue: () => `let M = dims[0]; let N = dims[1]; let K = dims[3];
+  ${batch.map((_, d) => `let z${d} = (z / ${dim(d, 1)}) % ${dim(d, 0)};`).join('\n  ')}
+  let aBase = ${offsetOf(2)};
+  let bBase = ${offsetOf(3)};
+  ${bias ? `let biasBase = ${offsetOf(4)};` : ''}`,
+    loop: (body) => `for (var k = 0u; k < K; k++) {
     ${body}
   }`,
-    rowOf: (i) => `a[aBase + ${transA ? `k * ${M}u + ra${i}` : `ra${i} * ${K}u + k`}]`,
-    rowsVec: transA ? { input: 'a', load: (r) => `a[(aBase + k * ${M}u + rv${r}) / 4u]` } : undefined,
-    colOf: (c) => `b[bBase + k * ${N}u + cb${c}]`,
-    colsVec: { input: 'b', load: (j) => `b[(bBase + k * ${N}u + cv${j}) / 4u]` },
-    outBase: `z * ${M * N}u`,
+    rowOf: (i) => `a[aBase + ${transA ? `k * M + ra${i}` : `ra${i} * K + k`}]`,
+    rowsVec: transA ? { input: 'a', load: (r) => `a[(aBase + k * M + rv${r}) / 4u]` } : undefined,
+    colOf: (c) => `b[bBase + k * N + cb${c}]`,
+    colsVec: { input: 'b', load: (j) => `b[(bBase + k * N + cv${j}) / 4u]` },
+    outBase: 'z * M * N',
     alpha,
-    bias: bias ? (m, n) => `bias[biasBase + ${m} * ${sm}u + (${n}) * ${sn}u]` : undefined,
+    bias: bias ? (m, n) => `bias[biasBase + ${m} * dims[4] + (${n}) * dims[5]]` : undefined,
     activation,
   });
   if (transB) bMatrix.dispose();
