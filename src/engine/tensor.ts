@@ -365,6 +365,16 @@ function toTypedArray(data: TensorData, dtype: DType): ArrayBufferView {
 const f32buf = new Float32Array(1);
 const u32buf = new Uint32Array(f32buf.buffer);
 
+/** Kernel parameters read at run time (sizes, strides): one kept u32 tensor per distinct list of values. */
+const u32Constants = new Map<string, Tensor>();
+
+export function u32Constant(values: readonly number[]): Tensor {
+  const key = values.join(',');
+  let t = u32Constants.get(key);
+  if (!t) u32Constants.set(key, (t = keep(Tensor.fromArray(Uint32Array.from(values), [values.length], 'u32'))));
+  return t;
+}
+
 export function f16ToF32(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;

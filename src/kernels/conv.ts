@@ -11,9 +11,9 @@
 
 import { isGradEnabled, record } from '../engine/autograd.ts';
 import { expectFloat, expectRank } from '../engine/kernel.ts';
-import { Tensor, shapeStr, tidy } from '../engine/tensor.ts';
+import { Tensor, shapeStr, tidy, u32Constant } from '../engine/tensor.ts';
 import { type UnaryOp, unary } from './elementwise.ts';
-import { dimsTensor, productKernel } from './matmul.ts';
+import { productKernel } from './matmul.ts';
 import { sum } from './reduce.ts';
 
 /** A size for both spatial axes, or [height, width]. */
@@ -159,7 +159,7 @@ function convGather(
     : `let t${v} = i32(${o} * ${s} + ${k} * ${d}) - ${p};
       let ok${v} = t${v} >= 0 && t${v} < i32(${size});
       let ${v} = u32(clamp(t${v}, 0, i32(${size}) - 1));`;
-  const dims = dimsTensor([CoutG, Ho * Wo, N * G, G, Cin, H, W, KH, KW, Wo, ...geo.stride, ...geo.padding, ...geo.dilation]);
+  const dims = u32Constant([CoutG, Ho * Wo, N * G, G, Cin, H, W, KH, KW, Wo, ...geo.stride, ...geo.padding, ...geo.dilation]);
   productKernel({
     name: transposed ? 'conv.gatherTransposed' : 'conv.gather',
     key: bias ? 'bias' : '',
@@ -225,7 +225,7 @@ function weightGrad(big: Tensor, small: Tensor, geo: Geometry, bigPerGroup: numb
   const rowsPerChunk = Math.ceil(rows / chunks);
   const partial = Tensor.empty([chunks, Cs, bigPerGroup, KH, KW]);
   // sizes read at run time, as in convGather
-  const dims = dimsTensor([CsG, columns, G * chunks, chunks, Cs, Cb, H, W, Ho, Wo, KH, KW, bigPerGroup, rows, rowsPerChunk, ...geo.stride, ...geo.padding, ...geo.dilation]);
+  const dims = u32Constant([CsG, columns, G * chunks, chunks, Cs, Cb, H, W, Ho, Wo, KH, KW, bigPerGroup, rows, rowsPerChunk, ...geo.stride, ...geo.padding, ...geo.dilation]);
   productKernel({
     name: 'conv.weightGrad',
     key: '',

@@ -11,7 +11,7 @@
 
 import { isGradEnabled, noGrad, record } from '../engine/autograd.ts';
 import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectFloat, f32, launch } from '../engine/kernel.ts';
-import { type DType, type Shape, Tensor, keep, numel, shapeStr, tidy } from '../engine/tensor.ts';
+import { type DType, type Shape, Tensor, numel, shapeStr, tidy, u32Constant } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, unary, unaryOps } from './elementwise.ts';
 import { sumTo } from './reduce.ts';
 import { reshape, transpose } from './shape.ts';
@@ -135,7 +135,7 @@ export interface ProductSpec {
    * Sizes read at run time: M, N and the batch count come from this u32 tensor (`dims[0]`, `dims[1]`,
    * `dims[2]`, further entries the template's own) instead of being compiled into the WGSL, so one pipeline
    * serves every shape with the same blocking: fewer pipelines for the JIT of a first step (llvmpipe compiles
-   * a shader at its first dispatch). `key` must then not name the sizes either. Bound as `dims` (`dimsTensor`).
+   * a shader at its first dispatch). `key` must then not name the sizes either. Bound as `dims` (`u32Constant`).
    */
   dims?: Tensor;
   /** Multiplies the sum. */
@@ -187,16 +187,6 @@ function blocking(M: number, N: number, batch: number, gathered: boolean): { RM:
     else RM /= 2;
   }
   return { RM, VN, ...layout(M, N, RM, 4 * VN) };
-}
-
-/** Run-time sizes for `ProductSpec.dims`: one kept u32 tensor per distinct list of values. */
-const dimsTensors = new Map<string, Tensor>();
-
-export function dimsTensor(values: readonly number[]): Tensor {
-  const key = values.join(',');
-  let t = dimsTensors.get(key);
-  if (!t) dimsTensors.set(key, (t = keep(Tensor.fromArray(Uint32Array.from(values), [values.length], 'u32'))));
-  return t;
 }
 
 let productFlopCount = 0;
@@ -308,7 +298,7 @@ function gemmKernel(
     name: 'gemm',
     key: `${batch.length}|${transA ? 'T' : ''}|${bias ? 'bias' : '-'}`,
     M, N, batch: numel(batch),
-    dims: dimsTensor([M, N, numel(batch), K, sm, sn, ...perDim]),
+    dims: u32Constant([M, N, numel(batch), K, sm, sn, ...perDim]),
     flops: 2 * M * N * K * numel(batch),
     inputs: bias ? { a, b: bMatrix, bias } : { a, b: bMatrix },
     out,

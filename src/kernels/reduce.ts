@@ -3,8 +3,8 @@
 // striding over K (about 64 elements each), then a tree in workgroup memory.
 
 import { record } from '../engine/autograd.ts';
-import { axis, expectDType, f32, grid1d, launch, offsetExpr, stridesOf, unravel, workgroupSize } from '../engine/kernel.ts';
-import { type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
+import { axis, expectDType, f32, launch, stridesOf, workgroupSize } from '../engine/kernel.ts';
+import { type Shape, Tensor, numel, shapeStr, u32Constant } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { reshape } from './shape.ts';
 
@@ -30,46 +30,72 @@ function reducedShape(shape: Shape, axes: number[], keepdim: boolean): number[] 
   return shape.flatMap((d, k) => (axes.includes(k) ? (keepdim ? [1] : []) : [d]));
 }
 
+/**
+ * The reduction's index space with neighbouring axes of the same kind (kept or reduced) merged, e.g. a bias
+ * gradient's sum over [0, 2, 3] of [B, C, H, W] as reduced [B], kept [C], reduced [H·W]: each axis's size,
+ * the divisor that extracts its index from a flat kept/reduced index, and its stride in x.
+ */
+function mergedAxes(shape: Shape, axes: number[]): { kept: number[][]; reduced: number[][] } {
+  const st = stridesOf(shape);
+  const runs: { reduce: boolean; size: number; stride: number }[] = [];
+  shape.forEach((size, k) => {
+    const reduce = axes.includes(k);
+    const last = runs[runs.length - 1];
+    if (size === 1) return;
+    if (last && last.reduce === reduce && last.stride === size * st[k]!) [last.size, last.stride] = [last.size * size, st[k]!];
+    else runs.push({ reduce, size, stride: st[k]! });
+  });
+  const withDivisors = (list: typeof runs) => list.map((r, d) => [r.size, numel(list.slice(d + 1).map((q) => q.size)), r.stride]);
+  return { kept: withDivisors(runs.filter((r) => !r.reduce)), reduced: withDivisors(runs.filter((r) => r.reduce)) };
+}
+
 function reduceKernel(kind: ReduceKind, x: Tensor, axes: number[], keepdim: boolean, scale = 1): Tensor {
   const op = kind;
   expectDType(op, x, 'f32');
-  const st = stridesOf(x.shape);
-  const kept = x.shape.map((_, k) => k).filter((k) => !axes.includes(k));
-  const keptShape = kept.map((k) => x.shape[k]!);
   const redShape = axes.map((k) => x.shape[k]!);
   const outShape = reducedShape(x.shape, axes, keepdim);
   const isArg = kind === 'argmax' || kind === 'argmin';
   const out = Tensor.empty(outShape, isArg ? 'i32' : 'f32');
-  const n = numel(keptShape);
+  const n = numel(outShape);
   const K = numel(redShape);
   if (n === 0) return out;
   if (K === 0) throw new Error(`${op}: cannot reduce over an empty dimension of shape ${shapeStr(x.shape)}`);
-  const base = `${offsetExpr(kept.map((k) => st[k]!), 'o')}`;
-  const inner = `${offsetExpr(axes.map((k) => st[k]!), 'r')}`;
+  // Sizes and strides are read at run time (one pipeline per pattern of merged axes, not per shape): dims =
+  // n, K, the scale's bits, then (size, divisor, stride) of each kept axis, then of each reduced axis.
+  const { kept, reduced } = mergedAxes(x.shape, axes);
+  const dims = u32Constant([n, K, new Uint32Array(Float32Array.of(scale).buffer)[0]!, ...kept.flat(), ...reduced.flat()]);
+  const field = (d: number, f: number) => `dims[${3 + 3 * d + f}]`;
+  const offset = (list: number[][], index: string, first: number) =>
+    list.length ? list.map((_, d) => `(${index} / ${field(first + d, 1)}) % ${field(first + d, 0)} * ${field(first + d, 2)}`).join(' + ') : '0u';
+  const base = offset(kept, 'i', 0);
+  const inner = offset(reduced, 'k', kept.length);
+  const pattern = `${kept.length}|${reduced.length}`;
   const c = combine[kind];
   // acc/idx update for candidate value v at reduced index k
   const step = c.better
     ? `if (v ${c.better} acc || (v == acc && k < idx)) { acc = v; idx = k; }`
     : 'acc += v;';
-  const result = isArg ? 'i32(idx)' : kind === 'sum' && scale !== 1 ? `acc * ${f32(scale)}` : 'acc';
+  const result = isArg ? 'i32(idx)' : kind === 'sum' && scale !== 1 ? 'acc * bitcast<f32>(dims[2])' : 'acc';
   const walk = (kExpr: string, kStep: string) => `
-    for (var k = ${kExpr}; k < ${K}u; k += ${kStep}) {
-      ${unravel(redShape, 'k', 'r')}
+    for (var k = ${kExpr}; k < dims[1]; k += ${kStep}) {
       let v = x[b + ${inner}];
       ${step}
     }`;
   const small = K <= 64 || n >= 4096;
   if (small) {
-    const g = grid1d(n);
+    const groups = Math.ceil(n / workgroupSize);
+    const gx = Math.min(groups, 65535);
     launch({
       name: `reduce.${kind}`,
-      key: `${shapeStr(x.shape)}|${axes}|${scale}|small`,
-      inputs: { x },
+      key: `${pattern}|${scale !== 1}|small`,
+      inputs: { x, dims },
       outputs: { out },
-      workgroups: g.workgroups,
+      workgroups: [gx, Math.ceil(groups / gx)],
       wgsl: (bindings) => `${bindings}
-${g.main}
-  ${unravel(keptShape, 'i', 'o')}
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = gid.x + gid.y * groups.x * ${workgroupSize}u;
+  if (i >= dims[0]) { return; }
   let b = ${base};
   var acc = ${c.init};
   var idx = 0u;
@@ -89,18 +115,17 @@ ${g.main}
     : 'sacc[t] += sacc[t + s];';
   launch({
     name: `reduce.${kind}`,
-    key: `${shapeStr(x.shape)}|${axes}|${scale}|wg${wg}`,
-    inputs: { x },
+    key: `${pattern}|${scale !== 1}|wg${wg}`,
+    inputs: { x, dims },
     outputs: { out },
     workgroups: [gx, gy],
     wgsl: (bindings) => `${bindings}
 var<workgroup> sacc: array<f32, ${wg}>;
 var<workgroup> sidx: array<u32, ${wg}>;
 @compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
-  let i = wid.x + wid.y * ${gx}u;
-  let live = i < ${n}u;
-  ${unravel(keptShape, 'i', 'o')}
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32, @builtin(num_workgroups) groups: vec3u) {
+  let i = wid.x + wid.y * groups.x;
+  let live = i < dims[0];
   let b = ${base};
   var acc = ${c.init};
   var idx = 0u;

@@ -2,11 +2,11 @@
 // so training resumes exactly. Updates run on the GPU, one dispatch per parameter that rewrites the parameter
 // and its state in place. Hyperparameters reach the kernels through a small tensor rather than WGSL
 // constants, so changing the learning rate (or reaching a new step's bias correction) compiles nothing; the
-// element count is read at run time too, so one pipeline per update rule serves every parameter shape (a
+// element count is read at run time too (a u32Constant), so one pipeline per update rule serves every parameter shape (a
 // model has dozens of distinct sizes, each a pipeline to compile on a first step otherwise).
 
 import { launch, workgroupSize } from '../engine/kernel.ts';
-import { Tensor, keep, shapeStr } from '../engine/tensor.ts';
+import { Tensor, keep, shapeStr, u32Constant } from '../engine/tensor.ts';
 import { SafetensorsReader } from '../io/safetensors.ts';
 
 /** One parameter's state: updates applied so far and named state tensors (momentum_buffer, exp_avg…). */
@@ -180,15 +180,6 @@ function parseJson(text: string | undefined): unknown {
   }
 }
 
-/** Element counts as one-element u32 tensors, uploaded once per distinct count and kept. */
-const counts = new Map<number, Tensor>();
-
-function countTensor(n: number): Tensor {
-  let t = counts.get(n);
-  if (!t) counts.set(n, (t = keep(Tensor.fromArray(Uint32Array.of(n), [1], 'u32'))));
-  return t;
-}
-
 /**
  * Launches an in-place elementwise update over a parameter: `body` (WGSL) reads `grad[i]` and `hp[k]` and
  * rewrites `param[i]` and the `state` tensors (bound read-write under their names) at index i.
@@ -199,7 +190,7 @@ export function launchUpdate(name: string, param: Tensor, grad: Tensor, hp: Tens
   launch({
     name,
     key: '',
-    inputs: { grad, hp, count: countTensor(param.size) },
+    inputs: { grad, hp, count: u32Constant([param.size]) },
     outputs: { param, ...state },
     workgroups: [x, Math.ceil(groups / x)],
     wgsl: (bindings) => `${bindings}
