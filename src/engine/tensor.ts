@@ -35,7 +35,7 @@ export function checkShape(shape: Shape, what: string): void {
 
 const usage = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const free = new Map<number, GPUBuffer[]>();
-const stats = { liveBytes: 0, peakBytes: 0, pooledBytes: 0, allocations: 0, reuses: 0 };
+const stats = { liveBytes: 0, peakBytes: 0, pooledBytes: 0, allocations: 0, reuses: 0, constantBytes: 0 };
 let poolLimitBytes = 2 * 1024 ** 3;
 
 /** Pool size classes: 256 B minimum, then 8 classes per power of two (at most 12.5% slack). */
@@ -95,6 +95,8 @@ export interface MemoryStats {
   pooledBytes: number;
   allocations: number;
   reuses: number;
+  /** Bytes of the engine's cached kernel parameters (`u32Constant`), kept for good and not in liveBytes. */
+  constantBytes: number;
 }
 
 export function memoryStats(): MemoryStats {
@@ -371,7 +373,12 @@ const u32Constants = new Map<string, Tensor>();
 export function u32Constant(values: readonly number[]): Tensor {
   const key = values.join(',');
   let t = u32Constants.get(key);
-  if (!t) u32Constants.set(key, (t = keep(Tensor.fromArray(Uint32Array.from(values), [values.length], 'u32'))));
+  if (!t) {
+    u32Constants.set(key, (t = keep(Tensor.fromArray(Uint32Array.from(values), [values.length], 'u32'))));
+    // a cache entry like a compiled pipeline, not a tensor anyone holds: counted apart from liveBytes
+    stats.liveBytes -= t.buffer.size;
+    stats.constantBytes += t.buffer.size;
+  }
   return t;
 }
 
