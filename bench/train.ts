@@ -435,7 +435,7 @@ function trainingSection({ date, commit, machine, iterations, shaderCache, rows,
   const num = (r: Row, k: string) => r[k] as number;
   const name = (r: Row) => r.workload as string;
   const lines = [
-    `\`npm run bench:train\` on ${machine.adapter}, ${machine.cores} cores, ${date}, commit ${commit}; Mesa's shader disk cache ${shaderCache ? 'as the environment has it' : 'disabled (first steps compile everything)'}; ${iterations} timed steps per workload (median); 1-min load ${rows.map((r) => `${name(r)} ${r['load 1m']}`).join(', ')} (includes the bench's own threads). Before: ${base.note}`,
+    `\`npm run bench:train\` on ${machine.adapter}, ${machine.cores} cores, ${date}, commit ${commit}; Mesa's shader disk cache ${shaderCache ? 'as the environment has it' : 'disabled (first steps compile everything)'}; ${iterations} timed steps per workload (median); the workloads run in this order in one process, so a later one's first step reuses pipelines an earlier one compiled; medians vary by about ±15% between runs on this VM; 1-min load ${rows.map((r) => `${name(r)} ${r['load 1m']}`).join(', ')} (includes the bench's own threads). Before: ${base.note}`,
     '',
     '| workload | before ms | after ms | speedup | GFLOP/step | GFLOP/s | of FMA ceiling | first step before → after (s) | first − median (s) | peak MiB |',
     '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
