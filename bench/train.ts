@@ -103,6 +103,16 @@ if (argv.includes('--report-only')) {
 
 await getDevice();
 
+/** One optimizer step on the loss `lossOf` builds (intermediates freed), ending with the GPU idle. */
+async function optimizerStep(opt: AdamW, lossOf: () => Tensor): Promise<void> {
+  const loss = tidy(lossOf);
+  backward(loss);
+  opt.step();
+  opt.zeroGrad();
+  loss.dispose();
+  await sync();
+}
+
 interface Workload {
   /** What exactly runs (model, input, loss). */
   what: string;
@@ -145,14 +155,7 @@ const makers: { name: string; make: () => Workload }[] = [
         what: 'UNet2DConditionModel [64, 128], CrossAttn down/up ×2 + mid, 1 layer/block, 8 heads, cross 64, 32 groups; MSE to noise; AdamW',
         input: `${B}×4×16×16 + ${B}×${tokens}×64 text`,
         params: paramCount(unet),
-        step: async () => {
-          const loss = tidy(() => mseLoss(unet.forward(sample, timesteps, text), target));
-          backward(loss);
-          opt.step();
-          opt.zeroGrad();
-          loss.dispose();
-          await sync();
-        },
+        step: () => optimizerStep(opt, () => mseLoss(unet.forward(sample, timesteps, text), target)),
         forward: async () => {
           tidy(() => unet.forward(sample, timesteps, text)).dispose();
           await sync();
@@ -186,19 +189,12 @@ const makers: { name: string; make: () => Workload }[] = [
         what: 'AutoencoderKL [32, 64, 64], 1 layer/block, 8 groups, mid attention; MSE(recon) + 1e-6·KL; AdamW',
         input: `${B}×3×64×64 → ${B}×4×16×16`,
         params: paramCount(vae),
-        step: async () => {
-          const loss = tidy(() => {
-            const { posterior: { mean, logvar }, recon } = reconstruct();
-            // KL(N(μ, σ²) ‖ N(0, 1)) = ½ Σ (μ² + σ² − 1 − log σ²), per image, averaged over the batch
-            const kl = mul(sum(sub(add(mul(mean, mean), exp(logvar)), add(logvar, 1))), 0.5 / B);
-            return add(mseLoss(recon, images), mul(kl, klWeight));
-          });
-          backward(loss);
-          opt.step();
-          opt.zeroGrad();
-          loss.dispose();
-          await sync();
-        },
+        step: () => optimizerStep(opt, () => {
+          const { posterior: { mean, logvar }, recon } = reconstruct();
+          // KL(N(μ, σ²) ‖ N(0, 1)) = ½ Σ (μ² + σ² − 1 − log σ²), per image, averaged over the batch
+          const kl = mul(sum(sub(add(mul(mean, mean), exp(logvar)), add(logvar, 1))), 0.5 / B);
+          return add(mseLoss(recon, images), mul(kl, klWeight));
+        }),
         forward: async () => {
           tidy(() => reconstruct().recon).dispose();
           await sync();
