@@ -370,6 +370,11 @@ const u32buf = new Uint32Array(f32buf.buffer);
 /** Kernel parameters read at run time (sizes, strides): one kept u32 tensor per distinct list of values. */
 const u32Constants = new Map<string, Tensor>();
 
+/** The bits of `v` as an f32, for passing a float through a u32Constant (`bitcast<f32>` in WGSL). */
+export function f32Bits(v: number): number {
+  return new Uint32Array(Float32Array.of(v).buffer)[0]!;
+}
+
 export function u32Constant(values: readonly number[]): Tensor {
   const key = values.join(',');
   let t = u32Constants.get(key);

@@ -11,7 +11,7 @@
 
 import { isGradEnabled, noGrad, record } from '../engine/autograd.ts';
 import { broadcastShapes, broadcastStrides, expectBroadcastsTo, expectFloat, f32, launch } from '../engine/kernel.ts';
-import { type DType, type Shape, Tensor, numel, shapeStr, tidy, u32Constant } from '../engine/tensor.ts';
+import { type DType, type Shape, Tensor, numel, shapeStr, tidy, f32Bits, u32Constant } from '../engine/tensor.ts';
 import { type UnaryDef, type UnaryOp, unary, unaryOps } from './elementwise.ts';
 import { sumTo } from './reduce.ts';
 import { reshape, transpose } from './shape.ts';
@@ -138,8 +138,8 @@ export interface ProductSpec {
    * a shader at its first dispatch). `key` must then not name the sizes either. Bound as `dims` (`u32Constant`).
    */
   dims?: Tensor;
-  /** Multiplies the sum. */
-  alpha?: number;
+  /** Multiplies the sum: a number compiled in, or a WGSL f32 expression read at run time. */
+  alpha?: number | string;
   /**
    * B's columns are gathered with a bounds test each (convolution taps) rather than loaded as vectors: then
    * taller blocks (16 rows × 8 columns) amortise each gathered column over more rows (measured 1.3–1.7×
@@ -235,7 +235,7 @@ export function productKernel(spec: ProductSpec): void {
     ...(bVec ? range(VN).map((j) => `let cv${j} = min(n0 + ${4 * j}u, ${Nw} - 4u);`) : []),
   ];
 
-  const scale = !spec.alpha || spec.alpha === 1 ? '' : ` * ${f32(spec.alpha)}`;
+  const scale = spec.alpha === undefined || spec.alpha === 1 ? '' : ` * ${typeof spec.alpha === 'string' ? spec.alpha : f32(spec.alpha)}`;
   const act: UnaryDef | undefined = spec.activation ? unaryOps[spec.activation] : undefined;
   const epilogue = (v: string, n: string) => {
     const e = `${v}${scale}${spec.bias ? ` + f32(${spec.bias('m', n)})` : ''}`;
@@ -255,7 +255,7 @@ export function productKernel(spec: ProductSpec): void {
 
   launch({
     name: spec.activation ? `${spec.name}+${spec.activation}` : spec.name,
-    key: `${spec.key}|${spec.dims ? 'dims' : `${M}|${N}|${batch}`}|${spec.alpha ?? 1}|${RM}x${VN}|${TX}x${TY}|${aVec}${bVec}|${outVec}`,
+    key: `${spec.key}|${spec.dims ? 'dims' : `${M}|${N}|${batch}`}|${typeof spec.alpha === 'string' ? 'alpha' : spec.alpha ?? 1}|${RM}x${VN}|${TX}x${TY}|${aVec}${bVec}|${outVec}`,
     inputs: spec.dims ? { ...spec.inputs, dims: spec.dims } : spec.inputs,
     outputs: { out },
     vec4: [...(aVec ? [spec.rowsVec!.input] : []), ...(bVec ? [spec.colsVec!.input] : []), ...(outVec ? ['out'] : [])],
@@ -289,22 +289,23 @@ function gemmKernel(
   // Bᵀ stored [N, K] makes every lane of a SIMD row read a different row of B (a gather per k); one
   // transposed copy, O(N·K) next to the product's O(M·N·K), measured 2–3× faster overall on lavapipe.
   const bMatrix = transB ? noGrad(() => transpose(b, -1, -2)) : b;
-  // Sizes and batch strides are read at run time (ProductSpec.dims): one pipeline per batch rank, blocking
-  // and operand layout serves every shape. dims: M, N, batch count, K, sm, sn (the bias's strides along M
-  // and N), then per batch dim: its size, the z stride of its index, and A's, B's and the bias's strides.
+  // Sizes, batch strides and alpha are read at run time (ProductSpec.dims): one pipeline per batch rank,
+  // blocking and operand layout serves every shape. dims: M, N, batch count, K, sm, sn (the bias's strides
+  // along M and N), alpha's bits, then per batch dim: its size, the z stride of its index, and A's, B's and
+  // the bias's strides.
   const strides = (t: Tensor | undefined, matrix: number) => (t ? broadcastStrides(t.shape.slice(0, -2), batch).map((st) => st * matrix) : batch.map(() => 0));
   const biasStrides = bias ? broadcastStrides(bias.shape, outShape) : [];
   const [sm = 0, sn = 0] = biasStrides.slice(-2);
   const [aStrides, bStrides] = [strides(a, M * K), strides(bMatrix, K * N)];
   const zStrides = batch.map((_, d) => numel(batch.slice(d + 1)));
   const perDim = batch.flatMap((size, d) => [size, zStrides[d]!, aStrides[d]!, bStrides[d]!, biasStrides[d] ?? 0]);
-  const dim = (d: number, field: number) => `dims[${6 + 5 * d + field}]`;
+  const dim = (d: number, field: number) => `dims[${7 + 5 * d + field}]`;
   const offsetOf = (field: number) => (batch.length ? batch.map((_, d) => `z${d} * ${dim(d, field)}`).join(' + ') : '0u');
   productKernel({
     name: 'gemm',
     key: `${batch.length}|${transA ? 'T' : ''}|${bias ? 'bias' : '-'}`,
     M, N, batch: numel(batch),
-    dims: u32Constant([M, N, numel(batch), K, sm, sn, ...perDim]),
+    dims: u32Constant([M, N, numel(batch), K, sm, sn, f32Bits(alpha), ...perDim]),
     flops: 2 * M * N * K * numel(batch),
     inputs: bias ? { a, b: bMatrix, bias } : { a, b: bMatrix },
     out,
@@ -321,7 +322,7 @@ function gemmKernel(
     colOf: (c) => `b[bBase + k * N + cb${c}]`,
     colsVec: { input: 'b', load: (j) => `b[(bBase + k * N + cv${j}) / 4u]` },
     outBase: 'z * M * N',
-    alpha,
+    alpha: alpha === 1 ? 1 : 'bitcast<f32>(dims[6])',
     bias: bias ? (m, n) => `bias[biasBase + ${m} * dims[4] + (${n}) * dims[5]]` : undefined,
     activation,
   });

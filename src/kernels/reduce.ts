@@ -4,7 +4,7 @@
 
 import { record } from '../engine/autograd.ts';
 import { axis, expectDType, f32, launch, stridesOf, workgroupSize } from '../engine/kernel.ts';
-import { type Shape, Tensor, numel, shapeStr, u32Constant } from '../engine/tensor.ts';
+import { type Shape, Tensor, numel, shapeStr, f32Bits, u32Constant } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { reshape } from './shape.ts';
 
@@ -65,7 +65,7 @@ function reduceKernel(kind: ReduceKind, x: Tensor, axes: number[], keepdim: bool
   // gradients): one pipeline per reduced shape rather than per input shape. dims = n, the scale's bits, then
   // (size, divisor, stride) of each kept axis.
   const { kept, reduced } = mergedAxes(x.shape, axes);
-  const dims = u32Constant([n, new Uint32Array(Float32Array.of(scale).buffer)[0]!, ...kept.flat()]);
+  const dims = u32Constant([n, f32Bits(scale), ...kept.flat()]);
   const field = (d: number, f: number) => `dims[${2 + 3 * d + f}]`;
   const base = kept.length ? kept.map((_, d) => `(i / ${field(d, 1)}) % ${field(d, 0)} * ${field(d, 2)}`).join(' + ') : '0u';
   const inner = reduced.length ? reduced.map(([size, div, stride]) => `(k / ${div}u) % ${size}u * ${stride}u`).join(' + ') : '0u';
