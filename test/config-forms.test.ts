@@ -113,6 +113,7 @@ test('Swin / Mask2Former: out_indices, absent backbone_config and out_features, 
   const { out_indices: _i, ...neither } = byIndex;
   assert.equal(parse(neither).backbone.outFeatures, ['stage1', 'stage2', 'stage3', 'stage4']);
   assert.throws(() => parse({ ...byIndex, out_indices: [2, 3, 4] }), /pixel decoder needs 4 backbone stages, out_features has 3/);
+  assert.throws(() => parse({ ...byIndex, out_indices: [1, 1, 2, 3] }), /cfg\.json backbone_config: "out_indices" must be stages in increasing order, each once/);
   // no backbone_config: transformers' default Swin (depths 2, 2, 18, 2; window 7; drop path 0.3)
   const { backbone_config: _b, ...noBackbone } = m2fJson;
   const d = parseMask2FormerConfig(noBackbone).backbone;
@@ -133,6 +134,7 @@ test('Swin / Mask2Former: out_indices, absent backbone_config and out_features, 
     [{ hidden_act: 'mish' }, /"hidden_act": "mish" is not implemented here/],
     [{ hidden_act: 'wobbly' }, /"hidden_act" must be an activation name/],
     [{ out_features: ['stage1', 'stage9'] }, /"out_features" must be a list of stem\/stage1/],
+    [{ out_features: ['stage4', 'stage3', 'stage2', 'stage1'] }, /"out_features" must be stages in increasing order, each once/],
   ];
   for (const [change, re] of bad) assert.throws(() => parse({ ...b, ...change }), re, JSON.stringify(change));
   assert.throws(() => parse(b, { num_queries: 0 }), /cfg\.json: "num_queries" must be an integer >= 1, got 0/);
@@ -232,7 +234,9 @@ test('UNet / VAE folders: Python JSON (Infinity), defaults for absent keys, samp
   // VAE: absent block types take diffusers' defaults, sample_size may be a pair (diffusers uses it for tiling only)
   const vae = autoencoderConfig(new ConfigReader({ block_out_channels: [8], sample_size: [32, 48], norm_num_groups: 4, act_fn: 'swish' }, 'vae/config.json'));
   assert.equal([vae.block_out_channels, vae.layers_per_block, vae.latent_channels], [[8], 1, 4]);
-  assert.ok(new AutoencoderKL(vae));
+  const built = new AutoencoderKL(vae);
+  assert.equal([...built.stateDict()['encoder.conv_in.weight']!.shape], [8, 3, 3, 3]);
+  built.dispose();
   assert.throws(() => autoencoderConfig(new ConfigReader({ block_out_channels: [8, 0] }, 'vae/config.json')), /vae\/config\.json: "block_out_channels" must be a non-empty list of integers >= 1/);
   for (const t of [m, loaded]) t.dispose();
 });

@@ -79,35 +79,45 @@ test('UNet training step: the gradients of the convolution, linear and 1-D param
   unet.dispose();
 });
 
-test('UNet training step: AdamW updates every parameter as a float64 CPU AdamW, and a repeated step gives the same bytes', async () => {
-  const step = async () => {
+test('UNet training step: three AdamW steps update every parameter as a float64 CPU AdamW, and repeated steps give the same bytes', async () => {
+  const [lr, [beta1, beta2], eps, wd] = [1e-3, [0.9, 0.999], 1e-8, 0.01];
+  const run = async () => {
     const unet = model();
     const params = unet.parameters();
-    const opt = new AdamW(params, { lr: 1e-3, weightDecay: 0.01 });
-    const loss = lossOf(unet);
-    backward(loss);
-    const before = await values(params);
-    const grads = await values(params.map((p) => p.grad!));
-    opt.step();
-    opt.zeroGrad();
-    const after = await values(params);
-    loss.dispose();
+    const opt = new AdamW(params, { lr, betas: [beta1, beta2], eps, weightDecay: wd });
+    const steps: { before: Float32Array[]; grads: Float32Array[]; after: Float32Array[] }[] = [];
+    for (let t = 0; t < 3; t++) {
+      const loss = lossOf(unet);
+      backward(loss);
+      const before = await values(params);
+      const grads = await values(params.map((p) => p.grad!));
+      opt.step();
+      opt.zeroGrad();
+      loss.dispose();
+      steps.push({ before, grads, after: await values(params) });
+    }
     opt.dispose();
     unet.dispose();
-    return { before, grads, after };
+    return steps;
   };
-  const first = await step();
-  // step 1 of torch.optim.AdamW from zero moments: m = (1−β1)g, v = (1−β2)g², bias-corrected m̂ = g, v̂ = g²
-  const [lr, wd, eps] = [1e-3, 0.01, 1e-8];
+  const first = await run();
+  // torch.optim.AdamW in float64 from the GPU's own parameters and gradients at each step
+  const m = first[0]!.before.map((p) => new Float64Array(p.length));
+  const v = first[0]!.before.map((p) => new Float64Array(p.length));
   let worst = 0;
-  first.before.forEach((p, k) => p.forEach((v, i) => {
-    const g = first.grads[k]![i]!;
-    const expected = v * (1 - lr * wd) - (lr * g) / (Math.abs(g) + eps);
-    worst = Math.max(worst, Math.abs(first.after[k]![i]! - expected) / (Math.abs(expected) + 1e-3));
-  }));
-  assert.ok(worst < 1e-5, `largest relative difference of an updated parameter from CPU AdamW: ${worst.toExponential(2)}`);
-  const again = await step();
-  again.after.forEach((p, k) => assert.equal(new Uint8Array(p.buffer), new Uint8Array(first.after[k]!.buffer), `parameter ${k}: same bytes`));
+  first.forEach(({ before, grads, after }, step) => {
+    const t = step + 1;
+    before.forEach((p, k) => p.forEach((x, i) => {
+      const g = grads[k]![i]!;
+      m[k]![i] = beta1 * m[k]![i]! + (1 - beta1) * g;
+      v[k]![i] = beta2 * v[k]![i]! + (1 - beta2) * g * g;
+      const expected = x * (1 - lr * wd) - (lr / (1 - beta1 ** t)) * m[k]![i]! / (Math.sqrt(v[k]![i]!) / Math.sqrt(1 - beta2 ** t) + eps);
+      worst = Math.max(worst, Math.abs(after[k]![i]! - expected) / (Math.abs(expected) + 1e-3));
+    }));
+  });
+  assert.ok(worst < 1e-5, `largest relative difference of an updated parameter from CPU AdamW over 3 steps: ${worst.toExponential(2)}`);
+  const again = await run();
+  again.forEach((s, t) => s.after.forEach((p, k) => assert.equal(new Uint8Array(p.buffer), new Uint8Array(first[t]!.after[k]!.buffer), `step ${t + 1}, parameter ${k}: same bytes`)));
 });
 
 test.run();

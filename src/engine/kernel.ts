@@ -1,5 +1,7 @@
-// Kernel launching: a kernel is a WGSL template (a TS function) specialised by shape, dtype and attributes.
-// The specialisation key names the pipeline in a cache, so each distinct shape compiles once. Bindings are
+// Kernel launching: a kernel is a WGSL template (a TS function) specialised by dtype and attributes, and by
+// shape unless it reads its sizes at run time (products, convolutions, reductions and optimizer updates do:
+// llvmpipe JIT-compiles every pipeline at its first dispatch). The specialisation key names the pipeline in
+// a cache, so each distinct key compiles once. Bindings are
 // generated from the tensors passed in (inputs read-only, then outputs read-write), so a template never
 // declares them by hand and can't get their order or types wrong.
 

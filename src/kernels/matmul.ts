@@ -151,7 +151,7 @@ export interface ProductSpec {
   activation?: UnaryOp;
 }
 
-/** Threads per workgroup: 64, x along N, shaped by `layout`. */
+/** Threads per workgroup: at most 64 (32 or more unless the output is smaller), x along N, shaped by `layout`. */
 const threadsPerGroup = 64;
 
 const pow2Ceil = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
@@ -166,9 +166,11 @@ function layout(M: number, N: number, RM: number, CW: number): { TX: number; TY:
   const cols = pow2Ceil(colBlocks);
   const rows = pow2Ceil(Math.ceil(M / RM));
   const TY = Math.min(threadsPerGroup / Math.min(8, cols), rows);
-  // the widest row of threads whose last workgroup leaves the fewest columns idle (36 column blocks: 5
-  // groups of 8, not 2 of 32)
-  const widths = [1, 2, 4, 8, 16, 32, 64].filter((w) => w <= Math.min(threadsPerGroup / TY, cols));
+  // of the rows of threads that keep a workgroup at 32+ threads (SIMD width on GPUs), the one whose last
+  // workgroup leaves the fewest column blocks idle, the wider on ties (36 blocks with TY = 8: 9 groups of 4
+  // rather than 5 of 8)
+  const most = Math.min(threadsPerGroup / TY, cols);
+  const widths = [1, 2, 4, 8, 16, 32, 64].filter((w) => w <= most && w * TY >= Math.min(32, most * TY));
   const idle = (w: number) => Math.ceil(colBlocks / w) * w - colBlocks;
   const TX = widths.reduce((best, w) => (idle(w) <= idle(best) ? w : best), widths[0]!);
   return { TX, TY };
@@ -255,7 +257,7 @@ export function productKernel(spec: ProductSpec): void {
 
   launch({
     name: spec.activation ? `${spec.name}+${spec.activation}` : spec.name,
-    key: `${spec.key}|${spec.dims ? 'dims' : `${M}|${N}|${batch}`}|${typeof spec.alpha === 'string' ? 'alpha' : spec.alpha ?? 1}|${RM}x${VN}|${TX}x${TY}|${aVec}${bVec}|${outVec}`,
+    key: `${spec.key}|${spec.dims ? 'dims' : `${M}|${N}|${batch}`}|${spec.alpha ?? 1}|${RM}x${VN}|${TX}x${TY}|${aVec}${bVec}|${outVec}`,
     inputs: spec.dims ? { ...spec.inputs, dims: spec.dims } : spec.inputs,
     outputs: { out },
     vec4: [...(aVec ? [spec.rowsVec!.input] : []), ...(bVec ? [spec.colsVec!.input] : []), ...(outVec ? ['out'] : [])],

@@ -74,7 +74,9 @@ export class ConfigReader {
   }
 
   fail(key: string, expected: string): never {
-    throw new Error(`${this.source}: "${key}" must be ${expected}, got ${JSON.stringify(this.config[key])}`);
+    const v = this.config[key];
+    const got = v === undefined || v === null ? 'it is absent and its default does not fit' : `got ${JSON.stringify(v)}`;
+    throw new Error(`${this.source}: "${key}" must be ${expected}, ${got}`);
   }
 
   #get<T>(key: string, fallback: T | undefined, check: (v: unknown) => boolean, what: string): T {
@@ -144,7 +146,7 @@ export class ConfigReader {
   /** An activation named as transformers' ACT2FN / diffusers' get_activation name it (see `activations`). */
   activation(key: string, fallback: ActivationName): ActivationName {
     const v = this.config[key] ?? fallback;
-    if (typeof v === 'string' && v in activations) return v as ActivationName;
+    if (typeof v === 'string' && Object.hasOwn(activations, v)) return v as ActivationName;
     if (typeof v === 'string' && referenceOnlyActivations.includes(v)) {
       throw new Error(`${this.source}: "${key}": ${JSON.stringify(v)} is not implemented here (supported: ${Object.keys(activations).join(', ')})`);
     }
@@ -184,7 +186,10 @@ export function activate(name: ActivationName, x: Tensor): Tensor {
  * (preferred when `variant` is 'fp16'). Errors list what was looked for, and say so when only a pickle exists.
  */
 export function findWeights(dir: string, bases: readonly string[], variant?: 'fp16'): string {
-  const names = bases.flatMap((b) => (variant === 'fp16' ? [`${b}.fp16.safetensors`, `${b}.safetensors`] : [`${b}.safetensors`, `${b}.fp16.safetensors`]));
+  // every base's plain file before any fp16 variant (the variant first when asked for), in the bases' order
+  const plain = bases.map((b) => `${b}.safetensors`);
+  const half = bases.map((b) => `${b}.fp16.safetensors`);
+  const names = variant === 'fp16' ? [...half, ...plain] : [...plain, ...half];
   for (const n of names) if (fileExists(joinPath(dir, n))) return joinPath(dir, n);
   const pickles = bases.flatMap((b) => [`${b}.bin`, `${b}.fp16.bin`]).filter((n) => fileExists(joinPath(dir, n)));
   const hint = pickles.length ? ` (found ${pickles.join(', ')}: PyTorch pickles are not read; convert them to safetensors)` : '';

@@ -81,7 +81,6 @@ export function unetConfig(cfg: ConfigReader): UNet2DConditionConfig {
     ['time_embedding_type', [null, 'positional']], ['resnet_time_scale_shift', [null, 'default']], ['attention_type', [null, 'default']],
     ['act_fn', [null, 'silu', 'swish']], ['time_embedding_act_fn', [null]], ['timestep_post_act', [null]], ['cross_attention_norm', [null]],
     ['resnet_skip_time_act', [null, false]], ['resnet_out_scale_factor', [null, 1]], ['class_embeddings_concat', [null, false]],
-    ['mid_block_only_cross_attention', [null, false]],
   ] as const) cfg.expectDefault(key, ok);
   // diffusers: num_attention_heads = num_attention_heads or attention_head_dim (SD 1.x configs name the head count so)
   const heads = cfg.has('num_attention_heads') ? cfg.perBlock('num_attention_heads', n) : cfg.perBlock('attention_head_dim', n, 8);
@@ -182,9 +181,10 @@ export class UNet2DConditionModel extends Module {
     const n = ch.length;
     const groups = c.norm_num_groups!;
     const temb = c.time_embed_dim;
-    const transformer = (i: number, heads: number, depths: number[]) => ({
+    // diffusers' UNetMidBlock2DCrossAttn takes no only_cross_attention: its transformer always self-attends
+    const transformer = (i: number, heads: number, depths: number[], onlyCrossAttention = c.only_cross_attention[i]!) => ({
       heads, dimHead: ch[i]! / heads, depths, crossAttentionDim: c.cross_attention_dim[i]!,
-      useLinearProjection: c.use_linear_projection, onlyCrossAttention: c.only_cross_attention[i]!,
+      useLinearProjection: c.use_linear_projection, onlyCrossAttention,
     });
     this.timeProj = this.module('time_proj', new Timesteps(ch[0]!, c.flip_sin_to_cos, c.freq_shift));
     this.timeEmbedding = this.module('time_embedding', new TimestepEmbedding(ch[0]!, temb));
@@ -201,7 +201,7 @@ export class UNet2DConditionModel extends Module {
     this.midBlock = c.mid_block_type
       ? this.module('mid_block', new UNetMidBlock2DCrossAttn(ch[n - 1]!, {
         numLayers: 1, tembChannels: temb, groups, eps: c.norm_eps, outputScaleFactor: c.mid_block_scale_factor,
-        transformer: transformer(n - 1, c.num_attention_heads[n - 1]!, [c.mid_transformer_layers]),
+        transformer: transformer(n - 1, c.num_attention_heads[n - 1]!, [c.mid_transformer_layers], false),
       }))
       : undefined;
 

@@ -189,7 +189,7 @@ export function launchUpdate(name: string, param: Tensor, grad: Tensor, hp: Tens
   const x = Math.min(groups, 65535);
   launch({
     name,
-    key: '',
+    key: body,
     inputs: { grad, hp, count: u32Constant([param.size]) },
     outputs: { param, ...state },
     workgroups: [x, Math.ceil(groups / x)],

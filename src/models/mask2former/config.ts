@@ -75,6 +75,10 @@ function parseSwin(b: ConfigReader): SwinConfig {
       ? b.ints('out_indices', undefined, -stageNames.length).map((k) => stageNames.at(k) ?? b.fail('out_indices', `indices into ${stageNames.join('/')}`))
       : stageNames.slice(1);
   if (outFeatures.includes('stem')) throw new Error(`${b.source}: out_features 'stem' is not supported (Mask2Former's pixel decoder takes the stage outputs)`);
+  // as transformers: stages in order, each once (the pixel decoder's channels follow this order)
+  if (outFeatures.some((f, i) => i > 0 && stageNames.indexOf(f) <= stageNames.indexOf(outFeatures[i - 1]!))) {
+    b.fail(b.has('out_features') ? 'out_features' : 'out_indices', 'stages in increasing order, each once');
+  }
   if (b.bool('use_absolute_embeddings', false)) {
     // transformers adds num_patches + 1 position embeddings to num_patches tokens: no such model runs there either
     throw new Error(`${b.source}: use_absolute_embeddings true is not supported (Mask2Former checkpoints do not use it)`);
