@@ -60,16 +60,16 @@ function reduceKernel(kind: ReduceKind, x: Tensor, axes: number[], keepdim: bool
   const K = numel(redShape);
   if (n === 0) return out;
   if (K === 0) throw new Error(`${op}: cannot reduce over an empty dimension of shape ${shapeStr(x.shape)}`);
-  // The kept axes' sizes and strides are read at run time (computed once per thread), the reduced axes' are
-  // compiled in (the inner loop's index arithmetic: run-time divisors there cost 2.4× on the UNet's bias
-  // gradients): one pipeline per reduced shape rather than per input shape. dims = n, the scale's bits, then
-  // (size, divisor, stride) of each kept axis.
+  // The kept axes' sizes and strides and the reduced axes' strides are read at run time; the reduced axes'
+  // sizes are compiled in (the inner loop's divisions: run-time divisors there cost 2.4× on the UNet's bias
+  // gradients): one pipeline per reduced shape rather than per input shape. dims = n, the scale's bits,
+  // (size, divisor, stride) of each kept axis, then each reduced axis's stride.
   const { kept, reduced } = mergedAxes(x.shape, axes);
-  const dims = u32Constant([n, f32Bits(scale), ...kept.flat()]);
+  const dims = u32Constant([n, f32Bits(scale), ...kept.flat(), ...reduced.map(([, , stride]) => stride)]);
   const field = (d: number, f: number) => `dims[${2 + 3 * d + f}]`;
   const base = kept.length ? kept.map((_, d) => `(i / ${field(d, 1)}) % ${field(d, 0)} * ${field(d, 2)}`).join(' + ') : '0u';
-  const inner = reduced.length ? reduced.map(([size, div, stride]) => `(k / ${div}u) % ${size}u * ${stride}u`).join(' + ') : '0u';
-  const pattern = `${kept.length}|${reduced.map((r) => r.join('/')).join(',')}`;
+  const inner = reduced.length ? reduced.map(([size, div], r) => `(k / ${div}u) % ${size}u * dims[${2 + 3 * kept.length + r}]`).join(' + ') : '0u';
+  const pattern = `${kept.length}|${reduced.map(([size, div]) => `${size}/${div}`).join(',')}`;
   const c = combine[kind];
   // acc/idx update for candidate value v at reduced index k
   const step = c.better
