@@ -128,16 +128,23 @@ export const workgroupSize = 256;
 
 /**
  * A 1-D launch over `n` threads that may exceed 65535 workgroups: returns the dispatch size and a WGSL
- * prelude that defines `i` (the flat thread index) and returns early past `n`.
+ * prelude that defines `i` (the flat thread index) and returns early past `n`, or past `bound` (a WGSL
+ * expression holding n at run time, so that one pipeline serves every n).
  */
-export function grid1d(n: number, wg = workgroupSize): { workgroups: [number, number]; main: string } {
+export function grid1d(n: number, wg = workgroupSize, bound?: string): { workgroups: [number, number]; main: string } {
   const groups = Math.max(1, Math.ceil(n / wg));
   const max = 65535;
   const x = Math.min(groups, max);
   const y = Math.ceil(groups / x);
+  // with a run-time bound nothing in the WGSL depends on n: the row stride comes from num_workgroups
   return {
     workgroups: [x, y],
-    main: `@compute @workgroup_size(${wg})
+    main: bound
+      ? `@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = gid.x + gid.y * groups.x * ${wg}u;
+  if (i >= ${bound}) { return; }`
+      : `@compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * ${x * wg}u;
   if (i >= ${n}u) { return; }`,

@@ -3,7 +3,7 @@
 // striding over K (about 64 elements each), then a tree in workgroup memory.
 
 import { record } from '../engine/autograd.ts';
-import { axis, expectDType, f32, launch, stridesOf, workgroupSize } from '../engine/kernel.ts';
+import { axis, expectDType, f32, grid1d, launch, stridesOf, workgroupSize } from '../engine/kernel.ts';
 import { type Shape, Tensor, numel, shapeStr, f32Bits, u32Constant } from '../engine/tensor.ts';
 import { map } from './elementwise.ts';
 import { reshape } from './shape.ts';
@@ -83,19 +83,15 @@ function reduceKernel(kind: ReduceKind, x: Tensor, axes: number[], keepdim: bool
     }`;
   const small = K <= 64 || n >= 4096;
   if (small) {
-    const groups = Math.ceil(n / workgroupSize);
-    const gx = Math.min(groups, 65535);
+    const g = grid1d(n, workgroupSize, 'dims[0]');
     launch({
       name: `reduce.${kind}`,
       key: `${pattern}|${scale !== 1}|small`,
       inputs: { x, dims },
       outputs: { out },
-      workgroups: [gx, Math.ceil(groups / gx)],
+      workgroups: g.workgroups,
       wgsl: (bindings) => `${bindings}
-@compute @workgroup_size(${workgroupSize})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let i = gid.x + gid.y * groups.x * ${workgroupSize}u;
-  if (i >= dims[0]) { return; }
+${g.main}
   let b = ${base};
   var acc = ${c.init};
   var idx = 0u;

@@ -2,10 +2,10 @@
 // so training resumes exactly. Updates run on the GPU, one dispatch per parameter that rewrites the parameter
 // and its state in place. Hyperparameters reach the kernels through a small tensor rather than WGSL
 // constants, so changing the learning rate (or reaching a new step's bias correction) compiles nothing; the
-// element count is read at run time too (a u32Constant), so one pipeline per update rule serves every parameter shape (a
-// model has dozens of distinct sizes, each a pipeline to compile on a first step otherwise).
+// element count is read at run time too (a u32Constant), so one pipeline per update rule serves every
+// parameter shape (a model has dozens of distinct sizes, each a pipeline to compile on a first step otherwise).
 
-import { launch, workgroupSize } from '../engine/kernel.ts';
+import { grid1d, launch, workgroupSize } from '../engine/kernel.ts';
 import { Tensor, keep, shapeStr, u32Constant } from '../engine/tensor.ts';
 import { SafetensorsReader } from '../io/safetensors.ts';
 
@@ -185,19 +185,15 @@ function parseJson(text: string | undefined): unknown {
  * rewrites `param[i]` and the `state` tensors (bound read-write under their names) at index i.
  */
 export function launchUpdate(name: string, param: Tensor, grad: Tensor, hp: Tensor, state: Record<string, Tensor>, body: string): void {
-  const groups = Math.max(1, Math.ceil(param.size / workgroupSize));
-  const x = Math.min(groups, 65535);
+  const g = grid1d(param.size, workgroupSize, 'count[0]');
   launch({
     name,
     key: body,
     inputs: { grad, hp, count: u32Constant([param.size]) },
     outputs: { param, ...state },
-    workgroups: [x, Math.ceil(groups / x)],
+    workgroups: g.workgroups,
     wgsl: (bindings) => `${bindings}
-@compute @workgroup_size(${workgroupSize})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let i = gid.x + gid.y * groups.x * ${workgroupSize}u;
-  if (i >= count[0]) { return; }
+${g.main}
   ${body}
 }`,
   });
