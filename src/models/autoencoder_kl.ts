@@ -42,7 +42,7 @@ export function autoencoderConfig(cfg: ConfigReader): AutoencoderKLConfig {
       if (t !== want) throw new Error(`${cfg.source}: ${key}[${i}] is '${t}', an unknown block type (supported: ${want})`);
     });
   }
-  for (const [key, ok] of [['act_fn', [null, 'silu', 'swish']], ['shift_factor', [null]], ['latents_mean', [null]], ['latents_std', [null]]] as const) cfg.expectDefault(key, ok);
+  cfg.expectDefaults({ act_fn: ['silu', 'swish'], shift_factor: [], latents_mean: [], latents_std: [] });
   const groups = cfg.int('norm_num_groups', 32, 1);
   channels.forEach((c) => {
     if (c % groups) cfg.fail('norm_num_groups', `a divisor of every block_out_channels entry (${c})`);

@@ -153,10 +153,16 @@ export class ConfigReader {
     this.fail(key, `an activation name (${Object.keys(activations).join(', ')})`);
   }
 
-  /** Throws when `key` is set to anything but one of `supported` (absent and null count as the default). */
-  expectDefault(key: string, supported: readonly unknown[]): void {
-    const v = this.config[key] ?? null;
-    if (!supported.includes(v)) throw new Error(`${this.source}: "${key}": ${JSON.stringify(v)} is not supported (only ${supported.map((s) => JSON.stringify(s)).join(', ')})`);
+  /**
+   * For options this port does not implement: throws when a key is set to anything but null (the default;
+   * absent counts as null) or one of the values listed for it.
+   */
+  expectDefaults(supported: Record<string, readonly unknown[]>): void {
+    for (const [key, values] of Object.entries(supported)) {
+      const v = this.config[key] ?? null;
+      const allowed = [null, ...values];
+      if (!allowed.includes(v)) throw new Error(`${this.source}: "${key}": ${JSON.stringify(v)} is not supported (only ${allowed.map((a) => JSON.stringify(a)).join(', ')})`);
+    }
   }
 }
 

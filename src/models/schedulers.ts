@@ -247,7 +247,7 @@ export class DDIMScheduler extends NoiseScheduler {
   constructor(json: JsonConfig = {}, source = 'scheduler config') {
     super(json, source, 'leading');
     const c = this.reader;
-    c.expectDefault('thresholding', [null, false]);
+    c.expectDefaults({ thresholding: [false] });
     this.finalAlphaCumprod = c.bool('set_alpha_to_one', true) ? 1 : this.alphasCumprod[0]!;
     this.clipSample = c.bool('clip_sample', true);
     this.clipSampleRange = c.number('clip_sample_range', 1);
@@ -292,7 +292,7 @@ abstract class SigmaScheduler extends NoiseScheduler {
   constructor(json: JsonConfig, source: string) {
     super(json, source, 'linspace');
     this.finalSigmasType = this.reader.oneOf('final_sigmas_type', ['zero', 'sigma_min'], 'zero');
-    for (const [key, value] of [['use_karras_sigmas', false], ['use_exponential_sigmas', false], ['use_beta_sigmas', false], ['thresholding', false]] as const) this.reader.expectDefault(key, [null, value]);
+    this.reader.expectDefaults({ use_karras_sigmas: [false], use_exponential_sigmas: [false], use_beta_sigmas: [false], thresholding: [false] });
   }
 
   override setTimesteps(numInferenceSteps: number): void {
@@ -318,7 +318,7 @@ abstract class SigmaScheduler extends NoiseScheduler {
 export class EulerDiscreteScheduler extends SigmaScheduler {
   constructor(json: JsonConfig = {}, source = 'scheduler config') {
     super(json, source);
-    for (const [key, value] of [['interpolation_type', 'linear'], ['timestep_type', 'discrete']] as const) this.reader.expectDefault(key, [null, value]);
+    this.reader.expectDefaults({ interpolation_type: ['linear'], timestep_type: ['discrete'] });
   }
 
   override get initNoiseSigma(): number {
@@ -377,7 +377,7 @@ export class DPMSolverMultistepScheduler extends SigmaScheduler {
   constructor(json: JsonConfig = {}, source = 'scheduler config') {
     super(json, source);
     const c = this.reader;
-    for (const [key, value] of [['algorithm_type', 'dpmsolver++'], ['use_lu_lambdas', false], ['use_flow_sigmas', false], ['variance_type', null]] as const) c.expectDefault(key, [null, value]);
+    c.expectDefaults({ algorithm_type: ['dpmsolver++'], use_lu_lambdas: [false], use_flow_sigmas: [false], variance_type: [] });
     const order = c.int('solver_order', 2, 1);
     if (order > 2) throw new Error(`${source}: "solver_order": ${order} is not supported (1 or 2)`);
     this.solverOrder = order as 1 | 2;

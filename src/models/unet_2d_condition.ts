@@ -75,13 +75,12 @@ export function unetConfig(cfg: ConfigReader): UNet2DConditionConfig {
   }
   const channels = cfg.ints('block_out_channels', [320, 640, 1280, 1280]);
   if (channels.length !== n) cfg.fail('block_out_channels', `a list of ${n} channel counts (one per down block)`);
-  for (const [key, ok] of [
-    ['class_embed_type', [null]], ['addition_embed_type', [null]], ['encoder_hid_dim', [null]], ['encoder_hid_dim_type', [null]],
-    ['time_cond_proj_dim', [null]], ['num_class_embeds', [null]], ['dual_cross_attention', [null, false]],
-    ['time_embedding_type', [null, 'positional']], ['resnet_time_scale_shift', [null, 'default']], ['attention_type', [null, 'default']],
-    ['act_fn', [null, 'silu', 'swish']], ['time_embedding_act_fn', [null]], ['timestep_post_act', [null]], ['cross_attention_norm', [null]],
-    ['resnet_skip_time_act', [null, false]], ['resnet_out_scale_factor', [null, 1]], ['class_embeddings_concat', [null, false]],
-  ] as const) cfg.expectDefault(key, ok);
+  cfg.expectDefaults({
+    class_embed_type: [], addition_embed_type: [], encoder_hid_dim: [], encoder_hid_dim_type: [], time_cond_proj_dim: [], num_class_embeds: [],
+    dual_cross_attention: [false], time_embedding_type: ['positional'], resnet_time_scale_shift: ['default'], attention_type: ['default'],
+    act_fn: ['silu', 'swish'], time_embedding_act_fn: [], timestep_post_act: [], cross_attention_norm: [], resnet_skip_time_act: [false],
+    resnet_out_scale_factor: [1], class_embeddings_concat: [false],
+  });
   // diffusers: num_attention_heads = num_attention_heads or attention_head_dim (SD 1.x configs name the head count so)
   const heads = cfg.has('num_attention_heads') ? cfg.perBlock('num_attention_heads', n) : cfg.perBlock('attention_head_dim', n, 8);
   if (cfg.config.norm_num_groups === null) throw new Error(`${cfg.source}: "norm_num_groups": null (no output norm) is not supported`);
