@@ -137,13 +137,11 @@ function transformerDepths(cfg: ConfigReader, layers: number[]): { down: number[
     return undefined;
   };
   const what = `a positive integer, a list of ${n} of them (one per down block), or a list of ${n} per-layer lists`;
-  let down: number[][];
-  if (isDepth(v)) down = layers.map((l) => Array<number>(l).fill(v as number));
-  else if (Array.isArray(v) && v.length === n) {
-    const lists = v.map((x, i) => perLayer(x, layers[i]!));
-    if (lists.some((l) => !l)) cfg.fail(key, `${what} (block i's list has layers_per_block[i] entries)`);
-    down = lists as number[][];
-  } else cfg.fail(key, what);
+  const blocks = isDepth(v) ? Array<unknown>(n).fill(v) : v;
+  if (!Array.isArray(blocks) || blocks.length !== n) cfg.fail(key, what);
+  const lists = blocks.map((x, i) => perLayer(x, layers[i]!));
+  if (lists.some((l) => !l)) cfg.fail(key, `${what} (block i's list has layers_per_block[i] entries)`);
+  const down = lists as number[][];
   const nested = Array.isArray(v) && v.some(Array.isArray);
   const reverse = cfg.config.reverse_transformer_layers_per_block;
   let up: number[][];
