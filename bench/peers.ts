@@ -4,9 +4,9 @@
 // Usage: npm run bench -- --peers [--json FILE] [--filter a,b] [--engines freemask,tfjs-webgpu] [--runs N]
 //        [--warmup N] [--results FILE] [--report-only (RESULTS.md from --json FILE and its .meta.json)] [--timeout-min M (per engine)] [--max-run-s S (a workload whose one run
 //        takes longer is reported with that time, not timed further)]
-import { execSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { writeHead } from './results-md.ts';
+import { gitCommit, writeHead } from './results-md.ts';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { type Engine, type Row, engines, metaPrefix, plannedRows, rowPrefix } from './peers/workloads.ts';
 import { type ResultsMeta, resultsMarkdown } from './peers/results.ts';
@@ -67,15 +67,6 @@ function version(pkg: string): string {
     return (JSON.parse(readFileSync(`node_modules/${pkg}/package.json`, 'utf8')) as { version: string }).version;
   } catch {
     return 'not installed';
-  }
-}
-
-function gitCommit(): string | undefined {
-  try {
-    const dirty = execSync('git status --porcelain --untracked-files=no', { encoding: 'utf8' }).trim() ? ' + uncommitted changes' : '';
-    return execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + dirty;
-  } catch {
-    return undefined;
   }
 }
 

@@ -1,6 +1,7 @@
 // bench/RESULTS.md is written by several benches: the peers run writes the head of the file, the profile
 // and the training-step benches each own a section at its end. Each writer replaces only its own part.
 
+import { execSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 /** The headings of the sections that benches other than the peers run own, in the order they appear. */
@@ -37,4 +38,14 @@ export function writeSection(path: string, heading: OwnedSection, body: string):
 /** Replaces the peers run's part of `path`, keeping the sections other benches wrote. */
 export function writeHead(path: string, markdown: string): void {
   write(path, markdown.trimEnd(), split(path).sections);
+}
+
+/** The checked-out commit a run measured, flagged when the work tree differs from it; undefined outside git. */
+export function gitCommit(): string | undefined {
+  try {
+    const dirty = execSync('git status --porcelain --untracked-files=no', { encoding: 'utf8' }).trim() ? ' + uncommitted changes' : '';
+    return execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + dirty;
+  } catch {
+    return undefined;
+  }
 }

@@ -72,7 +72,7 @@ import { type RefineSample, affinityTrainStep, affinityTrainingGrids, fineRefine
 import { generateScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
 import { fmaCeilingGflops } from './fma_ceiling.ts';
-import { writeSection } from './results-md.ts';
+import { gitCommit, writeSection } from './results-md.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => {
@@ -394,16 +394,17 @@ for (const m of selected) {
 
 console.log('\nAll workloads (one training step each; median over the timed steps):');
 console.table(rows.map((r) => Object.fromEntries(Object.entries(r).slice(0, 11))));
+const [date, commit] = [new Date().toISOString(), gitCommit() ?? 'unknown'];
 const fs = process.getBuiltinModule('node:fs');
 fs.mkdirSync(jsonPath.replace(/\/[^/]*$/, ''), { recursive: true });
 fs.writeFileSync(jsonPath, JSON.stringify({
-  date: new Date().toISOString(), commit: commit(), node: process.version, machine: { ...machine, loadavg1End: Number(os.loadavg()[0]!.toFixed(2)) }, quick, iterations, shaderCache,
+  date, commit, node: process.version, machine: { ...machine, loadavg1End: Number(os.loadavg()[0]!.toFixed(2)) }, quick, iterations, shaderCache,
   flopCounting: 'productFlops() (src/kernels/matmul.ts): 2·M·N·K of every gemm/linear/attention product and convolution incl. gradients, nominal taps; elementwise, norms, softmax, reductions, optimizer and Mask2Former deformable attention not counted',
   results: rows, ...(profile ? { profiles } : {}),
 }, null, 2));
 console.log(`wrote ${jsonPath}`);
 
-if (resultsPath) writeResults({ date: new Date().toISOString(), commit: commit(), machine, iterations, shaderCache, rows, profiles });
+if (resultsPath) writeResults({ date, commit, machine, iterations, shaderCache, rows, profiles });
 
 interface Run {
   date: string;
@@ -454,12 +455,4 @@ function trainingSection({ date, commit, machine, iterations, shaderCache, rows,
     for (const e of table.slice(0, 12)) lines.push(`| ${e.kernel} | ${e.calls} | ${e['total ms']} | ${e.share} |`);
   }
   return lines.join('\n');
-}
-
-function commit(): string {
-  try {
-    return new TextDecoder().decode(process.getBuiltinModule('node:child_process').execSync('git rev-parse --short HEAD')).trim();
-  } catch {
-    return 'unknown';
-  }
 }
