@@ -4,9 +4,9 @@
 // outputs; values the reference refuses too still fail naming the file and key.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertClose, conformance, conformanceDir, randomArray } from './helpers.ts';
+import { assertClose, conformance, conformanceDir, randomArray, randomParameters } from './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
-import { Module } from '../src/nn/module.ts';
+import type { Module } from '../src/nn/module.ts';
 import { saveSafetensors } from '../src/io/safetensors.ts';
 import { ConfigReader, activations } from '../src/models/pretrained.ts';
 import { parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
@@ -25,14 +25,6 @@ function folder(files: Record<string, string>): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-config-'));
   for (const [name, text] of Object.entries(files)) fs.writeFileSync(`${d}/${name}`, text);
   return d;
-}
-
-/** Random weights for every parameter of `m` (many start as zeros or ones), scaled by fan-in. */
-function randomise(m: Module, seed: number): void {
-  m.namedParameters().forEach(([, p], k) => {
-    const scale = p.rank === 1 ? 0.2 : 0.8 / Math.sqrt(p.size / p.shape[0]!);
-    p.copyFrom(Tensor.fromArray(randomArray(p.size, seed + k, -scale, scale), p.shape));
-  });
 }
 
 /** `b` has exactly `a`'s parameter names and shapes; then `a`'s weights are copied into `b`. */
@@ -73,7 +65,7 @@ test('Swin: image_size and patch_size as pairs (a non-square copy of the shared 
 test('Swin: a non-square patch [2, 4] is the patch embedding convolution with that kernel and stride (CPU reference)', async () => {
   const config = parseMask2FormerConfig({ ...m2fJson, backbone_config: { ...m2fJson.backbone_config, patch_size: [2, 4] } }).backbone;
   const swin = new SwinBackbone(config);
-  randomise(swin, 5);
+  randomParameters(swin, 5, 0.2, 0.8);
   const proj = swin.embeddings.patchEmbeddings.projection;
   assert.equal([...proj.weight.shape], [16, 3, 2, 4]);
   // 9×18 is padded to 10×20 (bottom/right, as transformers' maybe_pad): a 5×5 patch grid
@@ -176,7 +168,7 @@ function depths(m: UNet2DConditionModel): Record<string, number> {
 
 test('UNet: int and per-block list forms of attention_head_dim, num_attention_heads, transformer_layers_per_block, cross_attention_dim, layers_per_block build the same model', async () => {
   const reference = unet(unetJson);
-  randomise(reference, 30);
+  randomParameters(reference, 30, 0.2, 0.8);
   const sample = Tensor.fromArray(randomArray(2 * 4 * 8 * 8, 1), [2, 4, 8, 8]);
   const context = Tensor.fromArray(randomArray(2 * 5 * 8, 2), [2, 5, 8]);
   const expected = await reference.forward(sample, 10, context).toArray();
@@ -277,7 +269,7 @@ test('CLIP: projection_dim and other CLIPTextConfig keys, text_config nesting, e
   for (const act of Object.keys(activations)) {
     const m = new CLIPTextModel(clipTextConfig({ ...text, hidden_act: act }));
     if (reference) sameParameters(reference, m, act);
-    else randomise((reference = m), 60);
+    else randomParameters((reference = m), 60, 0.2, 0.8);
     outputs[act] = (await m.forward(ids).toArray()) as Float32Array;
     if (m !== reference) m.dispose();
   }

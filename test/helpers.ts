@@ -100,3 +100,14 @@ export function erf(x: number): number {
   for (let n = 60; n >= 1; n--) f = (n / 2) / (ax + f);
   return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f));
 }
+
+/**
+ * Overwrites every parameter of `m` (many start as zeros or ones) with deterministic uniform values: vectors
+ * (biases, norms) within ±`vector`, weights within ±`gain`/√fan-in; parameter k draws from seed + k.
+ */
+export function randomParameters(m: { namedParameters(): [string, Tensor][] }, seed: number, vector: number, gain: number): void {
+  m.namedParameters().forEach(([, p], k) => {
+    const scale = p.rank === 1 ? vector : gain / Math.sqrt(p.size / p.shape[0]!);
+    p.copyFrom(Tensor.fromArray(randomArray(p.size, seed + k, -scale, scale), p.shape));
+  });
+}

@@ -5,7 +5,7 @@
 // gathers, reductions, the optimizer) are all on this path.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { randomArray } from './helpers.ts';
+import { randomArray, randomParameters } from './helpers.ts';
 import { backward, noGrad } from '../src/engine/autograd.ts';
 import { Tensor, tidy } from '../src/engine/tensor.ts';
 import { mul } from '../src/kernels/elementwise.ts';
@@ -28,10 +28,7 @@ const timesteps = [10, 700];
 /** The UNet with seeded random weights (many start as zeros or ones), trainable. */
 function model(): UNet2DConditionModel {
   const unet = new UNet2DConditionModel(unetConfig(new ConfigReader(config, 'train-step test'))).requireGrad();
-  unet.namedParameters().forEach(([, p], k) => {
-    const scale = p.rank === 1 ? 0.3 : 1.2 / Math.sqrt(p.size / p.shape[0]!);
-    p.copyFrom(Tensor.fromArray(randomArray(p.size, 100 + k, -scale, scale), p.shape));
-  });
+  randomParameters(unet, 100, 0.3, 1.2);
   return unet.train();
 }
 
