@@ -6,7 +6,7 @@
 // declares them by hand and can't get their order or types wrong.
 
 import { device, reportDeviceError } from './device.ts';
-import { recordDispatch } from './queue.ts';
+import { bindGroupFor, recordDispatch } from './queue.ts';
 import { type DType, type Shape, type Tensor, shapeStr } from './tensor.ts';
 
 export interface KernelCall {
@@ -106,11 +106,7 @@ export function launch(call: KernelCall): void {
     throw new Error(`kernel ${call.name}: ${x}×${y}×${z} workgroups exceed the device limit of ${max} per dimension`);
   }
   const pipeline = pipelineFor(call);
-  const bindGroup = device().createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: tensors.map((t, i) => ({ binding: i, resource: { buffer: t.buffer } })),
-  });
-  recordDispatch(call.name, pipeline, bindGroup, [x, y, z]);
+  recordDispatch(call.name, pipeline, bindGroupFor(pipeline, tensors.map((t) => t.binding)), [x, y, z]);
 }
 
 // ---------------------------------------------------------------- WGSL helpers shared by templates

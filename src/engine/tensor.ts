@@ -6,7 +6,7 @@
 // template small; the price is a copy where a view would have done, paid only by layout ops.
 
 import { device, reportDeviceError } from './device.ts';
-import { copyEncoder, destroyAfterSubmit, readBuffer, writeBuffer } from './queue.ts';
+import { type BufferRange, copyEncoder, destroyAfterSubmit, readBuffer, writeBuffer } from './queue.ts';
 
 export type DType = 'f32' | 'f16' | 'i32' | 'u32';
 export type Shape = readonly number[];
@@ -115,15 +115,18 @@ export function trimPool(limitBytes?: number): void {
   stats.pooledBytes = 0;
 }
 
+/** A pooled buffer, or a byte range of another storage's buffer (`within`, held while this lives). */
 class Storage {
   refs = 1;
-  constructor(readonly buffer: GPUBuffer) {}
+  constructor(readonly buffer: GPUBuffer, readonly offset = 0, readonly within?: Storage) {}
   retain(): this {
     this.refs++;
     return this;
   }
   release(): void {
-    if (--this.refs === 0) releaseBuffer(this.buffer);
+    if (--this.refs > 0) return;
+    if (this.within) this.within.release();
+    else releaseBuffer(this.buffer);
   }
 }
 
@@ -268,8 +271,49 @@ export class Tensor {
     return this.#storage === undefined;
   }
   get buffer(): GPUBuffer {
+    return this.#live().buffer;
+  }
+  /** Where this tensor starts in `buffer` (non-zero only for tensors placed inside another's storage). */
+  get byteOffset(): number {
+    return this.#live().offset;
+  }
+  /** The buffer range a kernel binds: the whole buffer, or this tensor's bytes of a shared one. */
+  get binding(): BufferRange {
+    const s = this.#live();
+    return { buffer: s.buffer, offset: s.offset, size: s.within ? Math.max(4, Math.ceil(this.byteLength / 4) * 4) : undefined };
+  }
+  #live(): Storage {
     if (!this.#storage) throw new Error(`tensor${this.name ? ` '${this.name}'` : ''} ${shapeStr(this.shape)} was used after dispose()`);
-    return this.#storage.buffer;
+    return this.#storage;
+  }
+
+  /**
+   * Low-level: a tensor of `shape` over bytes [byteOffset, …) of this one's storage (no copy), which it keeps
+   * alive. `byteOffset` must be a multiple of the device's minStorageBufferOffsetAlignment, so kernels can
+   * bind it. For packing many tensors into one buffer (the optimizer's flat parameters and state).
+   */
+  view(byteOffset: number, shape: Shape, dtype: DType = this.dtype): Tensor {
+    checkShape(shape, 'Tensor.view');
+    const s = this.#live();
+    const align = device().limits.minStorageBufferOffsetAlignment;
+    const bytes = numel(shape) * bytesPerElement[dtype];
+    if (byteOffset % align !== 0 || byteOffset < 0 || byteOffset + bytes > this.byteLength) {
+      throw new Error(`view: bytes [${byteOffset}, ${byteOffset + bytes}) of ${this} must lie inside it and start at a multiple of ${align}`);
+    }
+    return new Tensor(shape, dtype, new Storage(s.buffer, s.offset + byteOffset, s.retain()));
+  }
+
+  /**
+   * Low-level: copies this tensor's values into `target` (a view of the same shape and dtype) and makes this
+   * tensor use `target`'s storage from now on, so whoever holds this tensor (a module, an optimizer) reads and
+   * writes the shared buffer. Aliases made earlier keep the old storage.
+   */
+  moveInto(target: Tensor): void {
+    if (target.dtype !== this.dtype || target.shape.join() !== this.shape.join()) throw new Error(`moveInto: ${target} does not match ${this}`);
+    target.copyFrom(this);
+    const old = this.#live();
+    this.#storage = target.#live().retain();
+    old.release();
   }
 
   /** True for leaves that asked for gradients and for results of recorded ops on them. */
@@ -303,13 +347,15 @@ export class Tensor {
     }
     // Buffers are allocated in 4-byte multiples, so rounding up an odd f16 length stays inside both.
     const bytes = Math.ceil(this.byteLength / 4) * 4;
-    if (bytes > 0 && src.buffer !== this.buffer) copyEncoder().copyBufferToBuffer(src.buffer, 0, this.buffer, 0, bytes);
+    if (bytes > 0 && (src.buffer !== this.buffer || src.byteOffset !== this.byteOffset)) {
+      copyEncoder().copyBufferToBuffer(src.buffer, src.byteOffset, this.buffer, this.byteOffset, bytes);
+    }
     return this;
   }
 
   /** Reads the values back: Float32Array for f32 and f16 (decoded), Int32Array / Uint32Array otherwise. */
   async toArray(): Promise<TypedArrayFor<this['dtype']>> {
-    const raw = await readBuffer(this.buffer, this.byteLength);
+    const raw = await readBuffer(this.buffer, this.byteLength, this.byteOffset);
     switch (this.dtype) {
       case 'f32':
         return new Float32Array(raw) as TypedArrayFor<this['dtype']>;

@@ -237,7 +237,7 @@ export async function encodeSafetensors(record: Record<string, Tensor | RawTenso
     if (v instanceof Tensor) {
       let bytes: Uint8Array;
       if (v.dtype === 'f16') {
-        bytes = new Uint8Array(await readBuffer(v.buffer, v.byteLength));
+        bytes = new Uint8Array(await readBuffer(v.buffer, v.byteLength, v.byteOffset));
       } else {
         const a = await v.toArray();
         bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
