@@ -84,7 +84,7 @@ for (const c of cases) {
   });
   console.table(rows.slice(-1));
   pixels.dispose();
-  for (const g of trainer.groups) g.optimizer.dispose();
+  trainer.optimizer.dispose();
   model.dispose();
 }
 console.table(rows);

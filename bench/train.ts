@@ -243,7 +243,7 @@ const makers: { name: string; make: () => Workload }[] = [
         },
         dispose: () => {
           pixels.dispose();
-          for (const g of trainer.groups) g.optimizer.dispose();
+          trainer.optimizer.dispose();
           model.dispose();
         },
       };

@@ -175,6 +175,84 @@ test('state saved to safetensors, loaded into a fresh optimizer, continues exact
   fs.rmSync(dir, { recursive: true });
 });
 
+test('fused (packed, one dispatch per group) and per-parameter updates give the same bits, with groups and gaps', async () => {
+  // three groups with their own options; parameter 1 has no gradient at step 2, so its step count lags
+  const makers: [string, (p: Tensor[], fused: boolean) => Optimizer][] = [
+    ['AdamW', (p, fused) => new AdamW([{ params: [p[0]!] }, { params: [p[1]!, p[2]!], lr: 0.03, weightDecay: 0 }], { lr: 0.01, weightDecay: 0.1, fused })],
+    ['SGD', (p, fused) => new SGD([{ params: [p[0]!, p[1]!], momentum: 0.9 }, { params: [p[2]!], nesterov: true, momentum: 0.5 }], { lr: 0.05, weightDecay: 0.01, fused })],
+  ];
+  for (const [name, make] of makers) {
+    const result: Float32Array[][] = [];
+    for (const fused of [true, false]) {
+      const params = makeParams();
+      const opt = make(params, fused);
+      for (let s = 0; s < 4; s++) {
+        opt.zeroGrad();
+        params.forEach((p, i) => (p.grad = s === 2 && i === 1 ? undefined : Tensor.fromArray(gradAt(s, i), p.shape)));
+        opt.step(s === 3 ? { maxGradNorm: 0.5 } : {})?.dispose();
+      }
+      result.push(await Promise.all(params.map((p) => p.toArray())));
+      assert.equal(JSON.parse(opt.stateDict().metadata.steps!), [4, 3, 4], `${name}: step counts`);
+      if (fused) assert.ok(params.every((p) => p.buffer === params[0]!.buffer), `${name}: packed into one buffer`);
+      opt.dispose();
+      params.forEach((p) => p.dispose());
+    }
+    result[0]!.forEach((p, i) => assert.equal(new Uint8Array(p.buffer), new Uint8Array(result[1]![i]!.buffer), `${name} param ${i}: same bytes`));
+  }
+});
+
+test('parameter groups follow their own options (against PyTorch\'s rule per group)', async () => {
+  const params = makeParams();
+  const a: Required<AdamWOptions> = { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 };
+  const b: Required<AdamWOptions> = { ...a, lr: 3e-2, weightDecay: 0.3 };
+  const opt = new AdamW([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: b.lr, weightDecay: b.weightDecay }], { lr: a.lr });
+  for (let s = 0; s < steps; s++) {
+    opt.zeroGrad();
+    params.forEach((p, i) => (p.grad = Tensor.fromArray(gradAt(s, i), p.shape)));
+    opt.groups[0]!.options.lr = lrAt(a.lr, s);
+    opt.groups[1]!.options.lr = lrAt(b.lr, s);
+    opt.step();
+  }
+  const refA = adamwReference(initial().map((d) => Float64Array.from(d)), a);
+  const refB = adamwReference(initial().map((d) => Float64Array.from(d)), b);
+  await assertParams(params, [refA[0]!, refA[1]!, refB[2]!], 'AdamW groups');
+  opt.dispose();
+  params.forEach((p) => p.dispose());
+});
+
+test('gradient clipping by the global norm (torch clip_grad_norm_) in the update; a non-finite norm changes nothing', async () => {
+  for (const fused of [true, false]) {
+    const params = makeParams();
+    const opt = new SGD(params, { lr: 0.1, fused });
+    const grads = params.map((p, i) => gradAt(0, i));
+    const norm = Math.sqrt(grads.reduce((acc, g) => acc + g.reduce((a, v) => a + v * v, 0), 0));
+    params.forEach((p, i) => (p.grad = Tensor.fromArray(grads[i]!, p.shape)));
+    const maxNorm = norm / 3;
+    const measured = opt.step({ maxGradNorm: maxNorm })!;
+    assert.ok(Math.abs((await measured.item()) - norm) < 1e-5 * norm, `${fused}: the returned norm is ‖g‖`);
+    measured.dispose();
+    const scale = Math.min(1, maxNorm / (norm + 1e-6));
+    const ref = initial().map((d, i) => Float64Array.from(d, (v, k) => v - 0.1 * scale * grads[i]![k]!));
+    await assertParams(params, ref, `clipped SGD (fused ${fused})`);
+    // Infinity measures only: a plain step
+    const unclipped = opt.step({ maxGradNorm: Infinity })!;
+    assert.ok(Math.abs((await unclipped.item()) - norm) < 1e-5 * norm);
+    unclipped.dispose();
+    await assertParams(params, ref.map((p, i) => p.map((v, k) => v - 0.1 * grads[i]![k]!)), `measured-only step (fused ${fused})`);
+    const before = await Promise.all(params.map((p) => p.toArray()));
+    params[1]!.grad!.dispose();
+    params[1]!.grad = Tensor.fromArray(new Float32Array(params[1]!.size).fill(Infinity), params[1]!.shape);
+    const bad = opt.step({ maxGradNorm: 1 })!;
+    assert.ok(!Number.isFinite(await bad.item()));
+    bad.dispose();
+    for (let i = 0; i < params.length; i++) assert.equal(await params[i]!.toArray(), before[i], `non-finite norm: parameter ${i} unchanged`);
+    assert.throws(() => opt.step({ maxGradNorm: 0 }), /maxGradNorm must be > 0/);
+    opt.dispose();
+    opt.zeroGrad();
+    params.forEach((p) => p.dispose());
+  }
+});
+
 test('loadStateDict rejects state of another optimizer, parameter count or shape, naming the problem', () => {
   const params = makeParams();
   const sgd = new SGD(params, { lr: 0.1, momentum: 0.5 });

@@ -5,7 +5,7 @@
 // The bias corrections are computed on the CPU in float64, as PyTorch does.
 
 import type { Tensor } from '../engine/tensor.ts';
-import { type ParamState, Optimizer, launchUpdate } from './optimizer.ts';
+import { type FusedOption, Optimizer, type ParamGroupSpec, type UpdateRule } from './optimizer.ts';
 
 export interface AdamWOptions {
   lr: number;
@@ -17,21 +17,21 @@ export interface AdamWOptions {
 export class AdamW extends Optimizer<Required<AdamWOptions>> {
   protected readonly stateNames = ['exp_avg', 'exp_avg_sq'];
 
-  constructor(params: Iterable<Tensor>, { lr, betas = [0.9, 0.999], eps = 1e-8, weightDecay = 0.01 }: AdamWOptions) {
-    super(params, { lr, betas: [betas[0], betas[1]], eps, weightDecay });
+  /** `params`: tensors, or groups `{ params, lr?, weightDecay?, … }` overriding the options. */
+  constructor(params: Iterable<Tensor> | ParamGroupSpec<AdamWOptions>[], { lr, betas = [0.9, 0.999], eps = 1e-8, weightDecay = 0.01, fused }: AdamWOptions & FusedOption) {
+    super(params as Iterable<Tensor> | ParamGroupSpec<Required<AdamWOptions>>[], { lr, betas: [betas[0], betas[1]], eps, weightDecay, fused });
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParamState, hyper: (values: number[]) => Tensor): void {
-    const { lr, betas: [beta1, beta2], eps, weightDecay } = this.options;
-    const t = state.step;
-    const hp = hyper([1 - lr * weightDecay, 1 - beta1, beta2, 1 - beta2, Math.sqrt(1 - beta2 ** t), eps, lr / (1 - beta1 ** t)]);
-    const m = this.stateTensor(state, 'exp_avg', param);
-    const v = this.stateTensor(state, 'exp_avg_sq', param);
-    launchUpdate('adamw', param, grad, hp, { m, v }, `let g = grad[i];
-  let mi = m[i] + hp[1] * (g - m[i]);
-  let vi = hp[2] * v[i] + hp[3] * g * g;
-  m[i] = mi;
-  v[i] = vi;
-  param[i] = param[i] * hp[0] - hp[6] * mi / (sqrt(vi) / hp[4] + hp[5]);`);
+  protected rule({ lr, betas: [beta1, beta2], eps, weightDecay }: Required<AdamWOptions>, t: number): UpdateRule {
+    return {
+      name: 'adamw',
+      hp: [1 - lr * weightDecay, 1 - beta1, beta2, 1 - beta2, Math.sqrt(1 - beta2 ** t), eps, lr / (1 - beta1 ** t)],
+      state: ['exp_avg', 'exp_avg_sq'],
+      body: `let mk = exp_avg[k] + hp[1] * (g - exp_avg[k]);
+  let vk = hp[2] * exp_avg_sq[k] + hp[3] * g * g;
+  exp_avg[k] = mk;
+  exp_avg_sq[k] = vk;
+  param[k] = param[k] * hp[0] - hp[6] * mk / (sqrt(vk) / hp[4] + hp[5]);`,
+    };
   }
 }

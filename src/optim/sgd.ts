@@ -5,7 +5,7 @@
 //   p = p − lr·d
 
 import type { Tensor } from '../engine/tensor.ts';
-import { type ParamState, Optimizer, launchUpdate } from './optimizer.ts';
+import { type FusedOption, Optimizer, type ParamGroupSpec, type UpdateRule } from './optimizer.ts';
 
 export interface SGDOptions {
   lr: number;
@@ -18,23 +18,25 @@ export interface SGDOptions {
 export class SGD extends Optimizer<Required<SGDOptions>> {
   protected readonly stateNames = ['momentum_buffer'];
 
-  constructor(params: Iterable<Tensor>, { lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false }: SGDOptions) {
-    if (nesterov && (momentum <= 0 || dampening !== 0)) throw new Error('SGD: Nesterov momentum requires a momentum and zero dampening');
-    super(params, { lr, momentum, dampening, weightDecay, nesterov });
+  /** `params`: tensors, or groups `{ params, lr?, momentum?, … }` overriding the options. */
+  constructor(params: Iterable<Tensor> | ParamGroupSpec<SGDOptions>[], { lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false, fused }: SGDOptions & FusedOption) {
+    super(params as Iterable<Tensor> | ParamGroupSpec<Required<SGDOptions>>[], { lr, momentum, dampening, weightDecay, nesterov, fused });
+    for (const g of this.groups) {
+      if (g.options.nesterov && (g.options.momentum <= 0 || g.options.dampening !== 0)) throw new Error('SGD: Nesterov momentum requires a momentum and zero dampening');
+    }
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParamState, hyper: (values: number[]) => Tensor): void {
-    const { lr, momentum, dampening, weightDecay, nesterov } = this.options;
-    if (momentum === 0) {
-      launchUpdate('sgd', param, grad, hyper([lr, weightDecay]), {}, 'param[i] = param[i] - hp[0] * (grad[i] + hp[1] * param[i]);');
-      return;
-    }
-    const first = !state.tensors.has('momentum_buffer');
-    const buf = this.stateTensor(state, 'momentum_buffer', param);
-    const hp = hyper([lr, weightDecay, momentum, 1 - dampening, nesterov ? 1 : 0, first ? 1 : 0]);
-    launchUpdate('sgd.momentum', param, grad, hp, { buf }, `let d = grad[i] + hp[1] * param[i];
-  let b = select(hp[2] * buf[i] + hp[3] * d, d, hp[5] != 0.0);
-  buf[i] = b;
-  param[i] = param[i] - hp[0] * select(b, d + hp[2] * b, hp[4] != 0.0);`);
+  protected rule({ lr, momentum, dampening, weightDecay, nesterov }: Required<SGDOptions>, t: number): UpdateRule {
+    if (momentum === 0) return { name: 'sgd', hp: [lr, weightDecay], state: [], body: 'param[k] = param[k] - hp[0] * (g + hp[1] * param[k]);' };
+    return {
+      name: 'sgd.momentum',
+      // the buffer starts as the first step's direction (PyTorch: when the state has none yet)
+      hp: [lr, weightDecay, momentum, 1 - dampening, nesterov ? 1 : 0, t === 1 ? 1 : 0],
+      state: ['momentum_buffer'],
+      body: `let d = g + hp[1] * param[k];
+  let b = select(hp[2] * momentum_buffer[k] + hp[3] * d, d, hp[5] != 0.0);
+  momentum_buffer[k] = b;
+  param[k] = param[k] - hp[0] * select(b, d + hp[2] * b, hp[4] != 0.0);`,
+    };
   }
 }

@@ -4,14 +4,12 @@
 // (batch order, augmentation, loss points, drop path) follows from (seed, step), so a checkpoint holding the
 // weights, the optimizer state and the step resumes to exactly the run that was never stopped.
 
-import { backward, noGrad } from '../../engine/autograd.ts';
+import { backward } from '../../engine/autograd.ts';
 import { seededRandom } from '../../engine/random-cpu.ts';
-import { Tensor, keep, tidy } from '../../engine/tensor.ts';
+import type { Tensor } from '../../engine/tensor.ts';
 import { nodeFs, writeFileAtomic } from '../../io/fs.ts';
 import { loadSafetensors, saveSafetensors } from '../../io/safetensors.ts';
-import { affine, mul } from '../../kernels/elementwise.ts';
-import { sum } from '../../kernels/reduce.ts';
-import { concat, reshape } from '../../kernels/shape.ts';
+import { affine } from '../../kernels/elementwise.ts';
 import { Generator } from '../../kernels/random.ts';
 import { GroupNorm, LayerNorm, skipInit } from '../../nn/layers.ts';
 import { AdamW } from '../../optim/adamw.ts';
@@ -82,11 +80,11 @@ export interface ParamGroup {
   lrFactor: number;
   weightDecay: number;
   names: string[];
-  optimizer: AdamW;
+  params: Tensor[];
 }
 
 /** The AdamW groups of a model: backbone or not × decay or not (empty groups left out). */
-export function parameterGroups(model: Mask2FormerForUniversalSegmentation, o: Pick<ResolvedOptions, 'lr' | 'weightDecay' | 'backboneMultiplier'>): ParamGroup[] {
+export function parameterGroups(model: Mask2FormerForUniversalSegmentation, o: Pick<ResolvedOptions, 'weightDecay' | 'backboneMultiplier'>): ParamGroup[] {
   const normParams = new Set<Tensor>();
   for (const [, m] of model.namedModules()) if (m instanceof LayerNorm || m instanceof GroupNorm) for (const p of m.parameters()) normParams.add(p);
   const groups = new Map<string, { lrFactor: number; weightDecay: number; entries: [string, Tensor][] }>();
@@ -99,8 +97,7 @@ export function parameterGroups(model: Mask2FormerForUniversalSegmentation, o: P
     groups.set(key, g);
   }
   return [...groups].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, g]) => ({
-    name, lrFactor: g.lrFactor, weightDecay: g.weightDecay, names: g.entries.map(([n]) => n),
-    optimizer: new AdamW(g.entries.map(([, p]) => p), { lr: o.lr * g.lrFactor, weightDecay: g.weightDecay }),
+    name, lrFactor: g.lrFactor, weightDecay: g.weightDecay, names: g.entries.map(([n]) => n), params: g.entries.map(([, p]) => p),
   }));
 }
 
@@ -129,12 +126,14 @@ export interface StepResult {
   lr: number;
 }
 
-const checkpointFormat = 'freemask-mask2former-train-1';
+const checkpointFormat = 'freemask-mask2former-train-2';
 
 /** Trains a Mask2Former on in-memory samples; `saveCheckpoint` / `Mask2FormerTrainer.resume` survive a kill. */
 export class Mask2FormerTrainer {
   readonly options: ResolvedOptions;
   readonly groups: ParamGroup[];
+  /** One AdamW over every group (fused: one dispatch per group, clipping in the same pass). */
+  readonly optimizer: AdamW;
   /** Optimizer steps done. */
   step = 0;
 
@@ -142,6 +141,8 @@ export class Mask2FormerTrainer {
     if (samples.length === 0) throw new Error('train: no training samples');
     this.options = resolve(options);
     this.groups = parameterGroups(model, this.options);
+    const { lr, weightDecay } = this.options;
+    this.optimizer = new AdamW(this.groups.map((g) => ({ params: g.params, lr: lr * g.lrFactor, weightDecay: g.weightDecay })), { lr, weightDecay });
   }
 
   /** The learning rate of the head (non-backbone) parameters at the next step. */
@@ -163,7 +164,6 @@ export class Mask2FormerTrainer {
   async trainStep(): Promise<StepResult> {
     const { accumulate, seed, augment, clipNorm } = this.options;
     const model = this.model.train();
-    const params = model.parameters();
     const step = this.step;
     let total = 0;
     try {
@@ -195,14 +195,13 @@ export class Mask2FormerTrainer {
           for (const b of images) disposeTensors(b);
         }
       }
-      const gradNorm = await this.gradNorm(params);
-      if (!Number.isFinite(gradNorm)) throw new Error(`training stopped at step ${step + 1}: the gradient norm is ${gradNorm}; the last checkpoint is left as it was`);
-      if (clipNorm > 0 && gradNorm > clipNorm) this.scaleGrads(params, clipNorm / (gradNorm + 1e-6));
       const factor = scheduleFactor(step, this.options);
-      for (const g of this.groups) {
-        g.optimizer.lr = this.options.lr * g.lrFactor * factor;
-        g.optimizer.step();
-      }
+      this.groups.forEach((g, k) => (this.optimizer.groups[k]!.options.lr = this.options.lr * g.lrFactor * factor));
+      const norm = this.optimizer.step({ maxGradNorm: clipNorm > 0 ? clipNorm : Infinity })!;
+      const gradNorm = await norm.item();
+      norm.dispose();
+      // a non-finite norm left the weights and optimizer state as they were
+      if (!Number.isFinite(gradNorm)) throw new Error(`training stopped at step ${step + 1}: the gradient norm is ${gradNorm}; the last checkpoint is left as it was`);
       this.step++;
       return { step: this.step, loss: total, gradNorm, lr: this.options.lr * factor };
     } finally {
@@ -218,28 +217,6 @@ export class Mask2FormerTrainer {
     }
   }
 
-  /** ‖all gradients‖₂ (PyTorch's clip_grad_norm_ total norm). */
-  private async gradNorm(params: Tensor[]): Promise<number> {
-    const sq = noGrad(() => tidy(() => {
-      const parts = params.filter((p) => p.grad).map((p) => reshape(sum(mul(p.grad!, p.grad!)), [1]));
-      return parts.length ? sum(concat(parts, 0)) : Tensor.fromArray(new Float32Array([0]), [1]);
-    }));
-    const v = await sq.item();
-    sq.dispose();
-    return Math.sqrt(v);
-  }
-
-  private scaleGrads(params: Tensor[], s: number): void {
-    noGrad(() => {
-      for (const p of params) {
-        if (!p.grad) continue;
-        const g = keep(tidy(() => mul(p.grad!, s)));
-        p.grad.dispose();
-        p.grad = g;
-      }
-    });
-  }
-
   /**
    * Writes `dir`/checkpoint.safetensors (the model under its state_dict names, each optimizer group's state
    * under `optimizer.<group>.`, the step, options and seed in the metadata), then config.json and
@@ -250,17 +227,14 @@ export class Mask2FormerTrainer {
     fs.mkdirSync(dir, { recursive: true });
     const modelState = this.model.stateDict();
     const tensors: Record<string, Tensor> = { ...modelState };
-    const groups: Record<string, Record<string, string>> = {};
-    for (const g of this.groups) {
-      const sd = g.optimizer.stateDict();
-      for (const [k, t] of Object.entries(sd.tensors)) tensors[`optimizer.${g.name}.${k}`] = t;
-      groups[g.name] = { ...sd.metadata, names: JSON.stringify(g.names) };
-    }
+    const sd = this.optimizer.stateDict();
+    for (const [k, t] of Object.entries(sd.tensors)) tensors[`optimizer.${k}`] = t;
     const metadata = {
       format: checkpointFormat,
       step: String(this.step),
       options: JSON.stringify(this.options),
-      groups: JSON.stringify(groups),
+      optimizer: JSON.stringify(sd.metadata),
+      groups: JSON.stringify(this.groups.map((g) => ({ name: g.name, names: g.names }))),
       config: JSON.stringify(mask2formerConfigJson(this.model.config)),
     };
     await saveSafetensors(`${dir}/checkpoint.safetensors`, tensors, metadata);
@@ -290,24 +264,19 @@ export class Mask2FormerTrainer {
       const model = skipInit(() => new Mask2FormerForUniversalSegmentation(config));
       model.loadStateDict(reader, { ignore: (name) => name.startsWith('optimizer.') });
       const trainer = new Mask2FormerTrainer(model, samples, { ...(parse('options') as TrainOptions), ...overrides });
-      const groups = parse('groups') as Record<string, Record<string, string>>;
-      for (const g of trainer.groups) {
-        const saved = groups[g.name];
-        if (!saved) throw new Error(`resume: ${path} has no optimizer state for parameter group '${g.name}'`);
-        if (saved.names !== JSON.stringify(g.names)) throw new Error(`resume: ${path}: parameter group '${g.name}' lists other parameters than this model`);
-        const prefix = `optimizer.${g.name}.`;
-        const own = new RegExp(`^optimizer\\.${g.name.replace('.', '\\.')}\\.state\\.`);
-        const tensors: Record<string, Tensor> = {};
-        try {
-          for (const k of reader.keys()) if (own.test(k)) tensors[k.slice(prefix.length)] = reader.get(k);
-          const { names: _names, ...metadata } = saved;
-          g.optimizer.loadStateDict({ tensors, metadata });
-        } finally {
-          for (const t of Object.values(tensors)) t.dispose();
-        }
-        // the schedule sets the learning rate at every step; the other options come from the trainer
-        g.optimizer.options.weightDecay = g.weightDecay;
+      const groups = parse('groups');
+      if (JSON.stringify(groups) !== JSON.stringify(trainer.groups.map((g) => ({ name: g.name, names: g.names })))) {
+        throw new Error(`resume: ${path}: the checkpoint's parameter groups list other parameters than this model's`);
       }
+      const tensors: Record<string, Tensor> = {};
+      try {
+        for (const k of reader.keys()) if (k.startsWith('optimizer.')) tensors[k.slice('optimizer.'.length)] = reader.get(k);
+        trainer.optimizer.loadStateDict({ tensors, metadata: parse('optimizer') as Record<string, string> });
+      } finally {
+        for (const t of Object.values(tensors)) t.dispose();
+      }
+      // the schedule sets the learning rates at every step; weight decay follows the trainer's options
+      trainer.groups.forEach((g, k) => (trainer.optimizer.groups[k]!.options.weightDecay = g.weightDecay));
       trainer.step = Number(meta.step);
       if (!Number.isSafeInteger(trainer.step) || trainer.step < 0) throw new Error(`resume: ${path}: invalid step ${JSON.stringify(meta.step)}`);
       return trainer;
