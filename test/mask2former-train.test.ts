@@ -12,7 +12,7 @@ import { Generator } from '../src/kernels/random.ts';
 import { seededRandom } from '../src/engine/random-cpu.ts';
 import { parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
 import { Mask2FormerForUniversalSegmentation } from '../src/models/mask2former/model.ts';
-import { Mask2FormerTrainer, parameterGroups, scheduleFactor } from '../src/models/mask2former/train.ts';
+import { Mask2FormerTrainer, parameterGroups } from '../src/models/mask2former/train.ts';
 import { drawAugment, loadSample, pixelValues, readVocSamples, sampleTargets, sceneSample, type SegmentationSample } from '../src/models/mask2former/data.ts';
 import { evaluateSegmenter } from '../src/models/mask2former/evaluate.ts';
 import { writeWorldDataset } from '../src/data/dataset.ts';
@@ -89,14 +89,6 @@ test('augmentation: image (bilinear) and masks (nearest) resampled alike, agains
     assert.equal([...masks], expected.flatMap(([m]) => m), `seed ${seed}: nearest-neighbour masks`);
     for (const t of [b.pixels, b.masks, b.classes]) t.dispose();
   }
-});
-
-test('schedule: linear warm-up from warmupFactor, then poly decay to 0 at the last step', () => {
-  const o = { steps: 100, warmupSteps: 10, warmupFactor: 0.1, power: 0.9 };
-  assert.ok(Math.abs(scheduleFactor(0, o) - 0.1) < 1e-12);
-  assert.ok(Math.abs(scheduleFactor(5, o) - (0.1 * 0.5 + 0.5) * (1 - 5 / 100) ** 0.9) < 1e-12);
-  assert.ok(Math.abs(scheduleFactor(50, o) - 0.5 ** 0.9) < 1e-12);
-  assert.is(scheduleFactor(100, o), 0);
 });
 
 test('parameter groups: backbone at the multiplier; norms, embeddings and position tables without decay', () => {
@@ -198,7 +190,7 @@ test('checkpoint problems: missing folder, a model file that is no training chec
   const message = (p: Promise<unknown>) => p.then(() => '', (e: Error) => e.message);
   assert.match(await message(Mask2FormerTrainer.resume(`${dir}/none`, scenes)), /checkpoint\.safetensors does not exist/);
   renameSync(`${dir}/nan/model.safetensors`, `${dir}/nan/checkpoint.safetensors`);
-  assert.match(await message(Mask2FormerTrainer.resume(`${dir}/nan`, scenes)), /nan\/checkpoint\.safetensors is not a training checkpoint/);
+  assert.match(await message(Mask2FormerTrainer.resume(`${dir}/nan`, scenes)), /nan\/checkpoint\.safetensors is not a Mask2Former training checkpoint/);
   assert.throws(() => new Mask2FormerTrainer(new Mask2FormerForUniversalSegmentation(tiny), scenes, { steps: 0 }), /steps must be a positive integer/);
 });
 

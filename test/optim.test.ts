@@ -183,6 +183,7 @@ test('fused (packed, one dispatch per group) and per-parameter updates give the 
   ];
   for (const [name, make] of makers) {
     const result: Float32Array[][] = [];
+    // (p.toArray() of an f32 tensor is a Float32Array)
     for (const fused of [true, false]) {
       const params = makeParams();
       const opt = make(params, fused);
@@ -191,7 +192,7 @@ test('fused (packed, one dispatch per group) and per-parameter updates give the 
         params.forEach((p, i) => (p.grad = s === 2 && i === 1 ? undefined : Tensor.fromArray(gradAt(s, i), p.shape)));
         opt.step(s === 3 ? { maxGradNorm: 0.5 } : {})?.dispose();
       }
-      result.push(await Promise.all(params.map((p) => p.toArray())));
+      result.push(await Promise.all(params.map((p) => p.toArray() as Promise<Float32Array>)));
       assert.equal(JSON.parse(opt.stateDict().metadata.steps!), [4, 3, 4], `${name}: step counts`);
       if (fused) assert.ok(params.every((p) => p.buffer === params[0]!.buffer), `${name}: packed into one buffer`);
       opt.dispose();

@@ -119,6 +119,16 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     }
   }
 
+  /**
+   * Fused optimizers: the flat buffer that holds every parameter (after the last step; parameters another
+   * optimizer took since then are moved back at the next step) and each parameter's element offset in it.
+   */
+  get packed(): { flat: Tensor; offsets: readonly number[] } | undefined {
+    if (!this.fused) return undefined;
+    this.#pack();
+    return { flat: this.#flatTensor('param'), offsets: this.#slots.map((s) => s.offset) };
+  }
+
   /** The learning rate of the first group; setting it sets every group's. */
   get lr(): number {
     return this.groups[0]!.options.lr;
