@@ -108,3 +108,23 @@ export function sceneAnnotations(scene: Scene, imageId: number): CocoAnnotation[
     area: inst.area, bbox: inst.bbox, iscrowd: 0, depth_rank: inst.depthRank,
   }));
 }
+
+/** The prompts of a dataset folder written by `writeWorldDataset` (prompts.jsonl), by image id. */
+export function readWorldPrompts(dir: string): Map<string, string> {
+  const fs = nodeFs(`reading ${dir}`);
+  const path = `${dir}/prompts.jsonl`;
+  if (!fs.existsSync(path)) throw new Error(`${path}: missing (a text-to-image dataset needs one prompt per image, as \`freemask world\` writes)`);
+  const prompts = new Map<string, string>();
+  new TextDecoder().decode(fs.readFileSync(path)).split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    let entry: { id?: unknown; prompt?: unknown };
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      throw new Error(`${path}:${i + 1}: not JSON`);
+    }
+    if (typeof entry.id !== 'string' || typeof entry.prompt !== 'string') throw new Error(`${path}:${i + 1}: expected {"id": string, "prompt": string}`);
+    prompts.set(entry.id, entry.prompt);
+  });
+  return prompts;
+}

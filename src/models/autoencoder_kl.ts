@@ -61,6 +61,28 @@ export function autoencoderConfig(cfg: ConfigReader): AutoencoderKLConfig {
   };
 }
 
+/** The diffusers config.json of a config (as `AutoencoderKL.from_pretrained` reads it); `sampleSize` is the training image size. */
+export function autoencoderConfigJson(c: AutoencoderKLConfig, sampleSize?: number): Record<string, unknown> {
+  return {
+    _class_name: 'AutoencoderKL',
+    _diffusers_version: '0.31.0',
+    in_channels: c.in_channels,
+    out_channels: c.out_channels,
+    down_block_types: c.block_out_channels.map(() => 'DownEncoderBlock2D'),
+    up_block_types: c.block_out_channels.map(() => 'UpDecoderBlock2D'),
+    block_out_channels: c.block_out_channels,
+    layers_per_block: c.layers_per_block,
+    act_fn: 'silu',
+    latent_channels: c.latent_channels,
+    norm_num_groups: c.norm_num_groups,
+    ...(sampleSize !== undefined && { sample_size: sampleSize }),
+    scaling_factor: c.scaling_factor,
+    use_quant_conv: c.use_quant_conv,
+    use_post_quant_conv: c.use_post_quant_conv,
+    mid_block_add_attention: c.mid_block_add_attention,
+  };
+}
+
 export class AutoencoderKL extends Module {
   readonly config: AutoencoderKLConfig;
   readonly encoder: Encoder;
