@@ -3,7 +3,7 @@
 // lower-casing, the CLIP split regex, bytes → printable characters (GPT-2's table), then BPE merges by rank
 // with `</w>` marking the end of each piece. Ids: `<|startoftext|>` … `<|endoftext|>`, padded to 77.
 
-import { nodeFs } from '../io/fs.ts';
+import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { fileExists, joinPath, readJson } from './pretrained.ts';
 
 export const CLIP_CONTEXT_LENGTH = 77;
@@ -79,6 +79,24 @@ export class CLIPTokenizer {
 
   get vocabSize(): number {
     return this.#encoder.size;
+  }
+
+  /**
+   * Writes a transformers tokenizer folder: vocab.json, merges.txt, tokenizer_config.json (model_max_length,
+   * the special tokens) and special_tokens_map.json, as transformers' CLIPTokenizer.save_pretrained does, so
+   * `fromPretrained(dir)` and transformers both read it.
+   */
+  save(dir: string): void {
+    const fs = nodeFs(`saving a tokenizer in ${dir}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const special = { bos_token: SOT, eos_token: EOT, unk_token: EOT, pad_token: this.#decoder[this.padTokenId]! };
+    const json = (v: unknown) => new TextEncoder().encode(`${JSON.stringify(v, null, 2)}\n`);
+    writeFileAtomic(joinPath(dir, 'vocab.json'), new TextEncoder().encode(JSON.stringify(Object.fromEntries(this.#encoder))));
+    writeFileAtomic(joinPath(dir, 'merges.txt'), new TextEncoder().encode(`#version: 0.2\n${[...this.#ranks.keys()].join('\n')}\n`));
+    writeFileAtomic(joinPath(dir, 'special_tokens_map.json'), json(special));
+    writeFileAtomic(joinPath(dir, 'tokenizer_config.json'), json({
+      tokenizer_class: 'CLIPTokenizer', model_max_length: this.maxLength, do_lower_case: true, errors: 'replace', add_prefix_space: false, ...special,
+    }));
   }
 
   /** From the text of OpenAI's `bpe_simple_vocab_16e6.txt` (header line, then one merge per line). */
