@@ -1,0 +1,145 @@
+// Training the zoo's Stable Diffusion parts on ShapeWorld with tiny configs: the VAE loss terms against CPU
+// formulas, SD's scaling factor, the text-to-image task resuming bit-exactly (latent draws, timesteps, noise
+// and prompt dropping all seeded), and the written diffusers folder loading back (tokenizer, text encoder,
+// UNet and VAE give the same outputs as the trained modules).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { assertClose } from './helpers.ts';
+import { Tensor, tidy } from '../src/engine/tensor.ts';
+import { noGrad } from '../src/engine/autograd.ts';
+import { randn } from '../src/kernels/random.ts';
+import { AutoencoderKL, autoencoderConfig, autoencoderConfigJson } from '../src/models/autoencoder_kl.ts';
+import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
+import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
+import { ConfigReader } from '../src/models/pretrained.ts';
+import { DDIMScheduler } from '../src/models/schedulers.ts';
+import { StableDiffusionPipeline } from '../src/models/stable_diffusion.ts';
+import { UNet2DConditionModel, unetConfig } from '../src/models/unet_2d_condition.ts';
+import { saveSafetensors } from '../src/io/safetensors.ts';
+import { generateScene } from '../src/world/scene.ts';
+import { gaussianKl, imageBatch, latentScalingFactor } from '../src/train/autoencoder.ts';
+import { TextToImageModel, encodeLatents, saveTextToImagePipeline, sdSchedulerConfig, textToImageTask } from '../src/train/text_to_image.ts';
+import { Trainer, checkpointOptions, openCheckpoint } from '../src/train/trainer.ts';
+
+const fs = process.getBuiltinModule('node:fs');
+const os = process.getBuiltinModule('node:os');
+const path = process.getBuiltinModule('node:path');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'freemask-t2i-'));
+
+const S = 32;
+const images = Array.from({ length: 6 }, (_, k) => {
+  const s = generateScene(k, { mode: k % 2 ? 'scene' : 'single', width: S });
+  return { id: `sw${k}`, width: S, height: S, image: s.image, prompt: s.prompt };
+});
+const vaeJson = {
+  in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [8, 16], layers_per_block: 1, norm_num_groups: 4,
+  down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D'], up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+};
+const unetJson = {
+  sample_size: 16, in_channels: 4, out_channels: 4, block_out_channels: [16, 32], layers_per_block: 1, attention_head_dim: 2, cross_attention_dim: 16, norm_num_groups: 8,
+  down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+};
+const clipJson = { vocab_size: 49408, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 24, hidden_act: 'quick_gelu' };
+
+test('VAE terms: image batches in [−1, 1] (flips), KL against its formula, scaling factor = 1 / std of the latents', async () => {
+  const x = imageBatch(images, [0, 1], [false, true]);
+  const data = await x.toArray();
+  const px = (i: number, c: number, y: number, xx: number) => data[((i * 3 + c) * S + y) * S + xx]!;
+  assert.ok(Math.abs(px(0, 1, 3, 5) - (images[0]!.image[3 * (3 * S + 5) + 1]! / 127.5 - 1)) < 1e-6);
+  assert.ok(Math.abs(px(1, 2, 7, 0) - (images[1]!.image[3 * (7 * S + S - 1) + 2]! / 127.5 - 1)) < 1e-6, 'the second image is mirrored');
+  x.dispose();
+  const mean = randn([2, 4, 3, 3], { seed: 1 });
+  const logvar = randn([2, 4, 3, 3], { seed: 2 });
+  const kl = gaussianKl(mean, logvar);
+  const [m, v] = [Float32Array.from(await mean.toArray()), Float32Array.from(await logvar.toArray())];
+  const want = 0.5 * m.reduce((a, mu, k) => a + mu * mu + Math.exp(v[k]!) - 1 - v[k]!, 0);
+  assert.ok(Math.abs((await kl.item()) - want) < 1e-4 * Math.abs(want));
+  for (const t of [mean, logvar, kl]) t.dispose();
+
+  const vae = new AutoencoderKL(autoencoderConfig(new ConfigReader(vaeJson, 'tiny VAE')));
+  const factor = await latentScalingFactor(vae, images, 4);
+  const latents = noGrad(() => tidy(() => vae.encode(imageBatch(images, images.map((_, k) => k))).mean));
+  const z = Float32Array.from(await latents.toArray());
+  const mu = z.reduce((a, b) => a + b, 0) / z.length;
+  const std = Math.sqrt(z.reduce((a, b) => a + (b - mu) ** 2, 0) / (z.length - 1));
+  assert.ok(Math.abs(factor * std - 1) < 1e-4, `scaling factor ${factor} vs 1/std ${1 / std}`);
+  latents.dispose();
+  vae.dispose();
+});
+
+const build = () => new TextToImageModel(new UNet2DConditionModel(unetConfig(new ConfigReader(unetJson, 'tiny UNet'))), new CLIPTextModel(clipTextConfig(clipJson, 'tiny CLIP')));
+const options = { steps: 3, batchSize: 3, lr: 1e-3, warmupSteps: 1, emaDecay: 0.9, clipNorm: 1, seed: 11 };
+
+async function setup() {
+  const vae = new AutoencoderKL(autoencoderConfig(new ConfigReader({ ...vaeJson, block_out_channels: [8], down_block_types: ['DownEncoderBlock2D'], up_block_types: ['UpDecoderBlock2D'] }, 'tiny VAE')));
+  const latents = await encodeLatents(vae, images, 4);
+  vae.dispose();
+  const tokenizer = await CLIPTokenizer.fromPretrained(undefined, { maxLength: 24 });
+  return { latents, tokenizer };
+}
+
+test('text-to-image training resumes bit-exactly: 3 steps = 1 step, checkpoint, fresh model, restore, 2 steps', async () => {
+  const { latents, tokenizer } = await setup();
+  assert.equal(latents.shape, [4, 32, 32]);
+  const alphasCumprod = new DDIMScheduler(sdSchedulerConfig).alphasCumprod;
+  const prompts = images.map((i) => i.prompt);
+  // every other batch element drops its prompt, so both kinds of text states are in the run
+  const make = (model: TextToImageModel) => textToImageTask(model, tokenizer, prompts, latents, { scalingFactor: 0.5, alphasCumprod, dropPrompt: 0.5 });
+  // two models with the same initial weights: one trains straight, the other is killed after a step
+  const first = build();
+  const again = build();
+  again.loadStateDict(first.stateDict());
+  const a = new Trainer(make(first), options);
+  await a.train();
+  const b = new Trainer(make(again), options);
+  await b.trainStep();
+  await b.saveCheckpoint(`${dir}/t2i.safetensors`);
+  b.optimizer.dispose();
+  b.ema!.dispose();
+  again.dispose();
+  const reader = openCheckpoint(`${dir}/t2i.safetensors`);
+  const c = new Trainer(make(build()), checkpointOptions(reader));
+  c.restore(reader);
+  reader.close();
+  await c.train();
+  const [wa, wc] = [a.task.model.stateDict(), c.task.model.stateDict()];
+  for (const [n, t] of Object.entries(wa)) assert.equal(new Uint8Array((await wc[n]!.toArray()).buffer), new Uint8Array((await t.toArray()).buffer), `${n} after resume`);
+  assert.equal(c.log, a.log);
+  assert.ok(a.log.loss.every((l) => Number.isFinite(l) && l > 0.2 && l < 5), `ε-MSE losses ${a.log.loss}`);
+  for (const t of [a, c]) {
+    t.optimizer.dispose();
+    t.ema!.dispose();
+    t.task.model.dispose();
+  }
+});
+
+test('the written diffusers folder loads with StableDiffusionPipeline.fromPretrained and gives the same outputs', async () => {
+  const { tokenizer } = await setup();
+  const model = build();
+  const vae = new AutoencoderKL(autoencoderConfig(new ConfigReader(vaeJson, 'tiny VAE')));
+  fs.mkdirSync(`${dir}/sd/vae`, { recursive: true });
+  fs.writeFileSync(`${dir}/sd/vae/config.json`, JSON.stringify(autoencoderConfigJson({ ...vae.config, scaling_factor: 0.7 }, S)));
+  await saveSafetensors(`${dir}/sd/vae/diffusion_pytorch_model.safetensors`, vae.stateDict(), { format: 'pt' });
+  await saveTextToImagePipeline(`${dir}/sd`, { unetConfig: unetJson, textEncoderConfig: { architectures: ['CLIPTextModel'], ...clipJson }, weights: model.stateDict(), tokenizer });
+  const pipe = await StableDiffusionPipeline.fromPretrained(`${dir}/sd`, { unet: UNet2DConditionModel, vae: AutoencoderKL });
+  assert.is(pipe.tokenizer.maxLength, 24);
+  assert.is(pipe.vaeScalingFactor, 0.7);
+  assert.equal(pipe.sampleSize, [16, 16]);
+  assert.equal(pipe.tokenizer.encode(images[1]!.prompt), tokenizer.encode(images[1]!.prompt));
+  const ids = Tensor.fromArray(Int32Array.from(tokenizer.encode(images[3]!.prompt)), [1, 24], 'i32');
+  const text = noGrad(() => model.textEncoder.forward(ids));
+  await assertClose(await noGrad(() => pipe.textEncoder.forward(ids)).toArray(), await text.toArray(), 1e-6, 'text encoder');
+  const noisy = randn([1, 4, 16, 16], { seed: 3 });
+  const ours = noGrad(() => model.unet.forward(noisy, [500], text));
+  const loaded = noGrad(() => (pipe.unet as UNet2DConditionModel).forward(noisy, [500], text));
+  assertClose(await loaded.toArray(), await ours.toArray(), 1e-6, 'UNet');
+  const index = JSON.parse(fs.readFileSync(`${dir}/sd/model_index.json`, 'utf8'));
+  assert.equal(index.unet, ['diffusers', 'UNet2DConditionModel']);
+  assert.equal(index.scheduler, ['diffusers', 'DDIMScheduler']);
+  for (const t of [ids, text, noisy, ours, loaded]) t.dispose();
+  model.dispose();
+  vae.dispose();
+});
+
+test.after(() => fs.rmSync(dir, { recursive: true }));
+test.run();
