@@ -298,6 +298,56 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
   console.log(`wrote the pipeline ${f.out} (EMA weights; model_index.json, scheduler, tokenizer, text_encoder, unet, vae)`);
 }
 
+/** ShapeWorld validation pictures: `count` single-object and `count` scene images at `size` pixels. */
+function worldValidationImages(count: number, size: number): F.RgbImage[] {
+  return (['single', 'scene'] as const).flatMap((mode) => Array.from({ length: count }, (_, k) => {
+    const seed = F.splitSeed('val', k);
+    return { id: `${mode}-${seed}`, width: size, height: size, image: F.generateScene(seed, { mode, width: size }).image };
+  }));
+}
+
+/** One row per sample: image | heat map | attention mask | refined mask | oracle, zoomed ×2. */
+async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F.Image> {
+  const rows: F.Image[] = [];
+  for (const s of samples) {
+    const { width: W, height: H } = s.image;
+    const heat = Tensor.fromArray(s.heat, [H, W]);
+    rows.push(F.sideBySide([{ width: W, height: H, channels: 3 as const, data: s.image.image }, await F.heatmapToImage(heat), F.vocColorImage(s.mask, W, H), F.vocColorImage(s.refined, W, H), F.vocColorImage(s.oracle, W, H)].map((p) => F.zoomImage(p, 2))));
+    heat.dispose();
+  }
+  return F.stacked(rows);
+}
+
+async function evalDiffusion(): Promise<void> {
+  const f = flags(['model', 'oracle', 'samples', 'steps', 'guidance', 'json', 'sheet', 'val']);
+  if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
+  if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
+  await getDevice();
+  const pipe = await F.StableDiffusionPipeline.fromPretrained(f.model, { unet: F.UNet2DConditionModel, vae: F.AutoencoderKL });
+  const oracle = F.Mask2FormerForUniversalSegmentation.fromPretrained(f.oracle);
+  const size = typeof pipe.sampleSize === 'number' ? pipe.sampleSize : pipe.sampleSize[0];
+  const pixels = size * pipe.vaeScaleFactor;
+  const psnr = await F.vaeReconstructionPsnr(pipe.vae as F.AutoencoderKL, worldValidationImages(intFlag(f, 'val', 128), pixels));
+  console.log(`VAE reconstruction PSNR on ShapeWorld val: ${psnr.toFixed(2)} dB`);
+  const t0 = performance.now();
+  const r = await F.evaluateTextToImage(pipe, oracle, {
+    samplesPerPair: intFlag(f, 'samples', 4), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
+    onImage: (done, total) => {
+      if (done % 20 === 0 || done === total) console.log(`generated ${done}/${total} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    },
+  });
+  for (const p of r.pairs) console.log(`${p.className.padEnd(12)} ${p.background.padEnd(7)} fidelity ${(100 * p.fidelity).toFixed(0).padStart(3)}%  mask IoU ${p.iouRaw.toFixed(3)} → refined ${p.iouRefined.toFixed(3)}`);
+  console.log(`prompt fidelity ${(100 * r.fidelity).toFixed(1)}% (target ≥ 90%), attention-mask IoU ${r.iouRaw.toFixed(3)}, refined ${r.iouRefined.toFixed(3)} (target ≥ 0.7), ${r.pairs.length} pairs`);
+  const speed = { 20: await F.samplingSpeed(pipe, 20), 50: await F.samplingSpeed(pipe, 50) };
+  console.log(`sampling: ${speed[20].imagesPerMinute.toFixed(1)} images/min at 20 steps, ${speed[50].imagesPerMinute.toFixed(1)} at 50; peak ${(speed[50].peakBytes / 2 ** 20).toFixed(1)} MiB`);
+  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset: F.ZOO_ATTENTION_PRESET }, null, 2));
+  if (f.sheet) {
+    // the first sample of each pair
+    await F.writePng(f.sheet, await evaluationSheet(r.pairs.map((p) => r.samples.find((s) => s.pair === p)!)));
+    console.log(`wrote ${f.sheet}: image | heat map | attention mask | refined | oracle, one pair per row`);
+  }
+}
+
 async function evalSegmenter(): Promise<void> {
   const f = flags(['model', 'data', 'split']);
   if (!f.model) throw new Error('--model: required (a folder with config.json and model.safetensors)');
@@ -400,7 +450,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

@@ -29,7 +29,7 @@ export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
-export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, type Image } from './io/image.ts';
+export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, stacked, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
 export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
 export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
@@ -72,6 +72,7 @@ export { UNet2DConditionModel, unetConfig, type UNet2DConditionConfig, type UNet
 export { AutoencoderKL, autoencoderConfig, autoencoderConfigJson, type AutoencoderKLConfig, type LatentDistribution } from './models/autoencoder_kl.ts';
 export { autoencoderTask, latentScalingFactor, imageBatch, gaussianKl, type RgbImage } from './train/autoencoder.ts';
 export { lossCurve, curveAxes } from './io/plot.ts';
+export { ZOO_ATTENTION_PRESET, vaeReconstructionPsnr, worldPromptPairs, oracleLabels, evaluateTextToImage, samplingSpeed, type TextToImageEvaluation, type TextToImageEvalOptions, type PairResult, type GeneratedSample } from './pipeline/evaluate_diffusion.ts';
 export { TextToImageModel, textToImageTask, encodeLatents, saveTextToImagePipeline, sdSchedulerConfig, type LatentCache, type TextToImageOptions, type PipelineParts } from './train/text_to_image.ts';
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
 export { type WeightsOptions } from './models/diffusers/loading.ts';

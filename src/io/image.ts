@@ -154,3 +154,19 @@ export function sideBySide(images: readonly Image[], gap = 2): Image {
   }
   return { width: W, height: h, channels: 3, data };
 }
+
+/** Images one above the other (8-bit RGB, any widths; narrower ones padded on the right), `gap` pixels apart. */
+export function stacked(images: readonly Image[], gap = 2): Image {
+  images.forEach((img, k) => {
+    if (img.channels !== 3 || img.data instanceof Uint16Array) throw new Error(`stacked: image ${k} is ${img.width}×${img.height}×${img.channels}; expected 8-bit RGB`);
+  });
+  const W = Math.max(0, ...images.map((img) => img.width));
+  const H = images.reduce((n, img) => n + img.height, 0) + gap * Math.max(0, images.length - 1);
+  const data = new Uint8Array(W * H * 3).fill(40);
+  let y0 = 0;
+  for (const img of images) {
+    for (let y = 0; y < img.height; y++) data.set(img.data.subarray(y * img.width * 3, (y + 1) * img.width * 3), ((y0 + y) * W) * 3);
+    y0 += img.height + gap;
+  }
+  return { width: W, height: H, channels: 3, data };
+}

@@ -14,6 +14,8 @@ export interface SingleObjectOptions {
   width?: number;
   /** How attention becomes a mask (default: the Dataset Diffusion preset). */
   mask?: AttentionMaskConfig;
+  /** The prompt (default "a photo of a {className}"); it must contain className, whose tokens give the mask. */
+  prompt?: string;
   /** Label written for the object (default 1). */
   classId?: number;
   /**
@@ -39,8 +41,9 @@ export interface SingleObjectResult {
 /** One image of `className` with its mask from the attention of the sampling run that made it. */
 export async function generateSingleObject(pipe: StableDiffusionPipeline, className: string, o: SingleObjectOptions = {}): Promise<SingleObjectResult> {
   const { numInferenceSteps = 50, guidanceScale = 7.5, mask = DATASET_DIFFUSION_PRESET, classId = 1 } = o;
-  const prompt = `a photo of a ${className}`;
+  const prompt = o.prompt ?? `a photo of a ${className}`;
   const tokens = pipe.tokenizer.tokenSpans(prompt, className).flat();
+  if (tokens.length === 0) throw new Error(`generateSingleObject: the prompt "${prompt}" does not contain "${className}"`);
   const capture = new AttentionCapture({ cross: true, self: !!mask.selfAttention, mode: 'per-layer' });
   const promptEmbeds = pipe.encodePrompt([prompt]);
   let latents: Tensor | undefined;
@@ -52,7 +55,10 @@ export async function generateSingleObject(pipe: StableDiffusionPipeline, classN
     // with guidance the UNet saw [unconditional; conditional]: the prompt's maps are batch element 1
     records = recordsFromCapture(capture, guidanceScale > 1 ? 1 : 0);
     const [H, W] = image.shape.slice(2) as [number, number];
-    const result = await attentionMask(records, [{ id: classId, tokens }], [H, W], mask);
+    const result = await attentionMask(records, [{ id: classId, tokens }], [H, W], mask).catch((e: Error) => {
+      image.dispose();
+      throw e;
+    });
     handedOver = !!o.keepRecords;
     return { prompt, image, heat: result.heat[0]!, mask: result.mask, ...(handedOver ? { records } : {}) };
   } finally {

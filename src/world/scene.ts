@@ -164,7 +164,8 @@ function cameraDistance(spec: ClassSpec, box: Box, hy: number, H: number): numbe
   return (((lo + hi) / 2) * 10 * H) / box[3];
 }
 
-function describe(objects: readonly ObjectSpec[], kind: BackgroundKind): string {
+/** The prompt of a scene: its objects counted by class, and where they are ("a photo of two boats on water"). */
+export function scenePrompt(objects: readonly Pick<ObjectSpec, 'classId'>[], kind: BackgroundKind): string {
   const where: Record<BackgroundKind, string> = { sky: 'in the sky', water: 'on water', grass: 'on grass', road: 'on a road', indoor: 'in a room' };
   const counts = new Map<number, number>();
   for (const o of objects) counts.set(o.classId, (counts.get(o.classId) ?? 0) + 1);
@@ -229,7 +230,7 @@ export function sampleScene(seed: number, { mode = 'scene', width = 64, height =
     }
   }
   objects.sort((a, b) => b.distance - a.distance);
-  return { width: W, height: H, background, light, objects, prompt: describe(objects, background.kind) };
+  return { width: W, height: H, background, light, objects, prompt: scenePrompt(objects, background.kind) };
 }
 
 /** The primitives of an object, in pixels. */

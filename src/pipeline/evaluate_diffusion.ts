@@ -1,0 +1,193 @@
+// How good a text-to-image model is for Free-Mask, measured on ShapeWorld: the VAE's reconstruction PSNR,
+// prompt fidelity (a reference segmenter, the "oracle", finds the prompted class as the largest object in
+// the generated image) and stage 1's mask quality (IoU of the attention mask, before and after AffinityNet
+// refinement, against the oracle's pixels of that class), for every (class, background) pair the world allows.
+
+import { noGrad } from '../engine/autograd.ts';
+import { Tensor, tidy } from '../engine/tensor.ts';
+import { memoryStats, resetPeakMemory } from '../engine/tensor.ts';
+import { sync } from '../engine/queue.ts';
+import { mul, sub } from '../kernels/elementwise.ts';
+import { sum } from '../kernels/reduce.ts';
+import { maskIou } from '../metrics/maskAp.ts';
+import type { AutoencoderKL } from '../models/autoencoder_kl.ts';
+import { AffinityNet, affinityNetFine } from '../models/affinity_net.ts';
+import { pixelValues } from '../models/mask2former/data.ts';
+import { type Mask2FormerForUniversalSegmentation, disposeTensors } from '../models/mask2former/model.ts';
+import { semanticSegmentation } from '../models/mask2former/postprocess.ts';
+import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
+import { type RgbImage, imageBatch } from '../train/autoencoder.ts';
+import { backgroundKinds, classes } from '../world/classes.ts';
+import { scenePrompt } from '../world/scene.ts';
+import type { AttentionMaskConfig } from './attention_mask.ts';
+import { fineRefinement, refineMask, trainAffinityNet } from './refine.ts';
+import { generateSingleObject } from './single_object.ts';
+
+/**
+ * Stage 1's attention-mask preset for the zoo (64×64 images, 16×16 latents): Dataset Diffusion's recipe
+ * scaled to these grids: cross-attention at 16×16 and 8×8 of the down and up blocks, refined by the 16×16
+ * self-attention to the power 4, min-max normalised, object above 0.6, uncertain from 0.5.
+ */
+export const ZOO_ATTENTION_PRESET: AttentionMaskConfig = {
+  crossResolutions: [16, 8],
+  places: ['down', 'up'],
+  selfAttention: { resolution: 16, tau: 4 },
+  normalise: 'minmax',
+  threshold: { kind: 'fixed', value: 0.6, uncertainFrom: 0.5 },
+};
+
+/** Mean PSNR (dB, pixels in [0, 1]) of images passed through the VAE (posterior mean, decoded). */
+export async function vaeReconstructionPsnr(vae: AutoencoderKL, images: readonly RgbImage[], batch = 16): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < images.length; i += batch) {
+    const indices = Array.from({ length: Math.min(batch, images.length - i) }, (_, k) => i + k);
+    const mse = noGrad(() => tidy(() => {
+      const x = imageBatch(images, indices);
+      const diff = mul(sub(vae.decode(vae.encode(x).mean), x), 0.5); // [−1, 1] → [0, 1] units
+      return sum(mul(diff, diff), [1, 2, 3]);
+    }));
+    const pixels = 3 * images[i]!.width * images[i]!.height;
+    for (const e of await mse.toArray()) total += 10 * Math.log10(pixels / Math.max(e, 1e-12));
+    mse.dispose();
+  }
+  return total / images.length;
+}
+
+/** Every (class, background) pair ShapeWorld draws, with its single-object prompt. */
+export function worldPromptPairs(): { classId: number; className: string; word: string; background: string; prompt: string }[] {
+  return classes.flatMap((c) => backgroundKinds.filter((k) => (c.affinity[k] ?? 0) > 0).map((k) => ({
+    classId: c.id, className: c.name, word: c.words[0], background: k, prompt: scenePrompt([{ classId: c.id }], k),
+  })));
+}
+
+/** The oracle's class map [H·W] of an 8-bit RGB image. */
+export async function oracleLabels(oracle: Mask2FormerForUniversalSegmentation, image: RgbImage): Promise<Uint8Array> {
+  const pixels = Tensor.fromArray(pixelValues({ ...image, semantic: new Uint8Array(0) }), [1, 3, image.height, image.width]);
+  const out = noGrad(() => oracle.eval().forward(pixels));
+  pixels.dispose();
+  const labels = semanticSegmentation({ classQueriesLogits: out.classQueriesLogits, masksQueriesLogits: out.masksQueriesLogits }, [image.height, image.width]);
+  disposeTensors(out);
+  const values = Uint8Array.from(await labels.toArray());
+  labels.dispose();
+  return values;
+}
+
+/** IoU of `mask == 1` against `labels == classId` (pixels the mask calls uncertain count as background). */
+function classIou(mask: Uint8Array, labels: Uint8Array, classId: number): number {
+  return maskIou(mask.map((v) => (v === 1 ? 1 : 0)), labels.map((v) => (v === classId ? 1 : 0)));
+}
+
+export interface TextToImageEvalOptions {
+  /** Images per (class, background) pair (default 4). */
+  samplesPerPair?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  seed?: number;
+  preset?: AttentionMaskConfig;
+  /** Restricts the pairs (e.g. for a quick look). */
+  pairs?: ReturnType<typeof worldPromptPairs>;
+  onImage?: (done: number, total: number) => void;
+}
+
+export interface PairResult {
+  classId: number;
+  className: string;
+  background: string;
+  prompt: string;
+  samples: number;
+  /** Share of images whose largest predicted object is the prompted class. */
+  fidelity: number;
+  /** Mean IoU of the attention mask / the refined mask against the oracle's pixels of the class. */
+  iouRaw: number;
+  iouRefined: number;
+}
+
+export interface GeneratedSample {
+  pair: PairResult;
+  image: RgbImage;
+  heat: Float32Array;
+  mask: Uint8Array;
+  refined: Uint8Array;
+  oracle: Uint8Array;
+}
+
+export interface TextToImageEvaluation {
+  pairs: PairResult[];
+  fidelity: number;
+  iouRaw: number;
+  iouRefined: number;
+  /** Every generated image with its maps (for contact sheets). */
+  samples: GeneratedSample[];
+}
+
+/** The largest class (≥ 1) of a class map, 0 when there is none. */
+function largestClass(labels: ArrayLike<number>): number {
+  const counts = new Map<number, number>();
+  for (let p = 0; p < labels.length; p++) if (labels[p]! >= 1 && labels[p]! !== 255) counts.set(labels[p]!, (counts.get(labels[p]!) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0] ?? 0;
+}
+
+/** Generates every pair's samples, segments them with the oracle and refines their masks with one AffinityNet trained on all of them. */
+export async function evaluateTextToImage(pipe: StableDiffusionPipeline, oracle: Mask2FormerForUniversalSegmentation, o: TextToImageEvalOptions = {}): Promise<TextToImageEvaluation> {
+  const { samplesPerPair = 4, numInferenceSteps = 20, guidanceScale = 5, seed = 0, preset = ZOO_ATTENTION_PRESET } = o;
+  const pairs = o.pairs ?? worldPromptPairs();
+  const generated: { pair: PairResult; image: Tensor; rgb: RgbImage; heat: Float32Array; mask: Uint8Array; oracle: Uint8Array }[] = [];
+  const results: PairResult[] = [];
+  const total = pairs.length * samplesPerPair;
+  try {
+    for (const p of pairs) {
+      const r: PairResult = { classId: p.classId, className: p.className, background: p.background, prompt: p.prompt, samples: samplesPerPair, fidelity: 0, iouRaw: 0, iouRefined: 0 };
+      results.push(r);
+      for (let k = 0; k < samplesPerPair; k++) {
+        const g = await generateSingleObject(pipe, p.word, { prompt: p.prompt, seed: seed + 7919 * generated.length, numInferenceSteps, guidanceScale, mask: preset, classId: p.classId });
+        const [H, W] = g.image.shape.slice(2) as [number, number];
+        const values = await g.image.toArray();
+        const rgb: RgbImage = { id: `${p.className}-${p.background}-${k}`, width: W, height: H, image: new Uint8Array(3 * H * W) };
+        for (let q = 0; q < H * W; q++) for (let c = 0; c < 3; c++) rgb.image[3 * q + c] = Math.round(255 * Math.min(1, Math.max(0, values[c * H * W + q]!)));
+        const labels = await oracleLabels(oracle, rgb);
+        generated.push({ pair: r, image: g.image, rgb, heat: g.heat, mask: g.mask, oracle: labels });
+        o.onImage?.(generated.length, total);
+      }
+    }
+    const net = new AffinityNet(affinityNetFine);
+    try {
+      await trainAffinityNet(net, generated.map((g) => ({ image: g.image, mask: g.mask })), fineRefinement.train);
+      const samples: GeneratedSample[] = [];
+      for (const g of generated) {
+        const refined = await refineMask(net, g.image, g.mask, fineRefinement.walk);
+        const r = g.pair;
+        if (largestClass(g.oracle) === r.classId) r.fidelity += 1 / r.samples;
+        r.iouRaw += classIou(g.mask, g.oracle, r.classId) / r.samples;
+        r.iouRefined += classIou(refined, g.oracle, r.classId) / r.samples;
+        samples.push({ pair: r, image: g.rgb, heat: g.heat, mask: g.mask, refined, oracle: g.oracle });
+      }
+      const mean = (f: (r: PairResult) => number) => results.reduce((a, r) => a + f(r), 0) / results.length;
+      return { pairs: results, fidelity: mean((r) => r.fidelity), iouRaw: mean((r) => r.iouRaw), iouRefined: mean((r) => r.iouRefined), samples };
+    } finally {
+      net.dispose();
+    }
+  } finally {
+    for (const g of generated) g.image.dispose();
+  }
+}
+
+/** Sampling speed: images per minute at `steps` denoising steps (one 64×64 image at a time), and the peak memory. */
+export async function samplingSpeed(pipe: StableDiffusionPipeline, steps: number, { images = 3, guidanceScale = 5, height = 64, width = 64 } = {}): Promise<{ imagesPerMinute: number; peakBytes: number }> {
+  const promptEmbeds = pipe.encodePrompt(['a photo of a boat on water']);
+  try {
+    // a first image compiles what sampling needs; it is not timed
+    const warm = tidy(() => pipe.decodeLatents(pipe.sample({ promptEmbeds, numInferenceSteps: steps, guidanceScale, seed: 1, height, width })));
+    warm.dispose();
+    await sync();
+    resetPeakMemory();
+    const t0 = performance.now();
+    for (let i = 0; i < images; i++) {
+      const img = tidy(() => pipe.decodeLatents(pipe.sample({ promptEmbeds, numInferenceSteps: steps, guidanceScale, seed: 2 + i, height, width })));
+      await img.toArray();
+      img.dispose();
+    }
+    return { imagesPerMinute: (60_000 * images) / (performance.now() - t0), peakBytes: memoryStats().peakBytes };
+  } finally {
+    promptEmbeds.dispose();
+  }
+}
