@@ -3,7 +3,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
-import { type Image, heatmapToImage, imageToLabels, imageToTensor, maskToImage, tensorToImage } from '../src/io/image.ts';
+import { type Image, heatmapToImage, imageToLabels, imageToTensor, maskToImage, sideBySide, stacked, tensorToImage } from '../src/io/image.ts';
+import { curveAxes, lossCurve } from '../src/io/plot.ts';
 import { decodePng, encodePng, maskToPng, readPng, writePng } from '../src/io/png.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -119,6 +120,20 @@ test('heatmapToImage: min is dark blue, middle green, max dark red (jet), shape 
   assert.is(img.channels, 3);
   assert.equal([...img.data.slice(0, 9)], [0, 0, 128, 128, 255, 128, 128, 0, 0]);
   await rejects(heatmapToImage(Tensor.fromArray(new Int32Array([1, 2]), [1, 2])), /heatmapToImage: expected an f32 map/);
+});
+
+test('stacked and sideBySide lay images out with gaps; a loss curve draws its moving average where the value is', () => {
+  const img = (w: number, h: number, v: number): Image => ({ width: w, height: h, channels: 3, data: new Uint8Array(w * h * 3).fill(v) });
+  const s = stacked([img(3, 2, 10), img(5, 1, 20)], 1);
+  assert.equal([s.width, s.height], [5, 4]);
+  assert.equal([s.data[0], s.data[3 * (3 * 5)], s.data[3 * (3 * 5 + 4)], s.data[3 * 4]], [10, 20, 20, 40]);
+  assert.equal([sideBySide([img(2, 2, 1), img(3, 2, 2)], 1).width], [6]);
+  assert.equal(curveAxes([0.3, 0.05, 2]), { lo: 0.01, hi: 10 });
+  // a constant 0.1 on the axis [0.1, 1]: the dark line lies on the bottom row
+  const c = lossCurve(Array(100).fill(0.1).concat([0.99]), { width: 50, height: 20 });
+  const dark = (x: number, y: number) => c.data[3 * (y * 50 + x) + 2] === 160 && c.data[3 * (y * 50 + x)] === 20;
+  assert.ok(dark(25, 19), 'the average of 0.1 sits on the bottom row');
+  assert.ok(!dark(25, 10));
 });
 
 test.run();

@@ -1,5 +1,5 @@
 // Loss curves as pictures for model cards: per-step values in light grey, their moving average in dark blue,
-// over grid lines at every power of ten (log scale) and at every tenth of the steps. No text: the card that
+// over grid lines at every power of ten (log scale; fainter ones at 2× and 5×) and at every tenth of the steps. No text: the card that
 // shows the picture states the axes (`curveAxes`).
 
 import type { Image } from './image.ts';
@@ -32,7 +32,12 @@ export function lossCurve(values: readonly number[], { width = 480, height = 240
   const yOf = (v: number) => (height - 1) * (1 - (Math.log10(Math.max(v, lo)) - l0) / (l1 - l0));
   const n = Math.max(values.length, 2);
   const xOf = (i: number) => ((width - 1) * i) / (n - 1);
-  for (let d = l0; d <= l1; d++) for (let x = 0; x < width; x++) put(x, yOf(10 ** d), [220, 220, 220]);
+  for (let d = l0; d <= l1; d++) {
+    for (let x = 0; x < width; x++) {
+      put(x, yOf(10 ** d), [200, 200, 200]);
+      if (d < l1) for (const m of [2, 5]) put(x, yOf(m * 10 ** d), [235, 235, 235]);
+    }
+  }
   for (let k = 0; k <= 10; k++) for (let y = 0; y < height; y++) put(((width - 1) * k) / 10, y, [235, 235, 235]);
   const line = (points: [number, number][], color: readonly number[]) => {
     for (let i = 1; i < points.length; i++) {
