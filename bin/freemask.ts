@@ -74,14 +74,13 @@ function defaultSegmenterConfig(numLabels: number): Record<string, unknown> {
 }
 
 async function trainSegmenter(): Promise<void> {
-  const f = flags(['data', 'out', 'steps', 'batch', 'lr', 'config', 'split', 'seed', 'crop', 'save-every']);
-  if (!f.data) throw new Error('--data: required (a VOC-layout folder, e.g. written by `freemask world`)');
+  const f = flags(['data', 'out', 'steps', 'batch', 'lr', 'config', 'split', 'seed', 'crop', 'save-minutes']);
+  if (!f.data) throw new Error('--data: required (VOC-layout folders, e.g. written by `freemask world`, comma-separated)');
   if (!f.out) throw new Error('--out: required (the folder for checkpoints)');
   const { Mask2FormerTrainer, readVocSamples, Mask2FormerForUniversalSegmentation, parseMask2FormerConfig } = F;
   await getDevice();
-  const samples = await readVocSamples(f.data, f.split);
+  const samples = (await Promise.all(f.data.split(',').map((dir) => readVocSamples(dir, f.split)))).flat();
   const steps = intFlag(f, 'steps', 1000);
-  const saveEvery = intFlag(f, 'save-every', 50);
   const lr = f.lr === undefined ? 1e-3 : Number(f.lr);
   if (!(lr > 0)) throw new Error(`--lr: expected a positive number, got '${f.lr}'`);
   let trainer: InstanceType<typeof Mask2FormerTrainer>;
@@ -105,12 +104,11 @@ async function trainSegmenter(): Promise<void> {
       augment: { size: [crop, crop], scale: [0.8, 1.25] },
     });
   }
-  const t0 = performance.now();
-  await trainer.train(async (r) => {
-    if (r.step % 10 === 0 || r.step === steps) console.log(`step ${r.step}/${steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    if (r.step % saveEvery === 0 || r.step === steps) await trainer.saveCheckpoint(f.out);
-  });
-  console.log(`saved ${f.out} (config.json, model.safetensors, checkpoint.safetensors) at step ${trainer.step}`);
+  await runTraining(trainer, async () => {
+    await trainer.saveCheckpoint(f.out!);
+    await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
+  }, { minutes: numberFlag(f, 'save-minutes', 5) });
+  console.log(`saved ${f.out} (config.json, model.safetensors, checkpoint.safetensors, loss.png) at step ${trainer.step}`);
 }
 
 /**
