@@ -10,6 +10,7 @@ import { add, mul } from '../src/kernels/elementwise.ts';
 import { mseLoss } from '../src/kernels/loss.ts';
 import { Linear } from '../src/nn/layers.ts';
 import { Module } from '../src/nn/module.ts';
+import { modelCardMarkdown } from '../src/train/model_card.ts';
 import { type Batch, Trainer, type TrainerOptions, checkpointOptions, openCheckpoint, scheduleFactor } from '../src/train/trainer.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -168,6 +169,17 @@ test('restore refuses a checkpoint of another task, other parameters or a missin
   for (const x of [t, fewer]) {
     x.ema?.dispose();
     x.optimizer.dispose();
+  }
+});
+
+test('model card: the table, options, loss axes and final loss, evaluation rows and the commands', () => {
+  const md = modelCardMarkdown({
+    title: 'Tiny', summary: 'A test model.', architecture: 'Linear', parameters: 1234567, data: 'ShapeWorld train 0..99',
+    options: { lr: 0.0002, steps: 10 }, steps: 10, seconds: 7200, machine: '2 cores', loss: { values: [1, 0.5, 0.2, 0.1], picture: 'loss.png' },
+    evaluation: { 'PSNR (dB)': 31.234567, 'fidelity (target ≥ 90%)': '93%' }, reproduce: ['freemask world …'],
+  });
+  for (const part of ['# Tiny', '| parameters | 1.235 M |', '| training time | 2.00 h (7200 s) |', '- lr: 0.0002000', 'y: log scale from 0.1 to 1', 'last 5% of the steps: 0.1000', '| PSNR (dB) | 31.23 |', '| fidelity (target ≥ 90%) | 93% |', 'freemask world …']) {
+    assert.ok(md.includes(part), `card has ${part}\n${md}`);
   }
 });
 

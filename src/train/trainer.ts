@@ -150,6 +150,8 @@ export class Trainer {
   step = 0;
   /** Per step: mean loss and gradient norm (kept in checkpoints, for the loss curve). */
   readonly log: { loss: number[]; gradNorm: number[] } = { loss: [], gradNorm: [] };
+  /** Wall-clock seconds spent in `trainStep` over the whole run, across resumes (for model cards). */
+  trainingSeconds = 0;
 
   constructor(readonly task: TrainTask, options: TrainerOptions) {
     if (task.size < 1) throw new Error(`train ${task.kind}: no training samples`);
@@ -182,6 +184,7 @@ export class Trainer {
     const model = this.task.model.train();
     const step = this.step;
     const stopped = (why: string) => new Error(`training stopped at step ${step + 1}: ${why}; the last checkpoint is left as it was`);
+    const t0 = performance.now();
     let total = 0;
     try {
       for (let micro = 0; micro < accumulate; micro++) {
@@ -213,6 +216,7 @@ export class Trainer {
       this.step++;
       this.log.loss.push(total);
       this.log.gradNorm.push(gradNorm);
+      this.trainingSeconds += (performance.now() - t0) / 1000;
       return { step: this.step, loss: total, gradNorm, lr: this.options.lr * factor };
     } finally {
       model.zeroGrad();
@@ -243,6 +247,7 @@ export class Trainer {
       groups: JSON.stringify(this.groups.map((g) => ({ name: g.name, names: g.names }))),
       ema_updates: String(this.ema?.updates ?? 0),
       log: JSON.stringify(this.log),
+      training_seconds: String(this.trainingSeconds),
     };
     return { tensors, metadata };
   }
@@ -298,6 +303,8 @@ export class Trainer {
       this.ema.updates = Number(meta.ema_updates);
     }
     this.step = step;
+    // checkpoints of runs before the clock was kept have none: their time is not known
+    this.trainingSeconds = Number(meta.training_seconds ?? 0);
     this.log.loss.splice(0, Infinity, ...(log.loss as number[]));
     this.log.gradNorm.splice(0, Infinity, ...(log.gradNorm as number[]));
   }
