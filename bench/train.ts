@@ -54,6 +54,7 @@ import { Tensor, memoryStats, resetPeakMemory, tidy } from '../src/engine/tensor
 import { add, exp, mul, sub } from '../src/kernels/elementwise.ts';
 import { mseLoss } from '../src/kernels/loss.ts';
 import { productFlops } from '../src/kernels/matmul.ts';
+import { pipelineStats } from '../src/engine/kernel.ts';
 import { randn } from '../src/kernels/random.ts';
 import { sum } from '../src/kernels/reduce.ts';
 import { concat } from '../src/kernels/shape.ts';
@@ -315,9 +316,11 @@ for (const m of selected) {
   console.log(`\n${m.name}: ${w.what}; input ${w.input}; ${(w.params / 1e6).toFixed(3)} M parameters (${w.params})`);
 
   // the first step compiles every pipeline it uses
+  const compiled0 = pipelineStats();
   let t0 = performance.now();
   await w.step();
   const firstMs = performance.now() - t0;
+  const compiled1 = pipelineStats();
 
   // one step counting FLOP and memory
   resetPeakMemory();
@@ -358,6 +361,7 @@ for (const m of selected) {
     'of FMA ceiling': `${((100 * gflops) / ceiling).toFixed(1)}%`,
     'first step ms': Math.round(firstMs),
     'first − median': Math.round(firstMs - median),
+    'new pipelines': compiled1.pipelines - compiled0.pipelines,
     'peak MiB': MiB(peak),
     'load 1m': Number(((load0 + os.loadavg()[0]!) / 2).toFixed(2)),
   };
@@ -367,7 +371,7 @@ for (const m of selected) {
     'fwd GFLOP': G(forwardFlops), 'ceiling GFLOP/s': ceiling, 'counted step ms': Math.round(countedMs), 'live before MiB': MiB(liveBefore),
     flops, forwardFlops, medianMs: median, firstMs, peakBytes: peak, liveBeforeBytes: liveBefore, loadavg1: [Number(load0.toFixed(2)), Number(load1.toFixed(2))],
   });
-  console.log(`  first step ${row['first step ms']} ms (compiles), counted step ${Math.round(countedMs)} ms, median ${row['median ms']} ms over ${r?.latency?.samplesCount ?? 0} (min ${Math.round(r?.latency?.min ?? NaN)})`);
+  console.log(`  first step ${row['first step ms']} ms (compiles ${compiled1.pipelines - compiled0.pipelines} new pipelines for ${compiled1.keys - compiled0.keys} new kernel specialisations), counted step ${Math.round(countedMs)} ms, median ${row['median ms']} ms over ${r?.latency?.samplesCount ?? 0} (min ${Math.round(r?.latency?.min ?? NaN)})`);
   console.log(`  ${G(flops)} GFLOP per step (forward ${G(forwardFlops)}, ${(100 * forwardFlops / flops).toFixed(1)}%), ${row['GFLOP/s']} GFLOP/s = ${row['of FMA ceiling']} of the FMA ceiling ${ceiling} GFLOP/s`);
   console.log(`  peak ${MiB(peak)} MiB of tensors in a step (${MiB(liveBefore)} MiB live before it: weights, optimizer state, inputs); load average ${load0.toFixed(2)} → ${load1.toFixed(2)}`);
 

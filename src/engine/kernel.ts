@@ -35,6 +35,12 @@ export interface KernelCall {
 }
 
 const pipelines = new Map<string, GPUComputePipeline>();
+const byCode = new Map<string, GPUComputePipeline>();
+
+/** Distinct compiled pipelines and the specialisation keys that map to them. */
+export function pipelineStats(): { pipelines: number; keys: number } {
+  return { pipelines: byCode.size, keys: pipelines.size };
+}
 
 /**
  * Whether the device computes with f16 in shaders (`shader-f16`), so that f16 tensors can be inputs and
@@ -79,16 +85,24 @@ function pipelineFor(call: KernelCall): GPUComputePipeline {
   // `enable` must precede every declaration, so it goes first whatever the template puts before its bindings
   const enables = [...(halfBindings.length > 0 ? ['enable f16;'] : []), ...(call.subgroups ? ['enable subgroups;'] : [])];
   const code = `${enables.map((e) => `${e}\n`).join('')}${call.wgsl(bindingDecls(call))}`;
+  // kernels specialised differently can generate the same WGSL: compile each text once
+  const same = byCode.get(code);
+  if (same) {
+    pipelines.set(cacheKey, same);
+    return same;
+  }
   d.pushErrorScope('validation');
   const module = d.createShaderModule({ code, label: call.name });
   p = d.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: `${call.name} ${call.key}` });
   d.popErrorScope().then((err) => {
     if (err) {
       pipelines.delete(cacheKey);
+      byCode.delete(code);
       reportDeviceError(new Error(`kernel ${call.name} (${call.key}) failed to compile: ${err.message}\n${numbered(code)}`));
     }
   });
   pipelines.set(cacheKey, p);
+  byCode.set(code, p);
   return p;
 }
 
