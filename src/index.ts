@@ -24,12 +24,12 @@ export {
 } from './kernels/random_walk.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, halfWeights, type LoadReport, type StateSource } from './nn/module.ts';
-export { Linear, Conv2d, GroupNorm, LayerNorm, uniformInit, onesInit, skipInit } from './nn/layers.ts';
+export { Linear, Conv2d, GroupNorm, LayerNorm, BatchNorm2d, uniformInit, onesInit, skipInit } from './nn/layers.ts';
 export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
 export { manualSeed } from './engine/random-cpu.ts';
-export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, stacked, type Image } from './io/image.ts';
+export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, stacked, pilResize, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
 export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
 export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
@@ -90,3 +90,4 @@ export {
 } from './pipeline/refine.ts';
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';
 export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawBackground, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
+export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';

@@ -170,3 +170,67 @@ export function stacked(images: readonly Image[], gap = 2): Image {
   }
   return { width: W, height: H, channels: 3, data };
 }
+
+/**
+ * Pillow's `Image.resize` of an 8-bit image, bit-exact: BILINEAR (a triangle filter widened by the scale when
+ * shrinking, so it antialiases; fixed-point weights with 22 fraction bits; the horizontal pass first, rounded to
+ * 8 bits, then the vertical) or NEAREST. Models whose reference preprocesses with PIL (FOPA, transformers'
+ * image processors) need exactly these bytes; torch's interpolate differs.
+ */
+export function pilResize(img: Image, width: number, height: number, filter: 'bilinear' | 'nearest'): Image {
+  if (img.data instanceof Uint16Array) throw new Error('pilResize: expected an 8-bit image');
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) throw new Error(`pilResize: invalid size ${width}×${height}`);
+  const ch = img.channels;
+  if (filter === 'nearest') {
+    const data = new Uint8Array(width * height * ch);
+    for (let y = 0; y < height; y++) {
+      const sy = Math.floor(((y + 0.5) * img.height) / height);
+      for (let x = 0; x < width; x++) {
+        const sx = Math.floor(((x + 0.5) * img.width) / width);
+        for (let c = 0; c < ch; c++) data[(y * width + x) * ch + c] = img.data[(sy * img.width + sx) * ch + c]!;
+      }
+    }
+    return { width, height, channels: ch, data };
+  }
+  let cur: Image = img;
+  if (width !== img.width) cur = resampleAxis(cur, width, 'x');
+  if (height !== img.height) cur = resampleAxis(cur, height, 'y');
+  return cur === img ? { ...img, data: Uint8Array.from(img.data) } : cur;
+}
+
+/** One axis of Pillow's bilinear resampling (ImagingResampleHorizontal/Vertical_8bpc). */
+function resampleAxis(img: Image, outSize: number, axis: 'x' | 'y'): Image {
+  const inSize = axis === 'x' ? img.width : img.height;
+  const scale = inSize / outSize;
+  const fs = Math.max(scale, 1);
+  const support = fs;
+  const precision = 2 ** 22;
+  const taps = Array.from({ length: outSize }, (_, i) => {
+    const center = (i + 0.5) * scale;
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
+    const w = Array.from({ length: xmax - xmin }, (_, j) => Math.max(0, 1 - Math.abs((j + xmin - center + 0.5) / fs)));
+    const total = w.reduce((a, b) => a + b, 0);
+    return { xmin, k: w.map((v) => {
+      const n = total !== 0 ? v / total : v;
+      return Math.trunc(n < 0 ? n * precision - 0.5 : n * precision + 0.5);
+    }) };
+  });
+  const [W, H] = axis === 'x' ? [outSize, img.height] : [img.width, outSize];
+  const ch = img.channels;
+  const data = new Uint8Array(W * H * ch);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const t = taps[axis === 'x' ? x : y]!;
+      for (let c = 0; c < ch; c++) {
+        let acc = precision / 2;
+        t.k.forEach((k, j) => {
+          const [sx, sy] = axis === 'x' ? [t.xmin + j, y] : [x, t.xmin + j];
+          acc += img.data[(sy * img.width + sx) * ch + c]! * k;
+        });
+        data[(y * W + x) * ch + c] = Math.min(255, Math.max(0, Math.floor(acc / precision)));
+      }
+    }
+  }
+  return { width: W, height: H, channels: ch, data };
+}

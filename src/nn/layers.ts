@@ -7,7 +7,7 @@ import { uniformArray } from '../engine/random-cpu.ts';
 import { linear } from '../kernels/matmul.ts';
 import { cast } from '../kernels/elementwise.ts';
 import { type Conv2dOptions, conv2d } from '../kernels/conv.ts';
-import { groupNorm, layerNorm } from '../kernels/norm.ts';
+import { batchNorm, groupNorm, layerNorm } from '../kernels/norm.ts';
 import { BuildScope, Module, buildingHalfWeights } from './module.ts';
 
 const skipScope = new BuildScope();
@@ -110,6 +110,32 @@ export class GroupNorm extends Module {
 
   forward(x: Tensor): Tensor {
     return groupNorm(x, this.numGroups, this.weight, this.bias, this.eps);
+  }
+}
+
+/**
+ * Batch normalisation over N and the spatial dims of NC… (torch.nn.BatchNorm2d): batch statistics in training
+ * mode (updating running_mean / running_var with `momentum`), the running ones in eval mode. num_batches_tracked
+ * is kept for checkpoints only (PyTorch reads it only when momentum is None).
+ */
+export class BatchNorm2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor;
+  readonly runningMean: Tensor;
+  readonly runningVar: Tensor;
+  readonly numBatchesTracked: Tensor;
+
+  constructor(readonly numFeatures: number, readonly options: { eps?: number; momentum?: number } = {}) {
+    super();
+    this.weight = this.param('weight', onesInit([numFeatures]));
+    this.bias = this.param('bias', Tensor.zeros([numFeatures]));
+    this.runningMean = this.buffer('running_mean', Tensor.zeros([numFeatures]));
+    this.runningVar = this.buffer('running_var', onesInit([numFeatures]));
+    this.numBatchesTracked = this.buffer('num_batches_tracked', Tensor.zeros([], 'i32'));
+  }
+
+  forward(x: Tensor): Tensor {
+    return batchNorm(x, this.runningMean, this.runningVar, this.weight, this.bias, { eps: this.options.eps ?? 1e-5, momentum: this.options.momentum ?? 0.1, training: this.training });
   }
 }
 
