@@ -91,3 +91,4 @@ export {
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';
 export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawBackground, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
+export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
