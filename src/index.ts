@@ -35,7 +35,7 @@ export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSp
 export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
 export { type Primitive, type Rgb, type Layer, rasterize, coverage } from './world/raster.ts';
 export {
-  generateScene, sampleScene, renderScene, objectPrimitives, placementPlausibility, cameraHeight, ignoreLabel,
+  generateScene, sampleScene, renderScene, renderLayers, scenePrompt, objectPrimitives, placementPlausibility, cameraHeight, ignoreLabel,
   type Scene, type SceneSpec, type ObjectSpec, type Instance, type Light, type WorldMode,
 } from './world/scene.ts';
 export { splits, splitSeed, type Split } from './world/splits.ts';
@@ -92,3 +92,4 @@ export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult
 export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawBackground, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
+export { composeLayers, placeCutout, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';

@@ -238,8 +238,8 @@ export function objectPrimitives(o: ObjectSpec): Primitive[] {
   return classSpec(o.classId).draw(new Frame(o.box, o.facing, o.tilt), seededRandom(o.seed));
 }
 
-/** Renders a scene description with its ground truth (see raster.ts for the anti-aliasing rule). */
-export function renderScene(spec: SceneSpec): Scene {
+/** The background painted and lit by the scene's light gradient (linear RGB, before brightness and tint). */
+function litBackground(spec: SceneSpec): Float32Array {
   const { width: W, height: H, light } = spec;
   const rgb = new Float32Array(W * H * 3);
   paintBackground(spec.background, W, H, rgb);
@@ -255,34 +255,96 @@ export function renderScene(spec: SceneSpec): Scene {
       rgb[i + 2] *= k;
     }
   }
-  const owner = new Uint8Array(W * H);
-  spec.objects.forEach((o, k) => {
-    const layer = rasterize(objectPrimitives(o), W, H);
-    if (!layer) return;
-    const cls = classSpec(o.classId);
-    const [bx, by, bw, bh] = o.box;
-    const cx = bx + bw / 2, cy = by + bh / 2, radius = Math.max(bw, bh) / 2;
-    for (let j = 0; j < layer.height; j++) {
-      for (let i = 0; i < layer.width; i++) {
-        const li = j * layer.width + i;
-        const a = layer.alpha[li]!;
-        if (a === 0) continue;
-        const x = layer.x0 + i, y = layer.y0 + j;
-        // round-object shading: the side facing the light is brighter; texture noise fixed to the object
-        const side = ((x + 0.5 - cx) * lx + (y + 0.5 - cy) * ly) / radius;
-        const grain = 1 + cls.texture * (2 * hash3(Math.floor(x - bx), Math.floor(y - by), o.seed) - 1);
-        const s = (1 + 0.3 * side) * grain;
-        const pi = 3 * (y * W + x);
-        for (let c = 0; c < 3; c++) rgb[pi + c] = rgb[pi + c]! * (1 - a) + layer.color[3 * li + c]! * s;
-        if (a >= 0.5) owner[y * W + x] = k + 1; // drawn far to near: the nearest object with A ≥ 0.5 owns the pixel
-      }
+  return rgb;
+}
+
+/** An object rasterised alone: each covered pixel's coverage A and shaded colour (linear RGB, before brightness and tint). */
+interface ShadedObject {
+  pixels: { p: number; a: number; rgb: [number, number, number] }[];
+}
+
+function shadeObject(spec: SceneSpec, o: ObjectSpec): ShadedObject {
+  const { width: W, height: H, light } = spec;
+  const layer = rasterize(objectPrimitives(o), W, H);
+  const pixels: ShadedObject['pixels'] = [];
+  if (!layer) return { pixels };
+  const lx = Math.cos(light.direction), ly = Math.sin(light.direction);
+  const cls = classSpec(o.classId);
+  const [bx, by, bw, bh] = o.box;
+  const cx = bx + bw / 2, cy = by + bh / 2, radius = Math.max(bw, bh) / 2;
+  for (let j = 0; j < layer.height; j++) {
+    for (let i = 0; i < layer.width; i++) {
+      const li = j * layer.width + i;
+      const a = layer.alpha[li]!;
+      if (a === 0) continue;
+      const x = layer.x0 + i, y = layer.y0 + j;
+      // round-object shading: the side facing the light is brighter; texture noise fixed to the object
+      const side = ((x + 0.5 - cx) * lx + (y + 0.5 - cy) * ly) / radius;
+      const grain = 1 + cls.texture * (2 * hash3(Math.floor(x - bx), Math.floor(y - by), o.seed) - 1);
+      const s = (1 + 0.3 * side) * grain;
+      // the layer's colour is premultiplied by its coverage: the shaded colour over a = 1 is color · s
+      pixels.push({ p: y * W + x, a, rgb: [layer.color[3 * li]! * s, layer.color[3 * li + 1]! * s, layer.color[3 * li + 2]! * s] });
     }
-  });
-  const image = new Uint8Array(W * H * 3);
-  for (let p = 0; p < W * H; p++) {
+  }
+  return { pixels };
+}
+
+/** Linear RGB with the scene's brightness and tint on the 0..255 scale, before clamping and rounding. */
+function toLevels(spec: SceneSpec, rgb: Float32Array): Float32Array {
+  const { light } = spec;
+  const out = new Float32Array(rgb.length);
+  for (let p = 0; p < rgb.length / 3; p++) for (let c = 0; c < 3; c++) out[3 * p + c] = 255 * (rgb[3 * p + c]! * light.brightness * light.tint[c]!);
+  return out;
+}
+
+/** Linear RGB with the scene's brightness and tint, clamped and rounded to 8 bits. */
+function toBytes(spec: SceneSpec, rgb: Float32Array): Uint8Array {
+  const { light } = spec;
+  const image = new Uint8Array(rgb.length);
+  for (let p = 0; p < rgb.length / 3; p++) {
     for (let c = 0; c < 3; c++) image[3 * p + c] = Math.round(255 * Math.min(1, Math.max(0, rgb[3 * p + c]! * light.brightness * light.tint[c]!)));
   }
-  return { ...groundTruth(spec, owner), spec, width: W, height: H, image, prompt: spec.prompt };
+  return image;
+}
+
+/** Renders a scene description with its ground truth (see raster.ts for the anti-aliasing rule). */
+export function renderScene(spec: SceneSpec): Scene {
+  const { width: W, height: H } = spec;
+  const rgb = litBackground(spec);
+  const owner = new Uint8Array(W * H);
+  spec.objects.forEach((o, k) => {
+    for (const { p, a, rgb: c } of shadeObject(spec, o).pixels) {
+      for (let ch = 0; ch < 3; ch++) rgb[3 * p + ch] = rgb[3 * p + ch]! * (1 - a) + c[ch]!;
+      if (a >= 0.5) owner[p] = k + 1; // drawn far to near: the nearest object with A ≥ 0.5 owns the pixel
+    }
+  });
+  return { ...groundTruth(spec, owner), spec, width: W, height: H, image: toBytes(spec, rgb), prompt: spec.prompt };
+}
+
+/**
+ * A scene's parts rendered apart: the lit background alone, and each object (far to near) with its coverage; colours
+ * on the 0..255 scale before clamping and rounding (a lit object may exceed 255 until it is composited), so that
+ * compositing them and rounding gives the scene's picture.
+ */
+export interface SceneLayers {
+  background: Float32Array;
+  objects: { classId: number; rgb: Float32Array; alpha: Float32Array }[];
+}
+
+export function renderLayers(spec: SceneSpec): SceneLayers {
+  const { width: W, height: H } = spec;
+  return {
+    background: toLevels(spec, litBackground(spec)),
+    objects: spec.objects.map((o) => {
+      const rgb = new Float32Array(W * H * 3), alpha = new Float32Array(W * H);
+      for (const { p, a, rgb: c } of shadeObject(spec, o).pixels) {
+        alpha[p] = a;
+        // un-premultiplied: the object's own colour where it covers the pixel
+        for (let ch = 0; ch < 3; ch++) rgb[3 * p + ch] = c[ch]! / a;
+      }
+      return { classId: o.classId, rgb: toLevels(spec, rgb), alpha };
+    }),
+  };
 }
 
 /** Masks and instance list from the owner map (object index + 1 per pixel, 0 none). */

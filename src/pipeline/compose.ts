@@ -1,0 +1,159 @@
+// Free-Mask's composition: objects pasted onto a background with their masks as alpha, the masks kept exact.
+// Each layer is an object's colour and coverage over the whole image; pasted in order, a layer owns the pixels it
+// covers with coverage ≥ 0.5 (ShapeWorld's rasteriser rule), so the class and instance maps follow from the
+// ownership; pixels its mask marks uncertain become 255; an object left with fewer visible pixels than
+// ShapeWorld's rule (12 at 64×64, scaled with the area) becomes 255. Instance ids run near to far (1 = in front).
+// The release pastes in the given order; 'ground' order puts the object whose bottom is lower in front.
+
+import { type Image, pilResize } from '../io/image.ts';
+import type { Cutout } from './placement.ts';
+
+export const uncertain = 255;
+
+/** One object over the whole W×H image. */
+export interface Layer {
+  classId: number;
+  /** W·H·3 colour of the object where it covers (not premultiplied), 0..255 (floats may exceed it until the composite is rounded). */
+  rgb: Uint8Array | Float32Array;
+  /** W·H coverage in [0, 1]. */
+  alpha: Float32Array;
+  /** W·H: non-zero where the object's mask is uncertain (those pixels stay 255 where the object owns them). */
+  uncertain?: Uint8Array;
+  /** Where the object came from (kept in the instance list). */
+  provenance?: Record<string, unknown>;
+}
+
+export interface ComposedInstance {
+  id: number;
+  classId: number;
+  /** tight box of the visible pixels, [x, y, w, h] */
+  bbox: [number, number, number, number];
+  area: number;
+  /** index of the layer in the given list (the background's own objects follow them) */
+  layer: number;
+  provenance?: Record<string, unknown>;
+}
+
+export interface Composite {
+  width: number;
+  height: number;
+  image: Uint8Array;
+  semantic: Uint8Array;
+  instance: Uint8Array;
+  instances: ComposedInstance[];
+}
+
+export interface ComposeOptions {
+  /** 'paste' (default): layers in the given order, later on top; 'ground': the lower bottom edge in front. */
+  order?: 'paste' | 'ground';
+  /** Fewest visible pixels an object keeps at 64×64 (scaled with the image area); default 12, ShapeWorld's. */
+  minVisibleAt64?: number;
+}
+
+/** The lowest row a layer owns (coverage ≥ 0.5), −1 when it owns none. */
+function bottomRow(l: Layer, W: number): number {
+  for (let p = l.alpha.length - 1; p >= 0; p--) if (l.alpha[p]! >= 0.5) return Math.floor(p / W);
+  return -1;
+}
+
+/**
+ * Pastes `layers` onto `background` (W·H·3 values on the 0..255 scale); the picture is clamped and rounded once, at the end. With the background's class map (a generated single-object
+ * image and its mask), each class in it is an object too, behind every pasted one whatever the order (its pixels
+ * are part of the background picture); its uncertain pixels stay 255 where nothing covers them.
+ */
+export function composeLayers(width: number, height: number, background: { image: Uint8Array | Float32Array; semantic?: Uint8Array }, pasted: readonly Layer[], { order = 'paste', minVisibleAt64 = 12 }: ComposeOptions = {}): Composite {
+  const n = width * height;
+  if (background.image.length !== 3 * n) throw new Error(`composeLayers: the background has ${background.image.length} bytes, expected ${width}×${height}×3`);
+  if (background.semantic && background.semantic.length !== n) throw new Error(`composeLayers: the background's class map has ${background.semantic.length} values, expected ${width}×${height}`);
+  pasted.forEach((l, k) => {
+    if (l.rgb.length !== 3 * n || l.alpha.length !== n || (l.uncertain && l.uncertain.length !== n)) throw new Error(`composeLayers: layer ${k} (class ${l.classId}) is not ${width}×${height}`);
+    if (!Number.isInteger(l.classId) || l.classId < 1 || l.classId >= uncertain) throw new Error(`composeLayers: layer ${k} has class ${l.classId}; classes are 1..254`);
+  });
+  const classes = [...new Set(background.semantic ?? [])].filter((c) => c > 0 && c !== uncertain).sort((a, b) => a - b);
+  const own = classes.map((c): Layer => ({
+    classId: c, rgb: background.image, alpha: Float32Array.from(background.semantic!, (v) => (v === c ? 1 : 0)), provenance: { source: 'background' },
+  }));
+  const layers = [...pasted, ...own];
+  const sequence = pasted.map((_, k) => k);
+  if (order === 'ground') {
+    const bottom = pasted.map((l) => bottomRow(l, width));
+    sequence.sort((a, b) => bottom[a]! - bottom[b]! || a - b);
+  }
+  sequence.unshift(...own.map((_, j) => pasted.length + j));
+  const rgb = Float64Array.from(background.image);
+  const owner = new Int32Array(n).fill(-1);
+  const unsure = new Uint8Array(n);
+  for (const k of sequence) {
+    const l = layers[k]!;
+    for (let p = 0; p < n; p++) {
+      const a = l.alpha[p]!;
+      if (a <= 0) continue;
+      for (let c = 0; c < 3; c++) rgb[3 * p + c] = rgb[3 * p + c]! * (1 - a) + l.rgb[3 * p + c]! * a;
+      if (a >= 0.5) {
+        owner[p] = k;
+        unsure[p] = l.uncertain?.[p] ? 1 : 0;
+      }
+    }
+  }
+  const area = new Int32Array(layers.length);
+  for (let p = 0; p < n; p++) if (owner[p]! >= 0 && !unsure[p]) area[owner[p]!]++;
+  const minArea = Math.max(1, Math.round((minVisibleAt64 * n) / 4096));
+  // near to far: the last pasted is in front
+  const kept = [...sequence].reverse().filter((k) => area[k]! >= minArea);
+  const idOf = new Int32Array(layers.length).fill(uncertain);
+  kept.forEach((k, r) => (idOf[k] = r + 1));
+  const semantic = new Uint8Array(n), instance = new Uint8Array(n);
+  const boxes = kept.map(() => [width, height, 0, 0]);
+  for (let p = 0; p < n; p++) {
+    const k = owner[p]!;
+    if (k < 0) {
+      semantic[p] = background.semantic?.[p] ?? 0;
+      instance[p] = semantic[p] === uncertain ? uncertain : 0;
+      continue;
+    }
+    const id = idOf[k]!;
+    if (unsure[p] || id === uncertain) {
+      semantic[p] = instance[p] = uncertain;
+      continue;
+    }
+    semantic[p] = layers[k]!.classId;
+    instance[p] = id;
+    const b = boxes[id - 1]!, x = p % width, y = Math.floor(p / width);
+    [b[0], b[1], b[2], b[3]] = [Math.min(b[0]!, x), Math.min(b[1]!, y), Math.max(b[2]!, x + 1), Math.max(b[3]!, y + 1)];
+  }
+  const image = Uint8Array.from(rgb, (v) => Math.round(Math.min(255, Math.max(0, v))));
+  const instances = kept.map((k, r): ComposedInstance => {
+    const b = boxes[r]!;
+    return { id: r + 1, classId: layers[k]!.classId, bbox: [b[0]!, b[1]!, b[2]! - b[0]!, b[3]! - b[1]!], area: area[k]!, layer: k, ...(layers[k]!.provenance && { provenance: layers[k]!.provenance }) };
+  });
+  return { width, height, image, semantic, instance, instances };
+}
+
+/**
+ * A cut-out object as a layer of a W×H image, scaled to `box` (left, top, width, height in pixels; rounded to
+ * whole pixels) with Pillow's bilinear filter; its alpha is the cut's mask (0..255), and `labels` (the cut's
+ * class map: 255 uncertain) marks the uncertain pixels. Parts outside the image are dropped.
+ */
+export function placeCutout(cut: Cutout & { labels?: Uint8Array }, classId: number, box: readonly [number, number, number, number], W: number, H: number, provenance?: Record<string, unknown>): Layer {
+  const [bx, by, bw, bh] = box.map(Math.round) as [number, number, number, number];
+  if (bw < 1 || bh < 1) throw new Error(`placeCutout: the box ${JSON.stringify(box)} is under a pixel`);
+  const { width: fw, height: fh } = cut.image;
+  if (cut.mask.length !== fw * fh) throw new Error(`placeCutout: the mask has ${cut.mask.length} values for a ${fw}×${fh} object`);
+  if (!cut.mask.some((v) => v > 0)) throw new Error(`placeCutout: the object's mask (class ${classId}) is empty`);
+  const rgb3: Image = cut.image.channels === 3 ? cut.image : { width: fw, height: fh, channels: 3, data: Uint8Array.from({ length: fw * fh * 3 }, (_, i) => cut.image.data[Math.floor(i / 3) * cut.image.channels + (i % 3)]!) };
+  const color = pilResize(rgb3, bw, bh, 'bilinear');
+  const alpha = pilResize({ width: fw, height: fh, channels: 1, data: cut.mask }, bw, bh, 'bilinear');
+  const labels = cut.labels && pilResize({ width: fw, height: fh, channels: 1, data: cut.labels }, bw, bh, 'nearest');
+  const layer: Layer = { classId, rgb: new Uint8Array(W * H * 3), alpha: new Float32Array(W * H), ...(labels && { uncertain: new Uint8Array(W * H) }), ...(provenance && { provenance }) };
+  for (let y = 0; y < bh; y++) {
+    for (let x = 0; x < bw; x++) {
+      const [tx, ty] = [bx + x, by + y];
+      if (tx < 0 || ty < 0 || tx >= W || ty >= H) continue;
+      const p = ty * W + tx, q = y * bw + x;
+      layer.alpha[p] = alpha.data[q]! / 255;
+      for (let c = 0; c < 3; c++) layer.rgb[3 * p + c] = color.data[3 * q + c]!;
+      if (labels && labels.data[q] === uncertain) layer.uncertain![p] = 1;
+    }
+  }
+  return layer;
+}
