@@ -28,7 +28,7 @@ export { Linear, Conv2d, GroupNorm, LayerNorm, BatchNorm2d, uniformInit, onesIni
 export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
-export { manualSeed } from './engine/random-cpu.ts';
+export { manualSeed, seededRandom, subSeed } from './engine/random-cpu.ts';
 export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, stacked, pilResize, type Image } from './io/image.ts';
 export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
 export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
@@ -43,7 +43,7 @@ export { contactSheet, writeWorldContactSheet, zoomImage } from './world/contact
 export { encodeIndexedPng, decodeIndexedPng, readIndexedPng, writeIndexedPng, readPng, writePng, type IndexedImage } from './io/png.ts';
 export { vocPalette, vocColorImage, vocFolders, vocIds, readVocLabels, writeVocSample, makeVocFolders, type VocSample } from './data/voc.ts';
 export { encodeRle, rleToString, rleFromString, maskToRle, rleToMask, parseCoco, vocCategories, type Rle, type CocoFile, type CocoImage, type CocoAnnotation } from './data/coco.ts';
-export { writeWorldDataset, readWorldPrompts, sceneAnnotations, shapeWorldVersion, worldImageId, type WorldDatasetOptions, type Manifest } from './data/dataset.ts';
+export { writeWorldDataset, writeDataset, instanceAnnotations, readWorldPrompts, sceneAnnotations, type DatasetSample, shapeWorldVersion, worldImageId, type WorldDatasetOptions, type Manifest } from './data/dataset.ts';
 export { ConfusionMatrix } from './metrics/miou.ts';
 export { maskAp, maskIou, iouThresholds, type MaskInstance, type MaskApResult } from './metrics/maskAp.ts';
 export { boundaryF, maskBoundary, boundaryTolerance } from './metrics/boundary.ts';
@@ -89,7 +89,7 @@ export {
   type WalkOptions, type RefineSample, type TrainOptions as AffinityTrainOptions, type RefineFolderOptions, type RefineFolderResult,
 } from './pipeline/refine.ts';
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';
-export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawBackground, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
+export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawWeighted, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
-export { composeLayers, placeCutout, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';
+export { composeLayers, placeCutout, cutOut, composeScenes, readSingleObjects, type SingleObject, type ComposeDatasetOptions, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';

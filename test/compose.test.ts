@@ -6,7 +6,11 @@ import * as assert from 'uvu/assert';
 import './helpers.ts';
 import { generateScene, renderLayers, sampleScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
-import { type Layer, composeLayers, placeCutout } from '../src/pipeline/compose.ts';
+import { type Layer, type SingleObject, composeLayers, composeScenes, cutOut, placeCutout } from '../src/pipeline/compose.ts';
+import { makeThesaurus, shapeWorldThesaurus } from '../src/pipeline/thesaurus.ts';
+import { ObPlaNet, obPlaNetConfig } from '../src/models/fopa.ts';
+import { manualSeed } from '../src/engine/random-cpu.ts';
+import { vocClassNames } from '../src/world/classes.ts';
 
 test('ShapeWorld objects rendered alone, pasted at the scene\'s positions, reproduce its masks exactly and its picture to rounding', () => {
   let compared = 0;
@@ -82,6 +86,35 @@ test('cut-outs placed by box: scaled, clipped at the border, labels mark uncerta
   assert.throws(() => placeCutout(cut, 6, [0, 0, 0.2, 4], W, H), /is under a pixel/);
   assert.throws(() => composeLayers(W, H, bg, [{ ...l, classId: 255 }]), /layer 0 has class 255; classes are 1\.\.254/);
   assert.throws(() => composeLayers(W, H, { image: new Uint8Array(5) }, []), /the background has 5 bytes, expected 12×10×3/);
+});
+
+test('composed scenes: backgrounds and classes by the thesaurus, objects placed by FOPA, provenance, deterministic; errors', async () => {
+  const singles: SingleObject[] = Array.from({ length: 12 }, (_, k) => {
+    const sc = generateScene(k, { mode: 'single', width: 32 });
+    return { id: `s${k}`, width: 32, height: 32, image: sc.image, semantic: sc.semantic, classId: sc.instances[0]!.classId, background: sc.spec.background.kind };
+  });
+  const cut = cutOut(singles[0]!);
+  assert.ok(cut.image.width < 32 && cut.mask.every((v, i) => (v === 255) === (cut.labels[i] !== 0)), 'cropped to the mask, alpha on object and uncertain pixels');
+  manualSeed(2);
+  const fopa = new ObPlaNet(obPlaNetConfig({ widths: [8, 8, 16, 16] }));
+  const run = async (seed: number) => {
+    const out = [];
+    for await (const s of composeScenes({ singles, thesaurus: shapeWorldThesaurus, fopa, count: 3, objects: [1, 2], seed, order: 'ground' })) out.push(s);
+    return out;
+  };
+  const a = await run(4);
+  assert.equal((await run(4)).map((s) => [...s.image]), a.map((s) => [...s.image]), 'same seed, same pictures');
+  for (const s of a) {
+    const bg = s.coco!.background as string;
+    const pasted = s.instances.filter((i) => (i.extra!.provenance as { source: string }).source !== 'background');
+    assert.ok(pasted.length >= 1 || s.instances.length < 2, `${s.id}: objects pasted`);
+    for (const i of pasted) assert.ok(shapeWorldThesaurus.entries.get(vocClassNames[i.classId]!)!.some((b) => b.background === bg), `${s.id}: a ${vocClassNames[i.classId]} fits ${bg}`);
+    for (const i of s.instances) assert.is(s.instance.filter((v) => v === i.id).length, i.area, `${s.id}: instance ${i.id} area`);
+  }
+  const none = composeScenes({ singles, thesaurus: makeThesaurus('empty', { giraffe: ['savanna'] }), fopa, count: 1 });
+  assert.match(await none.next().then(() => '', (e: Error) => e.message), /no class with a picture fits background '\w+' of image 's\d+' in thesaurus empty/);
+  assert.throws(() => cutOut({ ...singles[0]!, semantic: new Uint8Array(32 * 32) }), /image 's0' has an empty mask/);
+  fopa.dispose();
 });
 
 test.run();

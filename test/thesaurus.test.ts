@@ -9,7 +9,7 @@ import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts'
 import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
 import { classes } from '../src/world/classes.ts';
 import {
-  type TextEmbedder, cityscapesThesaurus, classesByBackground, clipTextEmbedder, drawBackground, lookupClass, normaliseClassName, shapeWorldThesaurus,
+  type TextEmbedder, cityscapesThesaurus, classesByBackground, clipTextEmbedder, drawWeighted, lookupClass, normaliseClassName, shapeWorldThesaurus,
   thesaurusFromJson, vocThesaurus,
 } from '../src/pipeline/thesaurus.ts';
 
@@ -69,8 +69,8 @@ test('a user\'s JSON table (lists or weights), the inverse, weighted draws; bad 
   const t = thesaurusFromJson('{"Kayaks": {"river": 3, "lake": 1}, "tent": ["forest"]}', 'my.json');
   assert.equal(t.entries.get('kayak'), [{ background: 'river', weight: 0.75 }, { background: 'lake', weight: 0.25 }]);
   assert.equal(classesByBackground(vocThesaurus).get('indoor')!.map((c) => c.className), ['cat', 'chair', 'diningtable', 'person', 'pottedplant', 'sofa', 'tvmonitor']);
-  assert.is(drawBackground(t.entries.get('kayak')!, () => 0.7), 'river');
-  assert.is(drawBackground(t.entries.get('kayak')!, () => 0.8), 'lake');
+  assert.is(drawWeighted(t.entries.get('kayak')!, () => 0.7).background, 'river');
+  assert.is(drawWeighted(t.entries.get('kayak')!, () => 0.8).background, 'lake');
   assert.throws(() => thesaurusFromJson('{"a": ', 'bad.json'), /bad\.json: not JSON/);
   assert.throws(() => thesaurusFromJson('[1]', 'bad.json'), /bad\.json: expected an object of class → backgrounds/);
   assert.throws(() => thesaurusFromJson('{"cat": 3}', 'bad.json'), /bad\.json: class "cat" must map to a list/);

@@ -4,7 +4,7 @@ import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { type WorldMode, type Scene, generateScene } from '../world/scene.ts';
 import { classes } from '../world/classes.ts';
 import { type Split, splitSeed, splits } from '../world/splits.ts';
-import { type CocoAnnotation, type CocoFile, type CocoImage, maskToRle, vocCategories } from './coco.ts';
+import { type CocoAnnotation, type CocoFile, maskToRle, vocCategories } from './coco.ts';
 import { makeVocFolders, vocFolders, writeVocSample } from './voc.ts';
 
 /** Bumped whenever the renderer's output for a seed changes. */
@@ -54,10 +54,28 @@ function checkOptions({ split, count, out, mode = 'scene', size = 64, first = 0 
   if (!out) throw new Error('--out: a directory is required');
 }
 
-/** Renders `count` images of a split and writes them as a dataset at `out` (which must not exist yet). */
-export async function writeWorldDataset(options: WorldDatasetOptions, onProgress?: (done: number) => void): Promise<Manifest> {
-  checkOptions(options);
-  const { split, count, out, mode = 'scene', size = 64, first = 0 } = options;
+/** One picture of a dataset being written: its maps, instances and the extra fields of its COCO image entry. */
+export interface DatasetSample {
+  id: string;
+  /** COCO image id (unique in the dataset). */
+  imageId: number;
+  width: number;
+  height: number;
+  image: Uint8Array;
+  semantic: Uint8Array;
+  instance: Uint8Array;
+  instances: readonly { id: number; classId: number; bbox: readonly [number, number, number, number]; area: number; extra?: Record<string, unknown> }[];
+  /** Extra fields of the COCO image entry (prompt, background, provenance, …). */
+  coco?: Record<string, unknown>;
+  prompt?: string;
+}
+
+/**
+ * Writes `samples` as a dataset at `out` (which must not exist yet): VOC layout, COCO instances with RLE masks
+ * (annotation id = image id · 256 + instance id), prompts.jsonl when samples have prompts, and `manifest` last
+ * with `complete: true`; all in a temporary folder beside `out`, renamed at the end.
+ */
+export async function writeDataset<M extends object>(out: string, split: string, description: string, samples: AsyncIterable<DatasetSample> | Iterable<DatasetSample>, manifest: (count: number) => M): Promise<M & { complete: true }> {
   const fs = nodeFs(`writing ${out}`);
   if (fs.existsSync(out)) throw new Error(`--out: ${out} already exists; choose a new directory`);
   const parent = out.replace(/\/+$/, '').replace(/\/[^/]*$/, '') || '.';
@@ -67,47 +85,66 @@ export async function writeWorldDataset(options: WorldDatasetOptions, onProgress
   fs.mkdirSync(`${tmp}/annotations`);
   try {
     const ids: string[] = [];
-    const coco: CocoFile = { info: { description: `ShapeWorld ${split} (${mode})`, version: String(shapeWorldVersion) }, images: [], annotations: [], categories: vocCategories };
+    const coco: CocoFile = { info: { description, version: String(shapeWorldVersion) }, images: [], annotations: [], categories: vocCategories };
     const prompts: string[] = [];
-    for (let k = 0; k < count; k++) {
-      const seed = splitSeed(split, first + k);
-      const scene = generateScene(seed, { mode, width: size });
-      const id = worldImageId(seed);
-      ids.push(id);
-      await writeVocSample(tmp, { id, width: size, height: size, image: scene.image, semantic: scene.semantic, objects: scene.instance });
-      const image: CocoImage = { id: seed, file_name: `${vocFolders.images}/${id}.png`, width: size, height: size, prompt: scene.prompt, background: scene.spec.background };
-      coco.images.push(image);
-      coco.annotations.push(...sceneAnnotations(scene, seed));
-      prompts.push(JSON.stringify({ id, seed, prompt: scene.prompt }));
-      onProgress?.(k + 1);
+    for await (const s of samples) {
+      ids.push(s.id);
+      await writeVocSample(tmp, { id: s.id, width: s.width, height: s.height, image: s.image, semantic: s.semantic, objects: s.instance });
+      coco.images.push({ id: s.imageId, file_name: `${vocFolders.images}/${s.id}.png`, width: s.width, height: s.height, ...(s.prompt !== undefined && { prompt: s.prompt }), ...s.coco });
+      coco.annotations.push(...instanceAnnotations(s));
+      if (s.prompt !== undefined) prompts.push(JSON.stringify({ id: s.id, seed: s.imageId, prompt: s.prompt }));
     }
     fs.mkdirSync(`${tmp}/${vocFolders.sets}`, { recursive: true });
     writeFileAtomic(`${tmp}/${vocFolders.sets}/${split}.txt`, encoder.encode(ids.join('\n') + '\n'));
     writeJson(`${tmp}/annotations/instances_${split}.json`, coco);
-    writeFileAtomic(`${tmp}/prompts.jsonl`, encoder.encode(prompts.join('\n') + '\n'));
-    const manifest: Manifest = {
-      generator: 'freemask ShapeWorld', version: shapeWorldVersion, split, mode, size, count,
-      seeds: { first: splitSeed(split, first), last: splitSeed(split, first + count - 1) },
-      classes: classes.map((c) => ({ id: c.id, name: c.name })), created: new Date().toISOString(), complete: true,
-    };
-    writeJson(`${tmp}/manifest.json`, manifest);
+    if (prompts.length) writeFileAtomic(`${tmp}/prompts.jsonl`, encoder.encode(prompts.join('\n') + '\n'));
+    const m = { ...manifest(ids.length), complete: true as const };
+    writeJson(`${tmp}/manifest.json`, m);
     fs.renameSync(tmp, out);
-    return manifest;
+    return m;
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
 }
 
-/** COCO annotations (compressed RLE) of a scene's instances; ids are seed·256 + instance id, unique per split. */
-export function sceneAnnotations(scene: Scene, imageId: number): CocoAnnotation[] {
-  const { width: W, height: H } = scene;
-  return scene.instances.map((inst) => ({
-    id: imageId * 256 + inst.id, image_id: imageId, category_id: inst.classId,
-    segmentation: maskToRle(scene.instance.map((v) => (v === inst.id ? 1 : 0)), W, H),
-    area: inst.area, bbox: inst.bbox, iscrowd: 0, depth_rank: inst.depthRank,
+/** Renders `count` images of a split and writes them as a dataset at `out` (which must not exist yet). */
+export async function writeWorldDataset(options: WorldDatasetOptions, onProgress?: (done: number) => void): Promise<Manifest> {
+  checkOptions(options);
+  const { split, count, out, mode = 'scene', size = 64, first = 0 } = options;
+  function* samples(): Iterable<DatasetSample> {
+    for (let k = 0; k < count; k++) {
+      const seed = splitSeed(split, first + k);
+      const scene = generateScene(seed, { mode, width: size });
+      yield {
+        id: worldImageId(seed), imageId: seed, width: size, height: size, image: scene.image, semantic: scene.semantic, instance: scene.instance,
+        instances: worldInstances(scene), prompt: scene.prompt, coco: { background: scene.spec.background },
+      };
+      onProgress?.(k + 1);
+    }
+  }
+  return writeDataset(out, split, `ShapeWorld ${split} (${mode})`, samples(), (n) => ({
+    generator: 'freemask ShapeWorld', version: shapeWorldVersion, split, mode, size, count: n,
+    seeds: { first: splitSeed(split, first), last: splitSeed(split, first + count - 1) },
+    classes: classes.map((c) => ({ id: c.id, name: c.name })), created: new Date().toISOString(),
   }));
 }
+
+/** COCO annotations (compressed RLE) of a sample's instances; ids are image id · 256 + instance id. */
+export function instanceAnnotations(s: Pick<DatasetSample, 'imageId' | 'width' | 'height' | 'instance' | 'instances'>): CocoAnnotation[] {
+  return s.instances.map((inst) => ({
+    id: s.imageId * 256 + inst.id, image_id: s.imageId, category_id: inst.classId,
+    segmentation: maskToRle(s.instance.map((v) => (v === inst.id ? 1 : 0)), s.width, s.height),
+    area: inst.area, bbox: [...inst.bbox] as [number, number, number, number], iscrowd: 0, ...inst.extra,
+  }));
+}
+
+/** COCO annotations of a scene's instances (with their depth rank); ids are seed·256 + instance id, unique per split. */
+export function sceneAnnotations(scene: Scene, imageId: number): CocoAnnotation[] {
+  return instanceAnnotations({ imageId, width: scene.width, height: scene.height, instance: scene.instance, instances: worldInstances(scene) });
+}
+
+const worldInstances = (scene: Scene) => scene.instances.map((i) => ({ ...i, extra: { depth_rank: i.depthRank } }));
 
 /** The prompts of a dataset folder written by `writeWorldDataset` (prompts.jsonl), by image id. */
 export function readWorldPrompts(dir: string): Map<string, string> {

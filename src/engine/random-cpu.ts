@@ -1,4 +1,4 @@
-// Seeded random numbers on the CPU, for parameter initialisation and tests. Deterministic across runs and
+// Seeded random numbers on the CPU, for parameter initialisation, data order and tests. Deterministic across runs and
 // platforms (integer arithmetic only), so a model built twice with the same seed has the same weights.
 
 /** Mulberry32: a small seeded generator of uniform numbers in [0, 1). */
@@ -11,6 +11,13 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A 32-bit seed of (seed, parts…): independent streams per step, sample, purpose. */
+export function subSeed(seed: number, ...parts: number[]): number {
+  let h = (seed ^ 0x9e3779b9) >>> 0;
+  for (const p of parts) h = (Math.imul(h ^ p, 0x85ebca6b) + 0x68e31da4) >>> 0;
+  return (h ^ (h >>> 15)) >>> 0;
 }
 
 let generator = seededRandom(0);

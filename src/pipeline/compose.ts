@@ -5,8 +5,16 @@
 // ShapeWorld's rule (12 at 64×64, scaled with the area) becomes 255. Instance ids run near to far (1 = in front).
 // The release pastes in the given order; 'ground' order puts the object whose bottom is lower in front.
 
+import { seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { parseCoco } from '../data/coco.ts';
+import type { DatasetSample } from '../data/dataset.ts';
+import { nodeFs } from '../io/fs.ts';
+import { readVocSamples } from '../models/mask2former/data.ts';
 import { type Image, pilResize } from '../io/image.ts';
-import type { Cutout } from './placement.ts';
+import type { ObPlaNet } from '../models/fopa.ts';
+import { vocClassNames } from '../world/classes.ts';
+import { type Cutout, placeObject } from './placement.ts';
+import { type Thesaurus, classesByBackground, drawWeighted } from './thesaurus.ts';
 
 export const uncertain = 255;
 
@@ -156,4 +164,119 @@ export function placeCutout(cut: Cutout & { labels?: Uint8Array }, classId: numb
     }
   }
   return layer;
+}
+
+/** A single-object picture (stage 1's output, or ShapeWorld's 'single' mode) that can be a background or a cut-out. */
+export interface SingleObject {
+  id: string;
+  width: number;
+  height: number;
+  image: Uint8Array;
+  /** the object's class where it is, 255 where its mask is uncertain, 0 elsewhere */
+  semantic: Uint8Array;
+  classId: number;
+  /** the background it was generated on, as the thesaurus names backgrounds */
+  background: string;
+}
+
+/** The object of a single-object picture, cropped to its mask's box: alpha 255 on object and uncertain pixels. */
+export function cutOut(s: SingleObject): Cutout & { labels: Uint8Array } {
+  const W = s.width;
+  let [x0, y0, x1, y1] = [W, s.height, 0, 0];
+  s.semantic.forEach((v, p) => {
+    if (v !== s.classId && v !== uncertain) return;
+    const x = p % W, y = Math.floor(p / W);
+    [x0, y0, x1, y1] = [Math.min(x0, x), Math.min(y0, y), Math.max(x1, x + 1), Math.max(y1, y + 1)];
+  });
+  if (x1 <= x0) throw new Error(`cutOut: image '${s.id}' has an empty mask (no pixel of class ${s.classId})`);
+  const [w, h] = [x1 - x0, y1 - y0];
+  const image = new Uint8Array(w * h * 3), mask = new Uint8Array(w * h), labels = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const p = (y0 + y) * W + x0 + x, q = y * w + x;
+      const v = s.semantic[p]!;
+      labels[q] = v === s.classId || v === uncertain ? v : 0;
+      mask[q] = labels[q] ? 255 : 0;
+      for (let c = 0; c < 3; c++) image[3 * q + c] = s.image[3 * p + c]!;
+    }
+  }
+  return { image: { width: w, height: h, channels: 3, data: image }, mask, labels };
+}
+
+export interface ComposeDatasetOptions {
+  singles: readonly SingleObject[];
+  thesaurus: Thesaurus;
+  fopa: ObPlaNet;
+  /** FOPA's input size (default: the pictures' size). */
+  fopaSize?: number;
+  count: number;
+  /** How many objects to paste on each background, [min, max] (default [1, 3]). */
+  objects?: [number, number];
+  seed?: number;
+  order?: 'paste' | 'ground';
+}
+
+/**
+ * Free-Mask's editing stage over a set of single-object pictures: per output, a background picture drawn at random;
+ * 1..k classes that fit its background (thesaurus weights; classes with no picture are not drawn); for each, a
+ * picture of that class cut out by its mask and placed by FOPA's search; composed with exact masks. Every draw
+ * follows from (seed, output index). Provenance (source pictures, scale, box, FOPA score) goes with each instance.
+ */
+export async function* composeScenes(o: ComposeDatasetOptions): AsyncGenerator<DatasetSample> {
+  const { singles, thesaurus, fopa, count, objects: [lo, hi] = [1, 3], seed = 0, order = 'paste' } = o;
+  if (singles.length === 0) throw new Error('compose: no single-object pictures');
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 1 && hi >= lo)) throw new Error(`compose: objects must be a range min-max with 1 ≤ min ≤ max, got ${lo}-${hi}`);
+  const byClass = new Map<number, SingleObject[]>();
+  for (const s of singles) byClass.set(s.classId, [...(byClass.get(s.classId) ?? []), s]);
+  const fits = classesByBackground(thesaurus);
+  const classOf = (name: string) => vocClassNames.indexOf(name as (typeof vocClassNames)[number]);
+  for (let k = 0; k < count; k++) {
+    const rand = seededRandom(subSeed(seed, k));
+    const bg = singles[Math.floor(rand() * singles.length)]!;
+    const candidates = (fits.get(bg.background.toLowerCase()) ?? []).filter((c) => byClass.has(classOf(c.className)));
+    if (candidates.length === 0) throw new Error(`compose: no class with a picture fits background '${bg.background}' of image '${bg.id}' in thesaurus ${thesaurus.name}`);
+    const m = lo + Math.floor(rand() * (hi - lo + 1));
+    const layers: Layer[] = [];
+    for (let j = 0; j < m; j++) {
+      // the fitting classes' weights for this background, renormalised over those with pictures
+      const total = candidates.reduce((a, c) => a + c.weight, 0);
+      const { className } = drawWeighted(candidates.map((c) => ({ ...c, weight: c.weight / total })), rand);
+      const pool = byClass.get(classOf(className))!;
+      const src = pool[Math.floor(rand() * pool.length)]!;
+      const cut = cutOut(src);
+      const where = await placeObject(fopa, { width: bg.width, height: bg.height, channels: 3, data: bg.image }, cut, subSeed(seed, k, j), { size: o.fopaSize ?? bg.width, what: `a ${className} from '${src.id}'` });
+      layers.push(placeCutout(cut, src.classId, where.box, bg.width, bg.height, { source: src.id, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), fopa_score: where.score }));
+    }
+    const c = composeLayers(bg.width, bg.height, { image: bg.image, semantic: bg.semantic }, layers, { order });
+    yield {
+      id: `cmp${String(k).padStart(7, '0')}`, imageId: k, width: c.width, height: c.height, image: c.image, semantic: c.semantic, instance: c.instance,
+      instances: c.instances.map((i) => ({ ...i, extra: { depth_rank: i.id - 1, provenance: i.provenance ?? { source: bg.id } } })),
+      coco: { background: bg.background, background_image: bg.id, order },
+    };
+  }
+}
+
+/**
+ * The single-object pictures of a dataset folder (VOC layout + annotations/instances_<split>.json whose images
+ * carry `background`: a name, or ShapeWorld's { kind }); each picture's class is its most frequent object class.
+ */
+export async function readSingleObjects(dir: string, split?: string): Promise<SingleObject[]> {
+  const fs = nodeFs(`reading ${dir}`);
+  const annotations = fs.existsSync(`${dir}/annotations`) ? fs.readdirSync(`${dir}/annotations`).filter((f) => /^instances_.*\.json$/.test(f)) : [];
+  const file = split ? `instances_${split}.json` : annotations[0];
+  if (!file || !fs.existsSync(`${dir}/annotations/${file}`)) throw new Error(`${dir}/annotations: no COCO instances file${split ? ` for split '${split}'` : ''} (it says which background each picture has)`);
+  const coco = parseCoco(new TextDecoder().decode(fs.readFileSync(`${dir}/annotations/${file}`)), `${dir}/annotations/${file}`);
+  const backgroundOf = new Map(coco.images.map((im) => {
+    const b = im.background as string | { kind?: string } | undefined;
+    return [String(im.file_name).replace(/^.*\//, '').replace(/\.png$/, ''), typeof b === 'string' ? b : b?.kind];
+  }));
+  return (await readVocSamples(dir, split)).map((s) => {
+    const counts = new Map<number, number>();
+    for (const v of s.semantic) if (v !== 0 && v !== uncertain) counts.set(v, (counts.get(v) ?? 0) + 1);
+    const classId = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0];
+    if (classId === undefined) throw new Error(`${dir}: image '${s.id}' has no object pixels`);
+    const background = backgroundOf.get(s.id);
+    if (!background) throw new Error(`${dir}/annotations/${file}: image '${s.id}' has no background`);
+    return { id: s.id, width: s.width, height: s.height, image: s.image, semantic: s.semantic, classId, background };
+  });
 }

@@ -172,11 +172,11 @@ export function classesByBackground(t: Thesaurus): Map<string, { className: stri
   return out;
 }
 
-/** A background for a class, drawn by weight with `rand` ∈ [0, 1). */
-export function drawBackground(backgrounds: readonly BackgroundWeight[], rand: () => number): string {
+/** One of `items` drawn by weight (weights summing to 1) with `rand` ∈ [0, 1): a class's background, a background's class. */
+export function drawWeighted<T extends { weight: number }>(items: readonly T[], rand: () => number): T {
   let u = rand();
-  for (const b of backgrounds) if ((u -= b.weight) < 0) return b.background;
-  return backgrounds[backgrounds.length - 1]!.background;
+  for (const b of items) if ((u -= b.weight) < 0) return b;
+  return items[items.length - 1]!;
 }
 
 /** An embedder from a CLIP text model: the pooled output (end-token state) of "a photo of a {name}". */

@@ -9,7 +9,7 @@ import { Tensor, tidy } from '../engine/tensor.ts';
 import { noGrad } from '../engine/autograd.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { saveSafetensors } from '../io/safetensors.ts';
-import { seededRandom } from '../engine/random-cpu.ts';
+import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { add, exp, mul } from '../kernels/elementwise.ts';
 import { mseLoss } from '../kernels/loss.ts';
 import { randn } from '../kernels/random.ts';
@@ -20,7 +20,7 @@ import type { CLIPTokenizer } from '../models/clip_tokenizer.ts';
 import type { UNet2DConditionModel } from '../models/unet_2d_condition.ts';
 import { Module } from '../nn/module.ts';
 import { type RgbImage, imageBatch } from './autoencoder.ts';
-import { type Batch, type TrainTask, subSeed } from './trainer.ts';
+import type { Batch, TrainTask } from './trainer.ts';
 
 /** SD's sampler config (diffusers' DDIMScheduler as SD 1.x ships it): scaled_linear betas, 1000 steps, ε-prediction. */
 export const sdSchedulerConfig = {

@@ -8,7 +8,7 @@
 // written, naming the step and the samples.
 
 import { backward } from '../engine/autograd.ts';
-import { seededRandom } from '../engine/random-cpu.ts';
+import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { Tensor, keep } from '../engine/tensor.ts';
 import { nodeFs } from '../io/fs.ts';
 import { type SafetensorsReader, loadSafetensors, saveSafetensors } from '../io/safetensors.ts';
@@ -77,13 +77,6 @@ export function scheduleFactor(t: number, o: Pick<ResolvedTrainerOptions, 'steps
   if (t >= o.warmupSteps) return after;
   const a = t / o.warmupSteps;
   return after * (o.warmupFactor * (1 - a) + a);
-}
-
-/** A 32-bit seed of (seed, parts…). */
-export function subSeed(seed: number, ...parts: number[]): number {
-  let h = (seed ^ 0x9e3779b9) >>> 0;
-  for (const p of parts) h = (Math.imul(h ^ p, 0x85ebca6b) + 0x68e31da4) >>> 0;
-  return (h ^ (h >>> 15)) >>> 0;
 }
 
 /** A permutation of 0..n−1 from a seed (Fisher–Yates). */

@@ -7,10 +7,10 @@
 import { Tensor } from '../../engine/tensor.ts';
 import { nodeFs, writeFileAtomic } from '../../io/fs.ts';
 import { saveSafetensors } from '../../io/safetensors.ts';
-import { seededRandom } from '../../engine/random-cpu.ts';
+import { seededRandom, subSeed } from '../../engine/random-cpu.ts';
 import { Generator } from '../../kernels/random.ts';
 import { GroupNorm, LayerNorm, skipInit } from '../../nn/layers.ts';
-import { type Batch, type ResolvedTrainerOptions, type TrainGroup, Trainer, type TrainerOptions, checkpointOptions, openCheckpoint, subSeed } from '../../train/trainer.ts';
+import { type Batch, type ResolvedTrainerOptions, type TrainGroup, Trainer, type TrainerOptions, checkpointOptions, openCheckpoint } from '../../train/trainer.ts';
 import { type Mask2FormerConfig, mask2formerConfigJson, parseMask2FormerConfig } from './config.ts';
 import { seededUniform } from './loss.ts';
 import { Mask2FormerForUniversalSegmentation, disposeTensors } from './model.ts';
