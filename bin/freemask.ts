@@ -378,6 +378,51 @@ async function compose(): Promise<void> {
   console.log(`wrote ${m.count} composed images (${objects.join('-')} objects each, ${order} order) to ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
+async function trainFopa(): Promise<void> {
+  const f = flags(['out', 'steps', 'batch', 'lr', 'size', 'widths', 'count', 'seed', 'save-minutes']);
+  if (!f.out) throw new Error('--out: required (the FOPA folder: checkpoint, config.json, model.safetensors)');
+  await getDevice();
+  const checkpoint = `${f.out}/checkpoint.safetensors`;
+  const reader = switches.has('--resume') ? F.openCheckpoint(checkpoint) : undefined;
+  if (!reader && existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
+  const widths = (f.widths ?? '16,32,64,128').split(',').map(Number);
+  const config = reader ? F.obPlaNetConfig(JSON.parse(reader.metadata.config ?? '{}'), `${checkpoint} metadata config`) : F.obPlaNetConfig({ widths, ks: 3 }, '--widths');
+  const size = reader ? Number(reader.metadata.size) : intFlag(f, 'size', 64);
+  F.manualSeed(intFlag(f, 'seed', 0));
+  const net = reader ? skipInit(() => new F.ObPlaNet(config)) : new F.ObPlaNet(config);
+  net.requireGrad();
+  const steps = intFlag(f, 'steps', 3000);
+  const task = F.fopaTask(net, { count: reader ? Number(reader.metadata.count) : intFlag(f, 'count', 100_000), size });
+  const trainer = new F.Trainer(task, reader ? F.checkpointOptions(reader, { steps }) : {
+    steps, batchSize: intFlag(f, 'batch', 8), lr: numberFlag(f, 'lr', 1e-3), seed: intFlag(f, 'seed', 0), warmupSteps: 100, warmupFactor: 0.1, schedule: 'cosine', weightDecay: 1e-4, clipNorm: 1,
+  });
+  if (reader) {
+    trainer.restore(reader);
+    reader.close();
+    console.log(`resumed ${checkpoint} at step ${trainer.step}`);
+  }
+  console.log(`training FOPA (widths ${config.widths.join(', ')}, ${(net.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3)} M parameters) on ShapeWorld placements at ${size}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
+  await runTraining(trainer, async () => {
+    mkdirSync(f.out!, { recursive: true });
+    await trainer.saveCheckpoint(checkpoint);
+    writeFileSync(`${f.out}/config.json`, JSON.stringify({ _class_name: 'ObPlaNet_resnet18', widths: config.widths, ks: config.ks, input_size: size }, null, 2));
+    await F.saveSafetensors(`${f.out}/model.safetensors`, net.stateDict());
+    await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
+  }, { minutes: numberFlag(f, 'save-minutes', 5) });
+}
+
+async function evalFopa(): Promise<void> {
+  const f = flags(['model', 'count', 'split', 'size', 'json']);
+  if (!f.model) throw new Error('--model: required (a FOPA folder)');
+  await getDevice();
+  const net = F.ObPlaNet.fromPretrained(f.model);
+  const split = (f.split ?? 'val') as F.Split;
+  const count = intFlag(f, 'count', 200);
+  const r = await F.evaluatePlacement(net, split, Array.from({ length: count }, (_, i) => i), { size: intFlag(f, 'size', 64) });
+  console.log(`FOPA on ${count} held-out ShapeWorld placements (${split}): F1 ${r.f1.toFixed(3)}, balanced accuracy ${r.balancedAccuracy.toFixed(3)}; on the ${r.fitting} whose class fits the background, plausibility of the top-1 placement ${r.top1.toFixed(3)} vs random ${r.random.toFixed(3)} vs the best ${r.best.toFixed(3)}`);
+  if (f.json) writeFileSync(f.json, JSON.stringify(r, null, 2));
+}
+
 async function evalSegmenter(): Promise<void> {
   const f = flags(['model', 'data', 'split']);
   if (!f.model) throw new Error('--model: required (a folder with config.json and model.safetensors)');
@@ -480,7 +525,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

@@ -93,3 +93,4 @@ export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, sha
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
 export { composeLayers, placeCutout, cutOut, composeScenes, readSingleObjects, type SingleObject, type ComposeDatasetOptions, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';
+export { placementSample, fopaTask, evaluatePlacement, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
