@@ -3,7 +3,7 @@
 // adapter, results and timings, and write a ShapeWorld contact sheet. `world`: write a ShapeWorld dataset.
 // `eval`: metrics of a prediction folder against a truth folder. `train-segmenter` / `eval-segmenter`:
 // train a Mask2Former on a VOC-layout folder (checkpoints resumable) and measure it.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { skipInit } from '../src/nn/layers.ts';
 import { deviceInfo, getDevice } from '../src/engine/device.ts';
 import { backward } from '../src/engine/autograd.ts';
@@ -423,6 +423,31 @@ async function evalFopa(): Promise<void> {
   if (f.json) writeFileSync(f.json, JSON.stringify(r, null, 2));
 }
 
+/**
+ * A trained model folder as it ships: weights (*.safetensors) stored F16, configs, tokenizer files, pictures and
+ * cards copied; training checkpoints (checkpoint*.safetensors, *.checkpoint.safetensors) left behind.
+ */
+async function exportHalf(): Promise<void> {
+  const f = flags(['from', 'to']);
+  if (!f.from || !existsSync(f.from)) throw new Error(`--from: ${f.from ?? '(missing)'} is not a folder`);
+  if (!f.to) throw new Error('--to: required');
+  let bytes = 0;
+  const walk = async (from: string, to: string) => {
+    mkdirSync(to, { recursive: true });
+    for (const name of readdirSync(from)) {
+      const [src, dst] = [`${from}/${name}`, `${to}/${name}`];
+      if (statSync(src).isDirectory()) await walk(src, dst);
+      else if (/checkpoint\.safetensors$/.test(name)) continue;
+      else if (name.endsWith('.safetensors')) await F.saveHalfCopy(src, dst);
+      else if (/\.(json|txt|png|md)$/.test(name)) copyFileSync(src, dst);
+      else continue;
+      if (!statSync(src).isDirectory()) bytes += statSync(dst).size;
+    }
+  };
+  await walk(f.from, f.to);
+  console.log(`wrote ${f.to}: ${(bytes / 2 ** 20).toFixed(2)} MiB (weights in F16)`);
+}
+
 async function evalSegmenter(): Promise<void> {
   const f = flags(['model', 'data', 'split']);
   if (!f.model) throw new Error('--model: required (a folder with config.json and model.safetensors)');
@@ -525,7 +550,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

@@ -30,7 +30,7 @@ export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
 export { manualSeed, seededRandom, subSeed } from './engine/random-cpu.ts';
 export { imageToTensor, tensorToImage, maskToImage, imageToLabels, heatmapToImage, sideBySide, stacked, pilResize, type Image } from './io/image.ts';
-export { loadSafetensors, saveSafetensors, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
+export { loadSafetensors, saveSafetensors, saveHalfCopy, encodeSafetensors, SafetensorsReader, type RawTensor, type TensorInfo } from './io/safetensors.ts';
 export { classes, classSpec, vocClassNames, backgroundKinds, Frame, type ClassSpec, type BackgroundKind, type Box } from './world/classes.ts';
 export { type BackgroundSpec, horizonRange, paintBackground } from './world/background.ts';
 export { type Primitive, type Rgb, type Layer, rasterize, coverage } from './world/raster.ts';

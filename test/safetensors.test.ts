@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { randomArray } from './helpers.ts';
 import { seededRandom } from '../src/engine/random-cpu.ts';
 import { Tensor, bf16ToF32, f16ToF32, f32ToF16 } from '../src/engine/tensor.ts';
-import { type RawTensor, encodeSafetensors, loadSafetensors, saveSafetensors } from '../src/io/safetensors.ts';
+import { type RawTensor, encodeSafetensors, loadSafetensors, saveHalfCopy, saveSafetensors } from '../src/io/safetensors.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const os = process.getBuiltinModule('node:os');
@@ -282,6 +282,17 @@ test('fuzz: 300 random corruptions either load correctly shaped tensors or throw
     fs.unlinkSync(file);
   }
   assert.ok(loaded > 15 && rejected > 100, `a mix of outcomes: ${loaded} loaded, ${rejected} rejected`);
+});
+
+test('half copies: float tensors become F16 (round to nearest even), integers and metadata stay', async () => {
+  const values = Float32Array.from([0.1, -2.5, 65504, 1e-8, 3.14159]);
+  await saveSafetensors(`${dir}/full.safetensors`, { w: Tensor.fromArray(values, [5]), n: { dtype: 'I64', shape: [], data: new BigInt64Array([7n]) } }, { format: 'pt' });
+  await saveHalfCopy(`${dir}/full.safetensors`, `${dir}/half.safetensors`);
+  const r = loadSafetensors(`${dir}/half.safetensors`);
+  assert.equal([r.info('w').dtype, r.info('n').dtype, r.metadata.format], ['F16', 'I32', 'pt']);
+  assert.equal([...r.readArray('w').data], [...values].map(f32ToF16));
+  assert.equal([...r.readArray('n').data], [7]);
+  r.close();
 });
 
 test('cleanup', () => fs.rmSync(dir, { recursive: true }));

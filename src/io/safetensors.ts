@@ -276,3 +276,23 @@ export async function encodeSafetensors(record: Record<string, Tensor | RawTenso
 export async function saveSafetensors(path: string, record: Record<string, Tensor | RawTensor>, metadata?: Record<string, string>): Promise<void> {
   writeFileAtomic(path, await encodeSafetensors(record, metadata));
 }
+
+/**
+ * Rewrites a safetensors file with every F32/F64/BF16 tensor stored as F16 (round to nearest even), other dtypes
+ * and the metadata unchanged: shipped weights at half the bytes; loaders convert back to f32.
+ */
+export async function saveHalfCopy(source: string, destination: string): Promise<void> {
+  const reader = loadSafetensors(source);
+  try {
+    const record: Record<string, RawTensor> = {};
+    for (const name of reader.keys()) {
+      const info = reader.info(name);
+      const a = reader.readArray(name);
+      if (a.dtype === 'f32') record[name] = { dtype: 'F16', shape: info.shape, data: Uint16Array.from(a.data, f32ToF16) };
+      else record[name] = { dtype: info.dtype === 'F16' ? 'F16' : info.dtype === 'U32' ? 'U32' : 'I32', shape: info.shape, data: a.data as ArrayBufferView };
+    }
+    writeFileAtomic(destination, await encodeSafetensors(record, Object.keys(reader.metadata).length ? reader.metadata : undefined));
+  } finally {
+    reader.close();
+  }
+}
