@@ -24,7 +24,7 @@ export {
 } from './kernels/random_walk.ts';
 export { interpolate, gridSample, type InterpolateOptions, type InterpolateMode, type GridSampleOptions } from './kernels/resample.ts';
 export { Module, ModuleList, halfWeights, type LoadReport, type StateSource } from './nn/module.ts';
-export { Linear, Conv2d, GroupNorm, LayerNorm, BatchNorm2d, uniformInit, onesInit, skipInit } from './nn/layers.ts';
+export { Linear, Conv2d, ConvTranspose2d, Sequential, ReLU, LeakyReLU, Sigmoid, Tanh, GroupNorm, LayerNorm, BatchNorm2d, uniformInit, onesInit, skipInit } from './nn/layers.ts';
 export { Optimizer, type OptimizerStateDict } from './optim/optimizer.ts';
 export { SGD } from './optim/sgd.ts';
 export { AdamW } from './optim/adamw.ts';
@@ -94,3 +94,4 @@ export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetCo
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
 export { composeLayers, placeCutout, cutOut, composeScenes, readSingleObjects, type SingleObject, type ComposeDatasetOptions, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';
 export { placementSample, fopaTask, evaluatePlacement, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
+export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './models/rainnet.ts';

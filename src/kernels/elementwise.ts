@@ -6,7 +6,7 @@ import { record } from '../engine/autograd.ts';
 import {
   asF32, broadcastShapes, broadcastStrides, expectDType, f32, grid1d, launch, offsetExpr, unravel,
 } from '../engine/kernel.ts';
-import { type DType, type Shape, Tensor, numel, shapeStr } from '../engine/tensor.ts';
+import { type DType, type Shape, Tensor, numel, shapeStr, tidy } from '../engine/tensor.ts';
 import { sumTo } from './reduce.ts';
 
 // ---------------------------------------------------------------- the map kernel
@@ -147,6 +147,11 @@ export const silu = (x: Tensor) => unary('silu', x);
 export const gelu = (x: Tensor, approximate: 'none' | 'tanh' = 'none') => unary(approximate === 'tanh' ? 'gelu_tanh' : 'gelu_erf', x);
 export const quickGelu = (x: Tensor) => unary('quick_gelu', x);
 export const elu = (x: Tensor) => unary('elu', x);
+/** LeakyReLU with a slope below 1 on negatives: max(x, slope·x) (gradient 1 or slope, as PyTorch's). */
+export function leakyRelu(x: Tensor, negativeSlope = 0.01): Tensor {
+  if (!(negativeSlope >= 0 && negativeSlope < 1)) throw new Error(`leakyRelu: negative slope must be in [0, 1), got ${negativeSlope}`);
+  return tidy(() => maximum(x, mul(x, negativeSlope)));
+}
 
 /** x ** exponent for a constant exponent (integer exponents are exact for negative x, as in PyTorch). */
 export function pow(x: Tensor, exponent: number): Tensor {

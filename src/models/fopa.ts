@@ -14,8 +14,8 @@ import { conv2d } from '../kernels/conv.ts';
 import { adaptiveAvgPool2d, maxPool2d } from '../kernels/pool.ts';
 import { interpolate } from '../kernels/resample.ts';
 import { concat, reshape } from '../kernels/shape.ts';
-import { BatchNorm2d, Conv2d } from '../nn/layers.ts';
-import { Module, ModuleList } from '../nn/module.ts';
+import { BatchNorm2d, Conv2d, ReLU, Sequential } from '../nn/layers.ts';
+import { Module } from '../nn/module.ts';
 import { fileExists, joinPath, readJson } from './pretrained.ts';
 import { ConfigReader } from './pretrained.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
@@ -36,12 +36,6 @@ export function obPlaNetConfig(json: Record<string, unknown>, source = 'config.j
   const widths = c.ints('widths', obPlaNetResnet18.widths);
   if (widths.length !== 4 || widths.some((w) => w < 1)) c.fail('widths', 'four positive channel counts (layer1..layer4)');
   return { widths: widths as ObPlaNetConfig['widths'], ks: c.int('ks', 3, 1) };
-}
-
-class ReLU extends Module {
-  forward(x: Tensor): Tensor {
-    return relu(x);
-  }
 }
 
 /** MaxPool2d(3, stride 2, padding 1), as ResNet's stem. */
@@ -73,19 +67,6 @@ class BasicBlock extends Module {
       const h = this.bn2.forward(this.conv2.forward(relu(this.bn1.forward(this.conv1.forward(x)))));
       const skip = this.downsample ? this.downsample.forward(x) : x;
       return relu(add(h, skip));
-    });
-  }
-}
-
-type Layer = Module & { forward(x: Tensor): Tensor };
-
-/** torch.nn.Sequential: children named 0, 1, … applied in order. */
-class Sequential extends ModuleList<Layer> {
-  forward(x: Tensor): Tensor {
-    return tidy(() => {
-      let h = x;
-      for (const m of this) h = m.forward(h);
-      return h;
     });
   }
 }

@@ -1,14 +1,14 @@
 // Basic layers on the engine's ops, with PyTorch's parameter names, layouts and default initialisation
 // (drawn from the seeded CPU generator: `manualSeed` makes a model's initial weights reproducible).
 
-import { type Shape, Tensor, numel } from '../engine/tensor.ts';
+import { type Shape, Tensor, numel, tidy } from '../engine/tensor.ts';
 import { hasShaderF16 } from '../engine/kernel.ts';
 import { uniformArray } from '../engine/random-cpu.ts';
 import { linear } from '../kernels/matmul.ts';
-import { cast } from '../kernels/elementwise.ts';
-import { type Conv2dOptions, conv2d } from '../kernels/conv.ts';
+import { cast, leakyRelu, relu, sigmoid, tanh } from '../kernels/elementwise.ts';
+import { type Conv2dOptions, type ConvTranspose2dOptions, conv2d, convTranspose2d } from '../kernels/conv.ts';
 import { batchNorm, groupNorm, layerNorm } from '../kernels/norm.ts';
-import { BuildScope, Module, buildingHalfWeights } from './module.ts';
+import { BuildScope, Module, ModuleList, buildingHalfWeights } from './module.ts';
 
 const skipScope = new BuildScope();
 
@@ -156,5 +156,67 @@ export class LayerNorm extends Module {
 
   forward(x: Tensor): Tensor {
     return layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
+  }
+}
+
+/** A module with a forward of one tensor (what Sequential chains). */
+export type Layer = Module & { forward(x: Tensor): Tensor };
+
+/** torch.nn.Sequential: children named 0, 1, … applied in order. */
+export class Sequential extends ModuleList<Layer> {
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      let h = x;
+      for (const m of this) h = m.forward(h);
+      return h;
+    });
+  }
+}
+
+/** Parameter-free activations as modules, so that Sequential indices match the reference's. */
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return relu(x);
+  }
+}
+
+export class LeakyReLU extends Module {
+  constructor(readonly negativeSlope = 0.01) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return leakyRelu(x, this.negativeSlope);
+  }
+}
+
+export class Sigmoid extends Module {
+  forward(x: Tensor): Tensor {
+    return sigmoid(x);
+  }
+}
+
+export class Tanh extends Module {
+  forward(x: Tensor): Tensor {
+    return tanh(x);
+  }
+}
+
+/** Transposed 2-D convolution, weight [in, out / groups, kh, kw] (PyTorch's layout). */
+export class ConvTranspose2d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | undefined;
+
+  constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: number, readonly options: ConvTranspose2dOptions & { bias?: boolean } = {}) {
+    super();
+    const groups = options.groups ?? 1;
+    // PyTorch's fan_in for ConvTranspose weights is computed from dim 1 (out / groups) · k²
+    const bound = 1 / Math.sqrt((outChannels / groups) * kernelSize * kernelSize);
+    this.weight = this.param('weight', uniformInit([inChannels, outChannels / groups, kernelSize, kernelSize], bound));
+    this.bias = options.bias ?? true ? this.param('bias', uniformInit([outChannels], bound)) : undefined;
+  }
+
+  forward(x: Tensor): Tensor {
+    const { bias: _bias, ...opts } = this.options;
+    return withWeight(this.weight, (w) => convTranspose2d(x, w, this.bias, opts));
   }
 }
