@@ -1,0 +1,111 @@
+// Harmonization data and measures: ShapeWorld pairs with exact targets, the classical baseline and the
+// iHarmony4 metrics. A pair: the object of a single-object scene B rendered under the light of another scene A and
+// pasted into B (the input), the same object rendered under B's own light (the target), the object's exact mask.
+// Reinhard et al.'s colour transfer (mean and std matched in Lab, from the background to the object) is the
+// baseline a learned harmonizer has to beat.
+
+import { seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { renderLayers, sampleScene } from '../world/scene.ts';
+import { type Split, splitSeed } from '../world/splits.ts';
+import { composeLayers, uncertain } from './compose.ts';
+
+export interface HarmonizationPair {
+  width: number;
+  height: number;
+  /** RGB bytes: the object under another scene's light on this scene's background. */
+  composite: Uint8Array;
+  /** RGB bytes: the scene as rendered, the object under the scene's own light. */
+  target: Uint8Array;
+  /** width·height of 0/1: the object's pixels (coverage ≥ 0.5). */
+  mask: Uint8Array;
+}
+
+/** Pair `index` of `split` at `size` pixels: scene B = the split's single-object scene, the light from another seed. */
+export function harmonizationPair(split: Split, index: number, size = 64): HarmonizationPair {
+  const seed = splitSeed(split, index);
+  const spec = sampleScene(seed, { mode: 'single', width: size });
+  const other = sampleScene(splitSeed(split, Math.floor(seededRandom(subSeed(seed, 0x4c494748))() * 10_000)), { mode: 'single', width: size });
+  const own = renderLayers(spec);
+  const foreign = renderLayers({ ...spec, light: other.light });
+  const layer = (o: (typeof own.objects)[number]) => ({ classId: o.classId, rgb: o.rgb, alpha: o.alpha });
+  const target = composeLayers(size, size, { image: own.background }, own.objects.map(layer));
+  const composite = composeLayers(size, size, { image: own.background }, foreign.objects.map(layer));
+  return { width: size, height: size, composite: composite.image, target: target.image, mask: target.semantic.map((v) => (v !== 0 && v !== uncertain ? 1 : 0)) };
+}
+
+// ---- sRGB ↔ CIE Lab (D65), as colour-transfer papers use it ----
+
+const toLinear = (c: number) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+const fromLinear = (c: number) => (c <= 0.0031308 ? 12.92 * c : 1.055 * c ** (1 / 2.4) - 0.055);
+const white = [0.95047, 1, 1.08883];
+const f = (t: number) => (t > (6 / 29) ** 3 ? Math.cbrt(t) : t / (3 * (6 / 29) ** 2) + 4 / 29);
+const fInv = (t: number) => (t > 6 / 29 ? t ** 3 : 3 * (6 / 29) ** 2 * (t - 4 / 29));
+
+export function rgbToLab(r: number, g: number, b: number): [number, number, number] {
+  const [R, G, B] = [r, g, b].map((v) => toLinear(v / 255)) as [number, number, number];
+  const x = (0.4124564 * R + 0.3575761 * G + 0.1804375 * B) / white[0]!;
+  const y = (0.2126729 * R + 0.7151522 * G + 0.072175 * B) / white[1]!;
+  const z = (0.0193339 * R + 0.119192 * G + 0.9503041 * B) / white[2]!;
+  return [116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))];
+}
+
+export function labToRgb(L: number, a: number, b: number): [number, number, number] {
+  const fy = (L + 16) / 116;
+  const [x, y, z] = [fInv(fy + a / 500) * white[0]!, fInv(fy) * white[1]!, fInv(fy - b / 200) * white[2]!];
+  const R = 3.2404542 * x - 1.5371385 * y - 0.4985314 * z;
+  const G = -0.969266 * x + 1.8760108 * y + 0.041556 * z;
+  const B = 0.0556434 * x - 0.2040259 * y + 1.0572252 * z;
+  return [R, G, B].map((v) => Math.round(255 * Math.min(1, Math.max(0, fromLinear(v))))) as [number, number, number];
+}
+
+/**
+ * Reinhard's colour transfer as a harmonizer: in Lab, the object's pixels (mask = 1) are shifted and scaled so that
+ * their per-channel mean and std match the background's (mask = 0); the background is unchanged.
+ */
+export function reinhardHarmonize(rgb: Uint8Array, mask: Uint8Array): Uint8Array {
+  const n = mask.length;
+  if (rgb.length !== 3 * n) throw new Error(`reinhardHarmonize: ${rgb.length} bytes for a ${n}-pixel mask (expected RGB)`);
+  const lab = Array.from({ length: n }, (_, p) => rgbToLab(rgb[3 * p]!, rgb[3 * p + 1]!, rgb[3 * p + 2]!));
+  const stats = (sel: 0 | 1) => {
+    const idx = [...mask.keys()].filter((p) => (mask[p] ? 1 : 0) === sel);
+    if (idx.length === 0) throw new Error(`reinhardHarmonize: the mask has no ${sel ? 'object' : 'background'} pixel`);
+    return [0, 1, 2].map((c) => {
+      const mean = idx.reduce((a, p) => a + lab[p]![c]!, 0) / idx.length;
+      return { mean, std: Math.sqrt(idx.reduce((a, p) => a + (lab[p]![c]! - mean) ** 2, 0) / idx.length) };
+    });
+  };
+  const fg = stats(1), bg = stats(0);
+  const out = Uint8Array.from(rgb);
+  for (let p = 0; p < n; p++) {
+    if (!mask[p]) continue;
+    const l = lab[p]!.map((v, c) => (v - fg[c]!.mean) * (fg[c]!.std > 1e-6 ? bg[c]!.std / fg[c]!.std : 1) + bg[c]!.mean) as [number, number, number];
+    out.set(labToRgb(...l), 3 * p);
+  }
+  return out;
+}
+
+export interface HarmonizationScores {
+  /** Mean squared error over all pixels and channels, 0..255 scale (iHarmony4's MSE). */
+  mse: number;
+  /** The same over the object's pixels only (fMSE). */
+  fmse: number;
+  /** 10·log10(255² / MSE). */
+  psnr: number;
+}
+
+/** iHarmony4's measures of one result against its target. */
+export function harmonizationScores(result: Uint8Array, target: Uint8Array, mask: Uint8Array): HarmonizationScores {
+  if (result.length !== target.length || result.length !== 3 * mask.length) throw new Error(`harmonizationScores: ${result.length} and ${target.length} bytes for a ${mask.length}-pixel mask`);
+  let [all, fore, nFore] = [0, 0, 0];
+  for (let p = 0; p < mask.length; p++) {
+    let e = 0;
+    for (let c = 0; c < 3; c++) e += (result[3 * p + c]! - target[3 * p + c]!) ** 2;
+    all += e;
+    if (mask[p]) {
+      fore += e;
+      nFore++;
+    }
+  }
+  const mse = all / result.length;
+  return { mse, fmse: nFore ? fore / (3 * nFore) : 0, psnr: 10 * Math.log10((255 * 255) / Math.max(mse, 1e-10)) };
+}
