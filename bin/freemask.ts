@@ -448,6 +448,15 @@ async function exportHalf(): Promise<void> {
   console.log(`wrote ${f.to}: ${(bytes / 2 ** 20).toFixed(2)} MiB (weights in F16)`);
 }
 
+async function evalHarmonization(): Promise<void> {
+  const f = flags(['count', 'size', 'split', 'json']);
+  const count = intFlag(f, 'count', 200);
+  const rows = await F.harmonizationTable({ none: (c) => c, reinhard: (c, m) => F.reinhardHarmonize(c, m) }, (f.split ?? 'val') as F.Split, Array.from({ length: count }, (_, i) => i), intFlag(f, 'size', 64));
+  console.log(`harmonization on ${count} held-out ShapeWorld pairs (${f.split ?? 'val'}, ${intFlag(f, 'size', 64)}²):`);
+  for (const r of rows) console.log(`${r.method.padEnd(10)} MSE ${r.mse.toFixed(2).padStart(8)}  fMSE ${r.fmse.toFixed(2).padStart(8)}  PSNR ${r.psnr.toFixed(2)} dB`);
+  if (f.json) writeFileSync(f.json, JSON.stringify(rows, null, 2));
+}
+
 async function evalSegmenter(): Promise<void> {
   const f = flags(['model', 'data', 'split']);
   if (!f.model) throw new Error('--model: required (a folder with config.json and model.safetensors)');
@@ -570,7 +579,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, 'eval-harmonization': evalHarmonization };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

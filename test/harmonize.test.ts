@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import './helpers.ts';
 import { generateScene, renderLayers, sampleScene } from '../src/world/scene.ts';
 import { splitSeed } from '../src/world/splits.ts';
-import { harmonizationPair, harmonizationScores, labToRgb, reinhardHarmonize, rgbToLab } from '../src/pipeline/harmonize.ts';
+import { harmonizationPair, harmonizationScores, harmonizationTable, labToRgb, reinhardHarmonize, rgbToLab } from '../src/pipeline/harmonize.ts';
 
 test('ShapeWorld pairs: target = the scene as rendered, exact mask, the composite differs only where the object covers', () => {
   let changed = 0;
@@ -63,6 +63,16 @@ test('iHarmony4 scores: MSE over every value, fMSE over the object\'s, PSNR', ()
   assert.is(s.mse, 100 / 12);
   assert.is(s.fmse, 100 / 3);
   assert.ok(Math.abs(s.psnr - 10 * Math.log10((255 * 255 * 12) / 100)) < 1e-9);
+});
+
+test('the table: one row per harmonizer, the mean of its scores over the pairs', async () => {
+  const rows = await harmonizationTable({ none: (c) => c, target: async (c) => c }, 'val', [0, 1, 2], 32);
+  const direct = [0, 1, 2].map((i) => {
+    const p = harmonizationPair('val', i, 32);
+    return harmonizationScores(p.composite, p.target, p.mask);
+  });
+  assert.ok(Math.abs(rows[0]!.fmse - direct.reduce((a, s) => a + s.fmse, 0) / 3) < 1e-9);
+  assert.equal(rows.map((r) => r.method), ['none', 'target']);
 });
 
 test.run();

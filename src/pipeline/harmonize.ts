@@ -109,3 +109,19 @@ export function harmonizationScores(result: Uint8Array, target: Uint8Array, mask
   const mse = all / result.length;
   return { mse, fmse: nFore ? fore / (3 * nFore) : 0, psnr: 10 * Math.log10((255 * 255) / Math.max(mse, 1e-10)) };
 }
+
+/** A harmonizer: the composite's RGB bytes and its object mask → the harmonized RGB bytes. */
+export type Harmonizer = (composite: Uint8Array, mask: Uint8Array, width: number, height: number) => Uint8Array | Promise<Uint8Array>;
+
+/** Mean iHarmony4 scores of each harmonizer over pairs `indices` of `split` (one row per harmonizer). */
+export async function harmonizationTable(harmonizers: Record<string, Harmonizer>, split: Split, indices: readonly number[], size = 64): Promise<({ method: string } & HarmonizationScores)[]> {
+  const sums = Object.fromEntries(Object.keys(harmonizers).map((k) => [k, { mse: 0, fmse: 0, psnr: 0 }]));
+  for (const i of indices) {
+    const p = harmonizationPair(split, i, size);
+    for (const [name, h] of Object.entries(harmonizers)) {
+      const s = harmonizationScores(await h(p.composite, p.mask, p.width, p.height), p.target, p.mask);
+      for (const k of ['mse', 'fmse', 'psnr'] as const) sums[name]![k] += s[k] / indices.length;
+    }
+  }
+  return Object.entries(sums).map(([method, s]) => ({ method, ...s }));
+}
