@@ -448,11 +448,64 @@ async function exportHalf(): Promise<void> {
   console.log(`wrote ${f.to}: ${(bytes / 2 ** 20).toFixed(2)} MiB (weights in F16)`);
 }
 
+async function trainHarmonizer(): Promise<void> {
+  const f = flags(['out', 'ngf', 'size', 'steps', 'batch', 'lr', 'count', 'seed', 'save-minutes']);
+  if (!f.out) throw new Error('--out: required (the RainNet folder: checkpoint, config.json, model.safetensors)');
+  await getDevice();
+  const checkpoint = `${f.out}/checkpoint.safetensors`;
+  const reader = switches.has('--resume') ? F.openCheckpoint(checkpoint) : undefined;
+  if (!reader && existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
+  const config = reader ? JSON.parse(reader.metadata.config ?? '{}') as F.RainNetConfig : F.rainNetConfig({ ngf: intFlag(f, 'ngf', 8) });
+  F.manualSeed(intFlag(f, 'seed', 0));
+  const net = reader ? skipInit(() => new F.RainNet(config)) : new F.RainNet(config);
+  const size = reader ? Number(reader.metadata.size) : intFlag(f, 'size', 256);
+  const steps = intFlag(f, 'steps', 2000);
+  const trainer = new F.Trainer(F.rainNetTask(net, { count: reader ? Number(reader.metadata.count) : intFlag(f, 'count', 100_000), size }), reader ? F.checkpointOptions(reader, { steps }) : {
+    steps, batchSize: intFlag(f, 'batch', 4), lr: numberFlag(f, 'lr', 2e-4), betas: [0.5, 0.999], seed: intFlag(f, 'seed', 0), schedule: 'constant', weightDecay: 0, clipNorm: 1,
+  });
+  if (reader) {
+    trainer.restore(reader);
+    reader.close();
+  }
+  console.log(`training RainNet (ngf ${config.ngf}, ${(net.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3)} M parameters) on ShapeWorld pairs at ${size}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
+  await runTraining(trainer, async () => {
+    mkdirSync(f.out!, { recursive: true });
+    await trainer.saveCheckpoint(checkpoint);
+    writeFileSync(`${f.out}/config.json`, JSON.stringify({ input_nc: config.inputNc, output_nc: config.outputNc, ngf: config.ngf, norm_layer: 'RAIN', use_attention: true, image_size: size }, null, 2));
+    await F.saveSafetensors(`${f.out}/model.safetensors`, net.stateDict());
+    await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
+  }, { minutes: numberFlag(f, 'save-minutes', 5) });
+}
+
+/** A RainNet as a table harmonizer: bytes → [−1, 1] → G, blended → bytes. */
+function rainNetHarmonizer(net: F.RainNet): F.Harmonizer {
+  return async (composite, mask, width, height) => {
+    const planes = new Float32Array(3 * width * height);
+    for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) planes[c * width * height + q] = composite[3 * q + c]! / 127.5 - 1;
+    const out = tidy(() => {
+      const comp = Tensor.fromArray(planes, [1, 3, height, width]);
+      const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
+      return F.harmonize(net.forward(comp, m), comp, m);
+    });
+    const v = await out.toArray();
+    out.dispose();
+    const bytes = new Uint8Array(3 * width * height);
+    for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) bytes[3 * q + c] = Math.round(Math.min(255, Math.max(0, (v[c * width * height + q]! + 1) * 127.5)));
+    return bytes;
+  };
+}
+
 async function evalHarmonization(): Promise<void> {
-  const f = flags(['count', 'size', 'split', 'json']);
+  const f = flags(['count', 'size', 'split', 'json', 'rainnet']);
   const count = intFlag(f, 'count', 200);
-  const rows = await F.harmonizationTable({ none: (c) => c, reinhard: (c, m) => F.reinhardHarmonize(c, m) }, (f.split ?? 'val') as F.Split, Array.from({ length: count }, (_, i) => i), intFlag(f, 'size', 64));
-  console.log(`harmonization on ${count} held-out ShapeWorld pairs (${f.split ?? 'val'}, ${intFlag(f, 'size', 64)}²):`);
+  const harmonizers: Record<string, F.Harmonizer> = { none: (c) => c, reinhard: (c, m) => F.reinhardHarmonize(c, m) };
+  if (f.rainnet) {
+    await getDevice();
+    harmonizers.rainnet = rainNetHarmonizer(F.RainNet.fromPretrained(f.rainnet));
+  }
+  const size = intFlag(f, 'size', f.rainnet ? 256 : 64);
+  const rows = await F.harmonizationTable(harmonizers, (f.split ?? 'val') as F.Split, Array.from({ length: count }, (_, i) => i), size);
+  console.log(`harmonization on ${count} held-out ShapeWorld pairs (${f.split ?? 'val'}, ${size}²):`);
   for (const r of rows) console.log(`${r.method.padEnd(10)} MSE ${r.mse.toFixed(2).padStart(8)}  fMSE ${r.fmse.toFixed(2).padStart(8)}  PSNR ${r.psnr.toFixed(2)} dB`);
   if (f.json) writeFileSync(f.json, JSON.stringify(rows, null, 2));
 }
@@ -579,7 +632,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, 'eval-harmonization': evalHarmonization };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

@@ -96,3 +96,4 @@ export { composeLayers, placeCutout, cutOut, composeScenes, readSingleObjects, t
 export { placementSample, fopaTask, evaluatePlacement, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
 export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './models/rainnet.ts';
 export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
+export { rainNetPair, rainNetTask } from './train/harmonizer.ts';
