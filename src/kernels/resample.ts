@@ -15,7 +15,7 @@ import { type Pair, pair } from './conv.ts';
 
 // ---------------------------------------------------------------- interpolate
 
-export type InterpolateMode = 'nearest' | 'bilinear';
+export type InterpolateMode = 'nearest' | 'bilinear' | 'bicubic';
 
 export interface InterpolateOptions {
   /** Output size [Ho, Wo] (or Ho = Wo); give this or scaleFactor. */
@@ -23,7 +23,7 @@ export interface InterpolateOptions {
   /** Output size ⌊in · scaleFactor⌋; the sampling ratio is then 1/scaleFactor, as PyTorch. */
   scaleFactor?: number | readonly [number, number];
   mode?: InterpolateMode;
-  /** bilinear only: map corner pixel centres onto each other (src = dst·(in − 1)/(out − 1)). */
+  /** bilinear and bicubic: map corner pixel centres onto each other (src = dst·(in − 1)/(out − 1)). */
   alignCorners?: boolean;
 }
 
@@ -39,7 +39,7 @@ interface AxisMap {
 
 function axisMap(mode: InterpolateMode, alignCorners: boolean, inSize: number, outSize: number, scaleFactor: number | undefined): AxisMap {
   // Math.fround mirrors PyTorch computing the ratio in float32 (compute_scales_value / area_pixel_compute_scale).
-  const scale = mode === 'bilinear' && alignCorners
+  const scale = mode !== 'nearest' && alignCorners
     ? (outSize > 1 ? Math.fround((inSize - 1) / (outSize - 1)) : 0)
     : Math.fround(scaleFactor !== undefined && scaleFactor > 0 ? 1 / scaleFactor : inSize / outSize);
   return { inSize, outSize, mode, alignCorners, scale };
@@ -49,18 +49,41 @@ function axisKey(a: AxisMap): string {
   return `${a.inSize},${a.outSize},${a.mode},${a.alignCorners},${a.scale}`;
 }
 
-const tapsStruct = `
+const linearTaps = `
 // Output o reads inputs i0 and i1 with weights 1 − l1 and l1 (nearest: i1 = i0, l1 = 0).
 struct Taps { i0: u32, i1: u32, l1: f32 }
 fn tap_weight(t: Taps, i: u32) -> f32 {
   return select(0.0, 1.0 - t.l1, t.i0 == i) + select(0.0, t.l1, t.i1 == i);
 }`;
 
+const cubicTaps = `
+// Output o reads inputs i.x..i.w (clamped to the edge) with the cubic-convolution weights w.
+struct Taps { i: vec4<u32>, w: vec4f }
+fn tap_weight(t: Taps, i: u32) -> f32 {
+  return dot(select(vec4f(0.0), t.w, t.i == vec4<u32>(i)), vec4f(1.0));
+}`;
+
+const tapsStruct = (mode: InterpolateMode) => (mode === 'bicubic' ? cubicTaps : linearTaps);
+
 /** WGSL `fn taps_<name>(o: u32) -> Taps`, PyTorch's CPU index computation (UpSample.h) for this axis. */
 function tapsFn(name: string, a: AxisMap): string {
   const last = a.inSize - 1;
   let body: string;
-  if (a.outSize === a.inSize) body = 'return Taps(o, o, 0.0);';
+  if (a.mode === 'bicubic') {
+    // PyTorch's upsample_bicubic2d: same size copies; otherwise the source coordinate unclamped, taps
+    // ⌊src⌋ − 1 … ⌊src⌋ + 2 clamped to the edge, cubic convolution with A = −0.75
+    body = a.outSize === a.inSize ? 'return Taps(vec4<u32>(o), vec4f(0.0, 1.0, 0.0, 0.0));' : `let src = ${a.alignCorners ? `${f32(a.scale)} * f32(o)` : `${f32(a.scale)} * (f32(o) + 0.5) - 0.5`};
+  let f = floor(src);
+  let t = src - f;
+  let A = -0.75;
+  let x0 = t + 1.0;
+  let x2 = 1.0 - t;
+  let x3 = 2.0 - t;
+  let w = vec4f(((A * x0 - 5.0 * A) * x0 + 8.0 * A) * x0 - 4.0 * A, ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0,
+    ((A + 2.0) * x2 - (A + 3.0)) * x2 * x2 + 1.0, ((A * x3 - 5.0 * A) * x3 + 8.0 * A) * x3 - 4.0 * A);
+  let i = clamp(vec4<i32>(i32(f)) + vec4<i32>(-1, 0, 1, 2), vec4<i32>(0), vec4<i32>(${last}));
+  return Taps(vec4<u32>(i), w);`;
+  } else if (a.outSize === a.inSize) body = 'return Taps(o, o, 0.0);';
   else if (a.mode === 'nearest' && a.outSize === 2 * a.inSize) body = 'return Taps(o >> 1u, o >> 1u, 0.0);';
   else if (a.mode === 'nearest') body = `let i = min(u32(floor(f32(o) * ${f32(a.scale)})), ${last}u);\n  return Taps(i, i, 0.0);`;
   else {
@@ -79,12 +102,14 @@ function tapsFn(name: string, a: AxisMap): string {
  */
 function searchRange(a: AxisMap, i: string): { lo: string; hi: string } {
   if (a.scale === 0) return { lo: '0', hi: `${a.outSize - 1}` };
-  const offset = a.mode === 'bilinear' && !a.alignCorners ? 0.5 * a.scale - 0.5 : 0;
+  const offset = a.mode !== 'nearest' && !a.alignCorners ? 0.5 * a.scale - 0.5 : 0;
   const inverse = f32(1 / a.scale);
   const at = (d: number) => `(f32(${i}) + ${f32(d - offset)}) * ${inverse}`;
+  // cubic taps reach two inputs either side of the source coordinate, linear ones one
+  const reach = a.mode === 'bicubic' ? 2 : 1;
   return {
-    lo: `max(i32(floor(${at(-1)})) - 2, 0)`,
-    hi: `select(min(i32(ceil(${at(1)})) + 2, ${a.outSize - 1}), ${a.outSize - 1}, ${i} == ${a.inSize - 1})`,
+    lo: `max(i32(floor(${at(-reach)})) - 2, 0)`,
+    hi: `select(min(i32(ceil(${at(reach)})) + 2, ${a.outSize - 1}), ${a.outSize - 1}, ${i} == ${a.inSize - 1})`,
   };
 }
 
@@ -101,14 +126,16 @@ function outputSize(op: string, x: Tensor, size: Pair | undefined, scaleFactor: 
 
 /**
  * Resizes x [N, C, H, W] as torch.nn.functional.interpolate: 'nearest' (PyTorch's legacy nearest,
- * src = ⌊dst · ratio⌋) or 'bilinear' (alignCorners false: src = (dst + 0.5) · ratio − 0.5, clamped at 0).
+ * src = ⌊dst · ratio⌋), 'bilinear' (alignCorners false: src = (dst + 0.5) · ratio − 0.5, clamped at 0) or
+ * 'bicubic' (the same source coordinate, not clamped; 4×4 taps clamped to the edge; A = −0.75; no clamping of
+ * the result, which may overshoot the input's range).
  */
 export function interpolate(x: Tensor, { size, scaleFactor, mode = 'nearest', alignCorners }: InterpolateOptions): Tensor {
   const op = 'interpolate';
   expectDType(op, x, 'f32');
   expectRank(op, 'input', x, 4);
-  if (mode !== 'nearest' && mode !== 'bilinear') throw new Error(`${op}: mode must be 'nearest' or 'bilinear', got '${mode}'`);
-  if (mode === 'nearest' && alignCorners !== undefined) throw new Error(`${op}: alignCorners can only be set with mode 'bilinear'`);
+  if (mode !== 'nearest' && mode !== 'bilinear' && mode !== 'bicubic') throw new Error(`${op}: mode must be 'nearest', 'bilinear' or 'bicubic', got '${mode}'`);
+  if (mode === 'nearest' && alignCorners !== undefined) throw new Error(`${op}: alignCorners can only be set with mode 'bilinear' or 'bicubic'`);
   const { out, factors } = outputSize(op, x, size, scaleFactor);
   const h = axisMap(mode, alignCorners ?? false, x.shape[2]!, out[0], factors[0]);
   const w = axisMap(mode, alignCorners ?? false, x.shape[3]!, out[1], factors[1]);
@@ -121,9 +148,13 @@ function interpolateForward(x: Tensor, h: AxisMap, w: AxisMap): Tensor {
   const [Ho, Wo] = [h.outSize, w.outSize];
   const out = Tensor.empty([N, C, Ho, Wo]);
   const grid = grid1d(out.size);
+  // bicubic: each of the four rows interpolated along w, then the rows along h (PyTorch's order)
+  const row = (a: number) => `dot(tw.w, vec4f(x[base + th.i[${a}] * ${W}u + tw.i.x], x[base + th.i[${a}] * ${W}u + tw.i.y], x[base + th.i[${a}] * ${W}u + tw.i.z], x[base + th.i[${a}] * ${W}u + tw.i.w]))`;
   const value = h.mode === 'nearest'
     ? 'x[r0 + tw.i0]'
-    : '(1.0 - th.l1) * ((1.0 - tw.l1) * x[r0 + tw.i0] + tw.l1 * x[r0 + tw.i1]) + th.l1 * ((1.0 - tw.l1) * x[r1 + tw.i0] + tw.l1 * x[r1 + tw.i1])';
+    : h.mode === 'bicubic'
+      ? `dot(th.w, vec4f(${[0, 1, 2, 3].map(row).join(', ')}))`
+      : '(1.0 - th.l1) * ((1.0 - tw.l1) * x[r0 + tw.i0] + tw.l1 * x[r0 + tw.i1]) + th.l1 * ((1.0 - tw.l1) * x[r1 + tw.i0] + tw.l1 * x[r1 + tw.i1])';
   launch({
     name: `interpolate.${h.mode}`,
     key: `${shapeStr(x.shape)}|${axisKey(h)}|${axisKey(w)}`,
@@ -131,15 +162,15 @@ function interpolateForward(x: Tensor, h: AxisMap, w: AxisMap): Tensor {
     outputs: { out },
     workgroups: grid.workgroups,
     wgsl: (bindings) => `${bindings}
-${tapsStruct}
+${tapsStruct(h.mode)}
 ${tapsFn('h', h)}
 ${tapsFn('w', w)}
 ${grid.main}
   let th = taps_h((i / ${Wo}u) % ${Ho}u);
   let tw = taps_w(i % ${Wo}u);
   let base = (i / ${Ho * Wo}u) * ${H * W}u;
-  let r0 = base + th.i0 * ${W}u;
-  let r1 = base + th.i1 * ${W}u;
+  ${h.mode === 'bicubic' ? '' : `let r0 = base + th.i0 * ${W}u;
+  let r1 = base + th.i1 * ${W}u;`}
   out[i] = ${value};
 }`,
   });
@@ -161,7 +192,7 @@ function interpolateBackward(g: Tensor, inShape: readonly number[], h: AxisMap, 
     outputs: { dx },
     workgroups: grid.workgroups,
     wgsl: (bindings) => `${bindings}
-${tapsStruct}
+${tapsStruct(h.mode)}
 ${tapsFn('h', h)}
 ${tapsFn('w', w)}
 ${grid.main}
