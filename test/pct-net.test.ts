@@ -9,7 +9,8 @@ import { loadSafetensors } from '../src/io/safetensors.ts';
 import { clamp, mul } from '../src/kernels/elementwise.ts';
 import { sum } from '../src/kernels/reduce.ts';
 import { interpolate } from '../src/kernels/resample.ts';
-import { type PctTransformType, pct, pctTransform } from '../src/models/pct_net.ts';
+import { PCTNet, type PctTransformType, maskWeightedMse, pct, pctTransform } from '../src/models/pct_net.ts';
+import { conformance } from './helpers.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const dir = `${conformanceDir}/pctnet`;
@@ -55,6 +56,68 @@ vectorTest('bicubic upsampling (the full-resolution parameters): align corners f
   assertClose(await yd.toArray(), r.readArray('bicubic_down.align_corners_false').data, tol, 'bicubic down');
   for (const t of [x, d, yd]) t.dispose();
   r.close();
+});
+
+vectorTest('the CNN network: every intermediate, attention, params, low and full resolution outputs', async () => {
+  const io = conformance('pctnet');
+  const net = PCTNet.fromPretrained(dir);
+  const [image, imageFull, mask] = ['image_lowres', 'image_fullres', 'mask_lowres'].map((k) => io.get(k)) as [Tensor, Tensor, Tensor];
+  const captured = new Map<string, Float32Array>();
+  const pending: Promise<void>[] = [];
+  const out = net.forward(image, imageFull, mask, { capture: (name, t) => {
+    // the stored intermediates are sample 0's
+    if (io.has(`inter.${name}`)) pending.push(t.toArray().then((a) => void captured.set(name, Float32Array.from(a).subarray(0, t.size / t.shape[0]!))));
+  } });
+  await Promise.all(pending);
+  const inter = [...io.keys()].filter((k) => k.startsWith('inter.'));
+  assert.is(inter.length, 9);
+  for (const k of inter) {
+    assert.ok(captured.has(k.slice(6)), `${k} captured`);
+    assertClose(captured.get(k.slice(6))!, io.readArray(k).data, 2e-4, k);
+  }
+  for (const [k, t] of [['attention', out.attention], ['params', out.params], ['images', out.images], ['params_fullres', out.paramsFullres], ['images_fullres', out.imagesFullres]] as const) {
+    assertClose(await t.toArray(), io.readArray(k).data, 2e-4, k);
+  }
+  for (const t of [image, imageFull, mask, out.attention, out.params, out.images, out.paramsFullres, out.imagesFullres]) t.dispose();
+  net.dispose();
+  io.close();
+});
+
+vectorTest('a training step: train-mode BatchNorm, MaskWeightedMSE, the gradients and the running statistics', async () => {
+  const io = conformance('pctnet');
+  const net = PCTNet.fromPretrained(dir).train().requireGrad();
+  const norm = (k: string) => {
+    const t = io.readArray(k);
+    const [B, C, H, W] = t.shape as [number, number, number, number];
+    const m = [0.485, 0.456, 0.406], s = [0.229, 0.224, 0.225];
+    return Tensor.fromArray(Float32Array.from(t.data, (v, i) => (v - m[Math.floor(i / (H * W)) % C]!) / s[Math.floor(i / (H * W)) % C]!), [B, C, H, W]);
+  };
+  const [image, imageFull, target] = [norm('train.composite_lowres_rgb'), norm('train.composite_rgb'), norm('train.target_rgb')];
+  const [maskLow, mask] = [io.get('train.mask_lowres'), io.get('train.mask')];
+  const out = net.forward(image, imageFull, maskLow);
+  assertClose(await out.params.toArray(), io.readArray('train.params').data, 2e-4, 'train.params');
+  assertClose(await out.imagesFullres.toArray(), io.readArray('train.images_fullres').data, 2e-4, 'train.images_fullres');
+  const loss = maskWeightedMse(out.imagesFullres, target, mask);
+  assertClose([await loss.item()], io.readArray('train.loss').data, 1e-4, 'train.loss');
+  backward(loss);
+  const params = new Map(net.namedParameters());
+  const grads = [...io.keys()].filter((k) => k.startsWith('train.grad.'));
+  assert.is(grads.length, 17);
+  for (const k of grads) {
+    const ref = io.readArray(k).data;
+    const g = await params.get(k.slice('train.grad.'.length))!.grad!.toArray();
+    const scale = Math.max(...Array.from(ref, Math.abs));
+    g.forEach((v, i) => assert.ok(Math.abs(v - ref[i]!) <= 1e-3 * scale, `${k}[${i}]: ${v} vs ${ref[i]}`));
+  }
+  const buffers = new Map(net.namedBuffers());
+  for (const k of [...io.keys()].filter((n) => n.startsWith('train.running_'))) {
+    const [, kind, ...rest] = k.split('.');
+    assertClose(await buffers.get(`${rest.join('.')}.${kind}`)!.toArray(), io.readArray(k).data, 1e-4, k);
+  }
+  net.zeroGrad();
+  for (const t of [image, imageFull, target, maskLow, mask, loss, out.attention, out.params, out.images, out.paramsFullres, out.imagesFullres]) t.dispose();
+  net.dispose();
+  io.close();
 });
 
 test('parameter shapes are checked, naming the transform', () => {

@@ -1,11 +1,21 @@
 // PCT-Net (Guerreiro et al., "PCT-Net: Full Resolution Image Harmonization Using Pixel-Wise Color
-// Transformations", CVPR 2023; reference rakutentech/PCT-Net-Image-Harmonization iharm/model/pct_functions.py):
-// the pixel-wise colour transforms a network predicts at low resolution and applies at full resolution. The
-// transforms here; the networks (CNN and ViT backbones) build on them.
+// Transformations", CVPR 2023; reference rakutentech/PCT-Net-Image-Harmonization: iharm/model/pct_functions.py,
+// iharm/model/base/pct_net.py, iharm/model/modeling/unet.py and basic_blocks.py): a network at low resolution
+// predicts per-pixel colour-transform parameters and an attention map; both are upsampled (bicubic) and the
+// transform is applied to the full-resolution image, blended by the attention. Here the transforms and the CNN
+// variant (CNN_pct: a U-Net with spatial-separated attention, SSAM), under the reference's module names.
 
 import { Tensor, tidy } from '../engine/tensor.ts';
-import { add, affine, clamp, mul } from '../kernels/elementwise.ts';
+import { add, affine, clamp, div, mul, sigmoid, sub } from '../kernels/elementwise.ts';
+import { conv2d } from '../kernels/conv.ts';
+import { maxPool2d } from '../kernels/pool.ts';
+import { max, mean, sum } from '../kernels/reduce.ts';
+import { interpolate } from '../kernels/resample.ts';
 import { concat, reshape, split } from '../kernels/shape.ts';
+import { loadSafetensors } from '../io/safetensors.ts';
+import { BatchNorm2d, Conv2d, Linear, ReLU, Sequential } from '../nn/layers.ts';
+import { Module, ModuleList } from '../nn/module.ts';
+import { ConfigReader, fileExists, joinPath, readJson } from './pretrained.ts';
 
 export type PctTransformType = 'linear' | 'linear_sym' | 'polynomial' | 'identity' | 'mul' | 'add';
 
@@ -70,5 +80,263 @@ export function pct(x: Tensor, p: Tensor, o: PctOptions): Tensor {
     const norm = o.normalization;
     if (!norm) return y;
     return concat(split(y, 1, 1).map((c, i) => affine(c, 1 / norm.std[i]!, -norm.mean[i]! / norm.std[i]!)), 1);
+  });
+}
+
+// ---------------------------------------------------------------- the CNN variant
+
+export interface PCTNetConfig {
+  /** Channels of the first encoder block (doubling per block up to maxChannels). */
+  ch: number;
+  depth: number;
+  maxChannels: number;
+  /** Blocks from this index on have BatchNorm (encoder and decoder counted from the top). */
+  batchnormFrom: number;
+  /** Decoder blocks from this index on apply SSAM. */
+  attendFrom: number;
+  attentionMidK: number;
+  transform: PctTransformType;
+  affine: boolean;
+  clamp: boolean;
+  mean: number[];
+  std: number[];
+}
+
+/** The keyword arguments of the reference's PCTNet (a config.json like the conformance folder's; CNN backbone 'ssam'). */
+export function pctNetConfig(json: Record<string, unknown>, source = 'config.json'): PCTNetConfig {
+  const c = new ConfigReader(json, source);
+  c.expectDefaults({ backbone_type: ['ssam'], image_fusion: [true], dim: [3], color_space: ['RGB'], use_attn: [true] });
+  const norm = c.child('input_normalization');
+  return {
+    ch: c.int('ch', 32, 1), depth: c.int('depth', 4, 2), maxChannels: c.int('max_channels', 512, 1),
+    batchnormFrom: c.int('batchnorm_from', 2, 0), attendFrom: c.int('attend_from', 2, 0), attentionMidK: c.number('attention_mid_k', 0.5),
+    transform: c.oneOf('transform_type', ['linear', 'linear_sym', 'polynomial', 'identity', 'mul', 'add'], 'linear') as PctTransformType,
+    affine: c.bool('affine', true), clamp: c.bool('clamp', true),
+    mean: norm?.numbers('mean') ?? [0.485, 0.456, 0.406], std: norm?.numbers('std') ?? [0.229, 0.224, 0.225],
+  };
+}
+
+/** ConvBlock: conv 3×3 (pad 1) → [BatchNorm] → ReLU, under `block`. */
+class ConvBlock extends Module {
+  readonly block: Sequential;
+  constructor(inC: number, outC: number, norm: boolean, bias = true) {
+    super();
+    this.block = this.module('block', new Sequential(norm ? [new Conv2d(inC, outC, 3, { padding: 1, bias }), new BatchNorm2d(outC), new ReLU()] : [new Conv2d(inC, outC, 3, { padding: 1, bias }), new ReLU()]));
+  }
+  forward(x: Tensor): Tensor {
+    return this.block.forward(x);
+  }
+}
+
+/** UNetDoubleConv: two ConvBlocks under `block`. */
+class DoubleConv extends Module {
+  readonly block: Sequential;
+  constructor(inC: number, outC: number, norm: boolean) {
+    super();
+    this.block = this.module('block', new Sequential([new ConvBlock(inC, outC, norm), new ConvBlock(outC, outC, norm)]));
+  }
+  forward(x: Tensor): Tensor {
+    return this.block.forward(x);
+  }
+}
+
+class EncoderBlock extends Module {
+  readonly convs: DoubleConv;
+  constructor(inC: number, outC: number, norm: boolean) {
+    super();
+    this.convs = this.module('convs', new DoubleConv(inC, outC, norm));
+  }
+}
+
+/** ChannelAttention: x scaled per channel by sigmoid(MLP(cat[global average, global max])). */
+class ChannelAttention extends Module {
+  readonly attention_transform: Sequential;
+  constructor(channels: number) {
+    super();
+    const hidden = Math.max(Math.floor(channels / 16), 8);
+    this.attention_transform = this.module('attention_transform', new Sequential([new Linear(2 * channels, hidden), new ReLU(), new Linear(hidden, channels)]));
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const [B, C, H, W] = x.shape as [number, number, number, number];
+      const flat = reshape(x, [B, C, H * W]);
+      const pooled = concat([mean(flat, 2), max(flat, 2)], 1);
+      return mul(x, reshape(sigmoid(this.attention_transform.forward(pooled)), [B, C, 1, 1]));
+    });
+  }
+}
+
+/** SpatialSeparatedAttention: the blurred mask splits x into background and foreground paths. */
+class SSAM extends Module {
+  readonly mask_blurring: { weight: Tensor } & Module;
+  readonly background_gate: ChannelAttention;
+  readonly foreground_gate: ChannelAttention;
+  readonly mix_gate: ChannelAttention;
+  readonly learning_block: Sequential;
+  constructor(channels: number, midK: number) {
+    super();
+    const blur = new Module() as Module & { weight: Tensor };
+    // the reference's fixed 7×7 Gaussian (sigma 1), stored in its state_dict as mask_blurring.weight
+    const g = Array.from({ length: 7 }, (_, i) => Math.exp(-((i - 3) ** 2) / 2));
+    const total = g.reduce((a, b) => a + b, 0) ** 2;
+    blur.weight = blur.buffer('weight', Tensor.fromArray(Float32Array.from({ length: 49 }, (_, k) => (g[Math.floor(k / 7)]! * g[k % 7]!) / total), [1, 1, 7, 7]));
+    this.mask_blurring = this.module('mask_blurring', blur);
+    this.background_gate = this.module('background_gate', new ChannelAttention(channels));
+    this.foreground_gate = this.module('foreground_gate', new ChannelAttention(channels));
+    this.mix_gate = this.module('mix_gate', new ChannelAttention(channels));
+    const mid = Math.floor(channels * midK);
+    this.learning_block = this.module('learning_block', new Sequential([new ConvBlock(channels, mid, true, false), new ConvBlock(mid, channels, true, false)]));
+  }
+  forward(x: Tensor, mask: Tensor, capture?: Capture): Tensor {
+    return tidy(() => {
+      const [h, w] = [x.shape[2]!, x.shape[3]!];
+      const resized = mask.shape[2] === h && mask.shape[3] === w ? mask : interpolate(mask, { size: [h, w], mode: 'bilinear', alignCorners: true });
+      const m = keep(capture, 'mask_blurring', conv2d(resized, this.mask_blurring.weight, undefined, { padding: 3 }));
+      const fore = add(this.learning_block.forward(this.foreground_gate.forward(x)), this.mix_gate.forward(x));
+      return add(mul(m, fore), mul(affine(m, -1, 1), this.background_gate.forward(x)));
+    });
+  }
+}
+
+class UpBlock extends Module {
+  readonly upconv: Sequential;
+  readonly attention: SSAM | undefined;
+  readonly convs: DoubleConv;
+  constructor(inC: number, outC: number, norm: boolean, attend: boolean, midK: number) {
+    super();
+    const upsample = new (class extends Module {
+      forward(x: Tensor): Tensor {
+        return interpolate(x, { scaleFactor: 2, mode: 'bilinear', alignCorners: true });
+      }
+    })();
+    this.upconv = this.module('upconv', new Sequential([upsample, new ConvBlock(inC, outC, false)]));
+    if (attend) this.attention = this.module('attention', new SSAM(2 * outC, midK));
+    this.convs = this.module('convs', new DoubleConv(2 * outC, outC, norm));
+  }
+}
+
+type Capture = (name: string, t: Tensor) => void;
+const keep = (capture: Capture | undefined, name: string, t: Tensor) => {
+  capture?.(name, t);
+  return t;
+};
+
+export interface PCTNetOutput {
+  /** Low resolution, normalised: PCT(image) blended by the attention (the trainer's low-resolution output). */
+  images: Tensor;
+  /** [B, n, h, w] transform parameters. */
+  params: Tensor;
+  /** [B, 1, h, w] in (0, 1). */
+  attention: Tensor;
+  imagesFullres: Tensor;
+  paramsFullres: Tensor;
+}
+
+export class PCTNet extends Module {
+  readonly config: PCTNetConfig;
+  readonly encoder: Module & { block0: EncoderBlock; block1: EncoderBlock; blocks_connected: Module };
+  readonly decoder: Module & { up_blocks: ModuleList<UpBlock>; conv_attention: Conv2d; to_rgb: Conv2d };
+  readonly get_params: Conv2d;
+  readonly #blocks: EncoderBlock[] = [];
+
+  constructor(config: PCTNetConfig) {
+    super();
+    this.config = config;
+    const widths = Array.from({ length: config.depth }, (_, i) => Math.min(config.ch * 2 ** i, config.maxChannels));
+    const encoder = new Module() as PCTNet['encoder'];
+    const connected = new Module();
+    widths.forEach((w, i) => {
+      const block = new EncoderBlock(i === 0 ? 4 : widths[i - 1]!, w, i >= config.batchnormFrom);
+      this.#blocks.push(i < 2 ? encoder.module(`block${i}`, block) : connected.module(`block${i}`, block));
+    });
+    Object.assign(encoder, { block0: this.#blocks[0], block1: this.#blocks[1], blocks_connected: encoder.module('blocks_connected', connected) });
+    this.encoder = this.module('encoder', encoder);
+    const decoder = new Module() as PCTNet['decoder'];
+    const ups = new ModuleList<UpBlock>();
+    for (let i = 0; i < config.depth - 1; i++) {
+      const [inC, outC] = [widths[config.depth - 1 - i]!, widths[config.depth - 2 - i]!];
+      ups.push(new UpBlock(inC, outC, true, i >= config.attendFrom, config.attentionMidK));
+    }
+    decoder.up_blocks = decoder.module('up_blocks', ups);
+    decoder.to_rgb = decoder.module('to_rgb', new Conv2d(widths[0]!, 3, 1));
+    decoder.conv_attention = decoder.module('conv_attention', new Conv2d(widths[0]!, 1, 1));
+    this.decoder = this.module('decoder', decoder);
+    this.get_params = this.module('get_params', new Conv2d(widths[0]!, pctParamCount(config.transform, config.affine), 1));
+  }
+
+  /** A folder with config.json and model.safetensors (the reference's state_dict; F16 read as f32), in eval mode. */
+  static fromPretrained(dir: string): PCTNet {
+    const weightsPath = joinPath(dir, 'model.safetensors');
+    const configPath = joinPath(dir, 'config.json');
+    if (!fileExists(weightsPath)) throw new Error(`PCTNet.fromPretrained: ${weightsPath} is missing`);
+    if (!fileExists(configPath)) throw new Error(`PCTNet.fromPretrained: ${configPath} is missing (it names the variant and its widths)`);
+    const net = new PCTNet(pctNetConfig(readJson(configPath), configPath));
+    const reader = loadSafetensors(weightsPath);
+    try {
+      net.loadStateDict(reader);
+    } catch (e) {
+      net.dispose();
+      throw e;
+    } finally {
+      reader.close();
+    }
+    return net.eval();
+  }
+
+  /** The decoder's features [B, ch, h, w] of the normalised low-resolution image and its mask. */
+  features(image: Tensor, mask: Tensor, capture?: Capture): Tensor {
+    return tidy(() => {
+      let x = concat([image, mask], 1);
+      const skips: Tensor[] = [];
+      const names = ['encoder.block0', 'encoder.block1', ...this.#blocks.slice(2).map((_, i) => `encoder.blocks_connected.block${i + 2}`)];
+      this.#blocks.forEach((b, i) => {
+        const y = keep(capture, names[i]!, b.convs.forward(x));
+        skips.push(y);
+        x = i < this.#blocks.length - 1 ? maxPool2d(y, { kernelSize: 2, stride: 2 }) : y;
+      });
+      let o = skips.pop()!;
+      [...this.decoder.up_blocks].forEach((up, i) => {
+        let c = concat([skips.pop()!, up.upconv.forward(o)], 1);
+        if (up.attention) c = keep(capture, `decoder.up_blocks.${i}.attention`, up.attention.forward(c, mask, capture && ((n, t) => capture(`decoder.up_blocks.${i}.attention.${n}`, t))));
+        o = keep(capture, `decoder.up_blocks.${i}`, up.convs.forward(c));
+      });
+      return keep(capture, 'decoder', o);
+    });
+  }
+
+  /**
+   * The official forward: image and mask at low resolution (image normalised; h, w divisible by 2^(depth−1)),
+   * imageFullres normalised at any size. PCT on normalised images, blended by the attention at both resolutions.
+   */
+  forward(image: Tensor, imageFullres: Tensor, mask: Tensor, { capture }: { capture?: Capture } = {}): PCTNetOutput {
+    const [B, , h, w] = image.shape as [number, number, number, number];
+    const k = 2 ** (this.config.depth - 1);
+    if (image.rank !== 4 || image.shape[1] !== 3 || h % k || w % k) throw new Error(`PCTNet.forward: image has shape [${image.shape.join(', ')}], expected [B, 3, h, w] with h and w divisible by ${k}`);
+    if (mask.rank !== 4 || mask.shape[0] !== B || mask.shape[1] !== 1 || mask.shape[2] !== h || mask.shape[3] !== w) throw new Error(`PCTNet.forward: mask has shape [${mask.shape.join(', ')}], expected [${B}, 1, ${h}, ${w}] (the low-resolution image's size)`);
+    if (imageFullres.rank !== 4 || imageFullres.shape[0] !== B || imageFullres.shape[1] !== 3) throw new Error(`PCTNet.forward: imageFullres has shape [${imageFullres.shape.join(', ')}], expected [${B}, 3, H, W]`);
+    return tidy(() => {
+      const feat = this.features(image, mask, capture);
+      const attention = sigmoid(mul(this.decoder.conv_attention.forward(feat), 3));
+      const params = this.get_params.forward(feat);
+      const o: PctOptions = { type: this.config.transform, affine: this.config.affine, clamp: this.config.clamp, normalization: { mean: this.config.mean, std: this.config.std } };
+      const blend = (y: Tensor, x: Tensor, a: Tensor) => add(mul(y, a), mul(x, affine(a, -1, 1)));
+      const images = blend(pct(image, params, o), image, attention);
+      const size: [number, number] = [imageFullres.shape[2]!, imageFullres.shape[3]!];
+      const paramsFullres = interpolate(params, { size, mode: 'bicubic' });
+      const attentionFullres = interpolate(attention, { size, mode: 'bicubic' });
+      const imagesFullres = blend(pct(imageFullres, paramsFullres, o), imageFullres, attentionFullres);
+      return { images, params, attention, imagesFullres, paramsFullres };
+    });
+  }
+}
+
+/** The official MaskWeightedMSE (min_area 1000): Σ (pred − target)² / (C · max(Σ mask, minArea)) per sample, averaged. */
+export function maskWeightedMse(pred: Tensor, target: Tensor, mask: Tensor, minArea = 1000): Tensor {
+  return tidy(() => {
+    const C = pred.shape[1]!;
+    const d = sub(pred, target);
+    const perSample = sum(mul(d, d), [1, 2, 3]);
+    const denom = mul(clamp(sum(mask, [1, 2, 3]), minArea), C);
+    return reshape(mean(div(perSample, denom)), []);
   });
 }
