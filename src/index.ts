@@ -97,4 +97,4 @@ export { placementSample, fopaTask, evaluatePlacement, type PlacementSample, typ
 export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './models/rainnet.ts';
 export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
 export { rainNetPair, rainNetTask } from './train/harmonizer.ts';
-export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput } from './models/pct_net.ts';
+export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';

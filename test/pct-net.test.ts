@@ -64,7 +64,7 @@ vectorTest('the CNN network: every intermediate, attention, params, low and full
   const [image, imageFull, mask] = ['image_lowres', 'image_fullres', 'mask_lowres'].map((k) => io.get(k)) as [Tensor, Tensor, Tensor];
   const captured = new Map<string, Float32Array>();
   const pending: Promise<void>[] = [];
-  const out = net.forward(image, imageFull, mask, { capture: (name, t) => {
+  const out = net.forward(image, imageFull, mask, undefined, { capture: (name, t) => {
     // the stored intermediates are sample 0's
     if (io.has(`inter.${name}`)) pending.push(t.toArray().then((a) => void captured.set(name, Float32Array.from(a).subarray(0, t.size / t.shape[0]!))));
   } });
@@ -94,7 +94,7 @@ vectorTest('a training step: train-mode BatchNorm, MaskWeightedMSE, the gradient
   };
   const [image, imageFull, target] = [norm('train.composite_lowres_rgb'), norm('train.composite_rgb'), norm('train.target_rgb')];
   const [maskLow, mask] = [io.get('train.mask_lowres'), io.get('train.mask')];
-  const out = net.forward(image, imageFull, maskLow);
+  const out = net.forward(image, imageFull, maskLow, mask);
   assertClose(await out.params.toArray(), io.readArray('train.params').data, 2e-4, 'train.params');
   assertClose(await out.imagesFullres.toArray(), io.readArray('train.images_fullres').data, 2e-4, 'train.images_fullres');
   const loss = maskWeightedMse(out.imagesFullres, target, mask);
@@ -116,6 +116,50 @@ vectorTest('a training step: train-mode BatchNorm, MaskWeightedMSE, the gradient
   }
   net.zeroGrad();
   for (const t of [image, imageFull, target, maskLow, mask, loss, out.attention, out.params, out.images, out.paramsFullres, out.imagesFullres]) t.dispose();
+  net.dispose();
+  io.close();
+});
+
+vectorTest('the ViT variant (libcom\'s PCTNet): patch embedding, encoder layers, outputs; libcom\'s full resolution and its wrapper', async () => {
+  const io = loadSafetensors(`${dir}/vit/io.safetensors`);
+  const net = PCTNet.fromPretrained(`${dir}/vit`);
+  assert.is(net.config.backbone, 'ViT');
+  const [image, imageFull, mask, maskFull] = ['composite_lowres_rgb', 'composite_rgb', 'mask_lowres', 'mask'].map((k) => io.get(k)) as [Tensor, Tensor, Tensor, Tensor];
+  const captured = new Map<string, Float32Array>();
+  const pending: Promise<void>[] = [];
+  const out = net.forward(image, imageFull, mask, maskFull, { capture: (name, t) => {
+    if (!io.has(name) && !io.has(`inter.${name}`)) return;
+    pending.push(t.toArray().then((a) => {
+      const v = Float32Array.from(a);
+      if (name.includes('transformer_enc')) {
+        // sequence-first [L, B, D]: sample 0 of every position
+        const [L, B, D] = t.shape as [number, number, number];
+        captured.set(name, Float32Array.from({ length: L * D }, (_, i) => v[Math.floor(i / D) * B * D + (i % D)]!));
+      } else captured.set(name, name === 'encoder_output' ? v : v.subarray(0, t.size / t.shape[0]!));
+    }));
+  } });
+  await Promise.all(pending);
+  for (const k of ['inter.encoder.patch_to_embedding', 'inter.encoder.transformer_enc.layers.0', 'inter.encoder.transformer_enc.layers.4', 'inter.encoder.transformer_enc.layers.8', 'encoder_output']) {
+    const name = k.replace(/^inter\./, '');
+    assert.ok(captured.has(name), `${k} captured`);
+    assertClose(captured.get(name)!, io.readArray(k).data, 1e-4, k);
+  }
+  for (const [k, t] of [['params', out.params], ['images', out.images], ['params_fullres', out.paramsFullres], ['images_fullres', out.imagesFullres]] as const) assertClose(await t.toArray(), io.readArray(k).data, 1e-4, k);
+  const libcom = net.forward(image, imageFull, mask, maskFull, { alignCorners: true });
+  assertClose(await libcom.paramsFullres.toArray(), io.readArray('libcom.params_fullres').data, 1e-4, 'libcom.params_fullres');
+  assertClose(await libcom.imagesFullres.toArray(), io.readArray('libcom.images_fullres').data, 1e-4, 'libcom.images_fullres');
+  // libcom's wrapper: the model on cv2's 256² bytes and the full image, output = clamp(255·out) as BGR
+  const bgr = io.readArray('wrapper.composite_bgr'), m8 = io.readArray('wrapper.mask'), lr = io.readArray('wrapper.img_lr');
+  const [H, W] = bgr.shape as [number, number];
+  const planes = (hw: number, at: (q: number, c: number) => number) => Float32Array.from({ length: 3 * hw }, (_, i) => Math.fround(at(i % hw, Math.floor(i / hw)) / 255));
+  const full = Tensor.fromArray(planes(H * W, (q, c) => bgr.data[3 * q + 2 - c]!), [1, 3, H, W]);
+  const low = Tensor.fromArray(planes(65536, (q, c) => lr.data[3 * q + c]!), [1, 3, 256, 256]);
+  const maskLr = Tensor.fromArray(Float32Array.from(io.readArray('wrapper.mask_lr').data), [1, 1, 256, 256]);
+  const maskHr = Tensor.fromArray(Float32Array.from(m8.data, (v) => Math.fround(v / 255)), [1, 1, H, W]);
+  const w = net.forward(low, full, maskLr, maskHr, { alignCorners: true });
+  const v = await w.imagesFullres.toArray();
+  const ref = io.readArray('wrapper.output_bgr').data;
+  for (let q = 0; q < H * W; q++) for (let c = 0; c < 3; c++) assert.ok(Math.abs(Math.min(255, Math.max(0, 255 * v[(2 - c) * H * W + q]!)) - ref[3 * q + c]!) <= 2e-2, `wrapper pixel ${q} channel ${c}`);
   net.dispose();
   io.close();
 });

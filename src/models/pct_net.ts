@@ -6,14 +6,16 @@
 // variant (CNN_pct: a U-Net with spatial-separated attention, SSAM), under the reference's module names.
 
 import { Tensor, tidy } from '../engine/tensor.ts';
-import { add, affine, clamp, div, mul, sigmoid, sub } from '../kernels/elementwise.ts';
+import { add, affine, clamp, div, gelu, mul, sigmoid, sub, tanh } from '../kernels/elementwise.ts';
+import { scaledDotProductAttention } from '../kernels/attention.ts';
+import { linear } from '../kernels/matmul.ts';
 import { conv2d } from '../kernels/conv.ts';
 import { maxPool2d } from '../kernels/pool.ts';
 import { max, mean, sum } from '../kernels/reduce.ts';
 import { interpolate } from '../kernels/resample.ts';
-import { concat, reshape, split } from '../kernels/shape.ts';
+import { concat, permute, reshape, split } from '../kernels/shape.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
-import { BatchNorm2d, Conv2d, Linear, ReLU, Sequential } from '../nn/layers.ts';
+import { BatchNorm2d, Conv2d, ConvTranspose2d, LayerNorm, Linear, ReLU, Sequential, uniformInit } from '../nn/layers.ts';
 import { Module, ModuleList } from '../nn/module.ts';
 import { ConfigReader, fileExists, joinPath, readJson } from './pretrained.ts';
 
@@ -86,6 +88,8 @@ export function pct(x: Tensor, p: Tensor, o: PctOptions): Tensor {
 // ---------------------------------------------------------------- the CNN variant
 
 export interface PCTNetConfig {
+  /** 'ssam' (CNN_pct, the U-Net) or 'ViT' (ViT_pct, libcom's PCTNet: dim 256, 9 layers, 2 heads, patch 4, hard-coded as there). */
+  backbone: 'ssam' | 'ViT';
   /** Channels of the first encoder block (doubling per block up to maxChannels). */
   ch: number;
   depth: number;
@@ -105,9 +109,13 @@ export interface PCTNetConfig {
 /** The keyword arguments of the reference's PCTNet (a config.json like the conformance folder's; CNN backbone 'ssam'). */
 export function pctNetConfig(json: Record<string, unknown>, source = 'config.json'): PCTNetConfig {
   const c = new ConfigReader(json, source);
-  c.expectDefaults({ backbone_type: ['ssam'], image_fusion: [true], dim: [3], color_space: ['RGB'], use_attn: [true] });
+  const backbone = c.oneOf('backbone_type', ['ssam', 'ViT'], 'ssam') as 'ssam' | 'ViT';
+  c.expectDefaults({ image_fusion: [true], dim: [3], color_space: ['RGB'] });
+  // the ViT blends with the mask (use_attn false), the CNN with its predicted attention
+  if (c.bool('use_attn', backbone === 'ssam') !== (backbone === 'ssam')) c.fail('use_attn', `${backbone === 'ssam'} for backbone ${backbone} (the other combination is not an official config)`);
   const norm = c.child('input_normalization');
   return {
+    backbone,
     ch: c.int('ch', 32, 1), depth: c.int('depth', 4, 2), maxChannels: c.int('max_channels', 512, 1),
     batchnormFrom: c.int('batchnorm_from', 2, 0), attendFrom: c.int('attend_from', 2, 0), attentionMidK: c.number('attention_mid_k', 0.5),
     transform: c.oneOf('transform_type', ['linear', 'linear_sym', 'polynomial', 'identity', 'mul', 'add'], 'linear') as PctTransformType,
@@ -215,6 +223,80 @@ class UpBlock extends Module {
   }
 }
 
+/** nn.TransformerEncoderLayer (post-norm, GELU, batch_first false in the reference; batch-first here, same math). */
+class TransformerEncoderLayer extends Module {
+  readonly self_attn: Module & { in_proj_weight: Tensor; in_proj_bias: Tensor; out_proj: Linear };
+  readonly linear1: Linear;
+  readonly linear2: Linear;
+  readonly norm1: LayerNorm;
+  readonly norm2: LayerNorm;
+  constructor(readonly dim: number, readonly heads: number, ff: number) {
+    super();
+    const attn = new Module() as TransformerEncoderLayer['self_attn'];
+    attn.in_proj_weight = attn.param('in_proj_weight', uniformInit([3 * dim, dim], Math.sqrt(6 / (4 * dim))));
+    attn.in_proj_bias = attn.param('in_proj_bias', Tensor.zeros([3 * dim]));
+    attn.out_proj = attn.module('out_proj', new Linear(dim, dim));
+    this.self_attn = this.module('self_attn', attn);
+    this.linear1 = this.module('linear1', new Linear(dim, ff));
+    this.linear2 = this.module('linear2', new Linear(ff, dim));
+    this.norm1 = this.module('norm1', new LayerNorm(dim));
+    this.norm2 = this.module('norm2', new LayerNorm(dim));
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const [B, L, D] = x.shape as [number, number, number];
+      const d = D / this.heads;
+      const [wq, wk, wv] = split(this.self_attn.in_proj_weight, D, 0);
+      const [bq, bk, bv] = split(this.self_attn.in_proj_bias, D, 0);
+      const heads = (w: Tensor, b: Tensor) => permute(reshape(linear(x, w!, b), [B, L, this.heads, d]), [0, 2, 1, 3]);
+      const o = scaledDotProductAttention(heads(wq!, bq!), heads(wk!, bk!), heads(wv!, bv!));
+      const attended = this.self_attn.out_proj.forward(reshape(permute(o, [0, 2, 1, 3]), [B, L, D]));
+      const h = this.norm1.forward(add(x, attended));
+      return this.norm2.forward(add(h, this.linear2.forward(gelu(this.linear1.forward(h)))));
+    });
+  }
+}
+
+/** ViT_Harmonizer's encoder: 4×4 patches of (RGB, mask) → Linear → 9 encoder layers → ConvTranspose 4/4 → tanh. */
+class VitEncoder extends Module {
+  readonly patch_to_embedding: Sequential;
+  readonly transformer_enc: Module & { layers: ModuleList<TransformerEncoderLayer> };
+  readonly dec: Sequential;
+  static readonly dim = 256;
+  static readonly patch = 4;
+  constructor(outChannels: number) {
+    super();
+    const { dim, patch } = VitEncoder;
+    const identity = new (class extends Module {
+      forward(x: Tensor): Tensor {
+        return x;
+      }
+    })();
+    this.patch_to_embedding = this.module('patch_to_embedding', new Sequential([identity, new Linear(patch * patch * 4, dim)]));
+    const enc = new Module() as VitEncoder['transformer_enc'];
+    enc.layers = enc.module('layers', new ModuleList(Array.from({ length: 9 }, () => new TransformerEncoderLayer(dim, 2, 512))));
+    this.transformer_enc = this.module('transformer_enc', enc);
+    this.dec = this.module('dec', new Sequential([new ConvTranspose2d(dim, outChannels, patch, { stride: patch })]));
+  }
+  forward(x: Tensor, capture?: Capture): Tensor {
+    return tidy(() => {
+      const [B, C, H, W] = x.shape as [number, number, number, number];
+      const p = VitEncoder.patch;
+      const [gh, gw] = [H / p, W / p];
+      // 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'
+      const patches = reshape(permute(reshape(x, [B, C, gh, p, gw, p]), [0, 2, 4, 3, 5, 1]), [B, gh * gw, p * p * C]);
+      let h = keep(capture, 'encoder.patch_to_embedding', this.patch_to_embedding.forward(patches));
+      [...this.transformer_enc.layers].forEach((layer, i) => {
+        h = layer.forward(h);
+        // the reference's layers are sequence-first: [L, B, D]
+        if (capture) capture(`encoder.transformer_enc.layers.${i}`, permute(h, [1, 0, 2]));
+      });
+      const grid = reshape(permute(h, [0, 2, 1]), [B, VitEncoder.dim, gh, gw]);
+      return tanh(this.dec.forward(grid));
+    });
+  }
+}
+
 type Capture = (name: string, t: Tensor) => void;
 const keep = (capture: Capture | undefined, name: string, t: Tensor) => {
   capture?.(name, t);
@@ -232,16 +314,31 @@ export interface PCTNetOutput {
   paramsFullres: Tensor;
 }
 
+export interface PCTNetForwardOptions {
+  capture?: Capture;
+  /** Full-resolution bicubic with align_corners (libcom's ViT port uses true; the official code false, the default). */
+  alignCorners?: boolean;
+}
+
 export class PCTNet extends Module {
   readonly config: PCTNetConfig;
-  readonly encoder: Module & { block0: EncoderBlock; block1: EncoderBlock; blocks_connected: Module };
-  readonly decoder: Module & { up_blocks: ModuleList<UpBlock>; conv_attention: Conv2d; to_rgb: Conv2d };
+  /** CNN: the U-Net encoder (block0, block1, blocks_connected); ViT: patch embedding, transformer, decoder convolution. */
+  readonly encoder: Module & { block0?: EncoderBlock; block1?: EncoderBlock; blocks_connected?: Module };
+  /** CNN only. */
+  readonly decoder: (Module & { up_blocks: ModuleList<UpBlock>; conv_attention: Conv2d; to_rgb: Conv2d }) | undefined;
   readonly get_params: Conv2d;
   readonly #blocks: EncoderBlock[] = [];
 
   constructor(config: PCTNetConfig) {
     super();
     this.config = config;
+    const n = pctParamCount(config.transform, config.affine);
+    if (config.backbone === 'ViT') {
+      this.encoder = this.module('encoder', new VitEncoder(n));
+      this.decoder = undefined;
+      this.get_params = this.module('get_params', new Conv2d(n, n, 1));
+      return;
+    }
     const widths = Array.from({ length: config.depth }, (_, i) => Math.min(config.ch * 2 ** i, config.maxChannels));
     const encoder = new Module() as PCTNet['encoder'];
     const connected = new Module();
@@ -249,9 +346,9 @@ export class PCTNet extends Module {
       const block = new EncoderBlock(i === 0 ? 4 : widths[i - 1]!, w, i >= config.batchnormFrom);
       this.#blocks.push(i < 2 ? encoder.module(`block${i}`, block) : connected.module(`block${i}`, block));
     });
-    Object.assign(encoder, { block0: this.#blocks[0], block1: this.#blocks[1], blocks_connected: encoder.module('blocks_connected', connected) });
+    encoder.blocks_connected = encoder.module('blocks_connected', connected);
     this.encoder = this.module('encoder', encoder);
-    const decoder = new Module() as PCTNet['decoder'];
+    const decoder = new Module() as NonNullable<PCTNet['decoder']>;
     const ups = new ModuleList<UpBlock>();
     for (let i = 0; i < config.depth - 1; i++) {
       const [inC, outC] = [widths[config.depth - 1 - i]!, widths[config.depth - 2 - i]!];
@@ -261,10 +358,10 @@ export class PCTNet extends Module {
     decoder.to_rgb = decoder.module('to_rgb', new Conv2d(widths[0]!, 3, 1));
     decoder.conv_attention = decoder.module('conv_attention', new Conv2d(widths[0]!, 1, 1));
     this.decoder = this.module('decoder', decoder);
-    this.get_params = this.module('get_params', new Conv2d(widths[0]!, pctParamCount(config.transform, config.affine), 1));
+    this.get_params = this.module('get_params', new Conv2d(widths[0]!, n, 1));
   }
 
-  /** A folder with config.json and model.safetensors (the reference's state_dict; F16 read as f32), in eval mode. */
+  /** A folder with config.json (CNN or ViT, as its backbone_type says) and model.safetensors (the reference's state_dict; F16 read as f32), in eval mode. */
   static fromPretrained(dir: string): PCTNet {
     const weightsPath = joinPath(dir, 'model.safetensors');
     const configPath = joinPath(dir, 'config.json');
@@ -283,8 +380,8 @@ export class PCTNet extends Module {
     return net.eval();
   }
 
-  /** The decoder's features [B, ch, h, w] of the normalised low-resolution image and its mask. */
-  features(image: Tensor, mask: Tensor, capture?: Capture): Tensor {
+  /** The CNN decoder's features [B, ch, h, w] of the normalised low-resolution image and its mask. */
+  #features(image: Tensor, mask: Tensor, capture?: Capture): Tensor {
     return tidy(() => {
       let x = concat([image, mask], 1);
       const skips: Tensor[] = [];
@@ -295,7 +392,7 @@ export class PCTNet extends Module {
         x = i < this.#blocks.length - 1 ? maxPool2d(y, { kernelSize: 2, stride: 2 }) : y;
       });
       let o = skips.pop()!;
-      [...this.decoder.up_blocks].forEach((up, i) => {
+      [...this.decoder!.up_blocks].forEach((up, i) => {
         let c = concat([skips.pop()!, up.upconv.forward(o)], 1);
         if (up.attention) c = keep(capture, `decoder.up_blocks.${i}.attention`, up.attention.forward(c, mask, capture && ((n, t) => capture(`decoder.up_blocks.${i}.attention.${n}`, t))));
         o = keep(capture, `decoder.up_blocks.${i}`, up.convs.forward(c));
@@ -305,25 +402,37 @@ export class PCTNet extends Module {
   }
 
   /**
-   * The official forward: image and mask at low resolution (image normalised; h, w divisible by 2^(depth−1)),
-   * imageFullres normalised at any size. PCT on normalised images, blended by the attention at both resolutions.
+   * The official forward: image and mask at low resolution (image normalised as the config says; CNN: h, w divisible
+   * by 2^(depth−1); ViT: square, divisible by 4), imageFullres at any size; PCT on the (normalised) images, blended by
+   * the predicted attention (CNN) or the mask (ViT: maskFullres at full resolution).
    */
-  forward(image: Tensor, imageFullres: Tensor, mask: Tensor, { capture }: { capture?: Capture } = {}): PCTNetOutput {
+  forward(image: Tensor, imageFullres: Tensor, mask: Tensor, maskFullres?: Tensor, { capture, alignCorners = false }: PCTNetForwardOptions = {}): PCTNetOutput {
     const [B, , h, w] = image.shape as [number, number, number, number];
-    const k = 2 ** (this.config.depth - 1);
-    if (image.rank !== 4 || image.shape[1] !== 3 || h % k || w % k) throw new Error(`PCTNet.forward: image has shape [${image.shape.join(', ')}], expected [B, 3, h, w] with h and w divisible by ${k}`);
+    const vit = this.config.backbone === 'ViT';
+    const k = vit ? 4 : 2 ** (this.config.depth - 1);
+    if (image.rank !== 4 || image.shape[1] !== 3 || h % k || w % k || (vit && h !== w)) {
+      throw new Error(`PCTNet.forward: image has shape [${image.shape.join(', ')}], expected [B, 3, h, w] with h and w divisible by ${k}${vit ? ' and h = w' : ''}`);
+    }
     if (mask.rank !== 4 || mask.shape[0] !== B || mask.shape[1] !== 1 || mask.shape[2] !== h || mask.shape[3] !== w) throw new Error(`PCTNet.forward: mask has shape [${mask.shape.join(', ')}], expected [${B}, 1, ${h}, ${w}] (the low-resolution image's size)`);
     if (imageFullres.rank !== 4 || imageFullres.shape[0] !== B || imageFullres.shape[1] !== 3) throw new Error(`PCTNet.forward: imageFullres has shape [${imageFullres.shape.join(', ')}], expected [${B}, 3, H, W]`);
+    const size: [number, number] = [imageFullres.shape[2]!, imageFullres.shape[3]!];
+    if (vit && (!maskFullres || maskFullres.shape.join() !== [B, 1, ...size].join())) throw new Error(`PCTNet.forward: the ViT variant blends with maskFullres [${B}, 1, ${size.join(', ')}], got ${maskFullres ? `[${maskFullres.shape.join(', ')}]` : 'none'}`);
     return tidy(() => {
-      const feat = this.features(image, mask, capture);
-      const attention = sigmoid(mul(this.decoder.conv_attention.forward(feat), 3));
-      const params = this.get_params.forward(feat);
+      let params: Tensor, attention: Tensor;
+      if (vit) {
+        const encoded = keep(capture, 'encoder_output', (this.encoder as VitEncoder).forward(concat([image, mask], 1), capture));
+        params = this.get_params.forward(encoded);
+        attention = mask.alias();
+      } else {
+        const feat = this.#features(image, mask, capture);
+        attention = sigmoid(mul(this.decoder!.conv_attention.forward(feat), 3));
+        params = this.get_params.forward(feat);
+      }
       const o: PctOptions = { type: this.config.transform, affine: this.config.affine, clamp: this.config.clamp, normalization: { mean: this.config.mean, std: this.config.std } };
       const blend = (y: Tensor, x: Tensor, a: Tensor) => add(mul(y, a), mul(x, affine(a, -1, 1)));
       const images = blend(pct(image, params, o), image, attention);
-      const size: [number, number] = [imageFullres.shape[2]!, imageFullres.shape[3]!];
-      const paramsFullres = interpolate(params, { size, mode: 'bicubic' });
-      const attentionFullres = interpolate(attention, { size, mode: 'bicubic' });
+      const paramsFullres = interpolate(params, { size, mode: 'bicubic', alignCorners });
+      const attentionFullres = vit ? maskFullres! : interpolate(attention, { size, mode: 'bicubic', alignCorners });
       const imagesFullres = blend(pct(imageFullres, paramsFullres, o), imageFullres, attentionFullres);
       return { images, params, attention, imagesFullres, paramsFullres };
     });
