@@ -449,32 +449,66 @@ async function exportHalf(): Promise<void> {
 }
 
 async function trainHarmonizer(): Promise<void> {
-  const f = flags(['out', 'ngf', 'size', 'steps', 'batch', 'lr', 'count', 'seed', 'save-minutes']);
-  if (!f.out) throw new Error('--out: required (the RainNet folder: checkpoint, config.json, model.safetensors)');
+  const f = flags(['model', 'out', 'ngf', 'ch', 'size', 'low', 'steps', 'batch', 'lr', 'count', 'seed', 'save-minutes']);
+  const kind = f.model ?? 'rainnet';
+  if (kind !== 'rainnet' && kind !== 'pct-net') throw new Error(`--model: expected rainnet or pct-net, got '${kind}'`);
+  if (!f.out) throw new Error('--out: required (the model folder: checkpoint, config.json, model.safetensors)');
   await getDevice();
   const checkpoint = `${f.out}/checkpoint.safetensors`;
   const reader = switches.has('--resume') ? F.openCheckpoint(checkpoint) : undefined;
   if (!reader && existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
-  const config = reader ? JSON.parse(reader.metadata.config ?? '{}') as F.RainNetConfig : F.rainNetConfig({ ngf: intFlag(f, 'ngf', 8) });
+  const meta = reader?.metadata ?? {};
+  const count = reader ? Number(meta.count) : intFlag(f, 'count', 100_000);
+  const size = reader ? Number(meta.size) : intFlag(f, 'size', kind === 'rainnet' ? 256 : 64);
   F.manualSeed(intFlag(f, 'seed', 0));
-  const net = reader ? skipInit(() => new F.RainNet(config)) : new F.RainNet(config);
-  const size = reader ? Number(reader.metadata.size) : intFlag(f, 'size', 256);
+  const build = <M,>(make: () => M) => (reader ? skipInit(make) : make());
+  let task: F.TrainTask, configJson: Record<string, unknown>;
+  if (kind === 'rainnet') {
+    const config = reader ? JSON.parse(meta.config ?? '{}') as F.RainNetConfig : F.rainNetConfig({ ngf: intFlag(f, 'ngf', 8) });
+    task = F.rainNetTask(build(() => new F.RainNet(config)), { count, size });
+    configJson = { input_nc: config.inputNc, output_nc: config.outputNc, ngf: config.ngf, norm_layer: 'RAIN', use_attention: true, image_size: size };
+  } else {
+    const config = reader ? JSON.parse(meta.config ?? '{}') as F.PCTNetConfig : F.pctNetConfig({ ch: intFlag(f, 'ch', 16) });
+    const low = reader ? Number(meta.low) : intFlag(f, 'low', 32);
+    task = F.pctNetTask(build(() => new F.PCTNet(config)), { count, size, low });
+    configJson = { _class_name: 'PCTNet', low_resolution: low, backbone_type: 'ssam', depth: config.depth, ch: config.ch, max_channels: config.maxChannels, batchnorm_from: config.batchnormFrom, attend_from: config.attendFrom, attention_mid_k: config.attentionMidK, transform_type: config.transform, affine: config.affine, clamp: config.clamp, input_normalization: { mean: config.mean, std: config.std }, use_attn: true };
+  }
   const steps = intFlag(f, 'steps', 2000);
-  const trainer = new F.Trainer(F.rainNetTask(net, { count: reader ? Number(reader.metadata.count) : intFlag(f, 'count', 100_000), size }), reader ? F.checkpointOptions(reader, { steps }) : {
-    steps, batchSize: intFlag(f, 'batch', 4), lr: numberFlag(f, 'lr', 2e-4), betas: [0.5, 0.999], seed: intFlag(f, 'seed', 0), schedule: 'constant', weightDecay: 0, clipNorm: 1,
+  const trainer = new F.Trainer(task, reader ? F.checkpointOptions(reader, { steps }) : {
+    steps, batchSize: intFlag(f, 'batch', 4), lr: numberFlag(f, 'lr', kind === 'rainnet' ? 2e-4 : 1e-3), betas: [0.9, 0.999], seed: intFlag(f, 'seed', 0), schedule: 'constant', weightDecay: 0, clipNorm: 1,
   });
   if (reader) {
     trainer.restore(reader);
     reader.close();
   }
-  console.log(`training RainNet (ngf ${config.ngf}, ${(net.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3)} M parameters) on ShapeWorld pairs at ${size}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
+  const net = task.model;
+  console.log(`training ${kind} (${(net.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3)} M parameters) on ShapeWorld pairs at ${size}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
   await runTraining(trainer, async () => {
     mkdirSync(f.out!, { recursive: true });
     await trainer.saveCheckpoint(checkpoint);
-    writeFileSync(`${f.out}/config.json`, JSON.stringify({ input_nc: config.inputNc, output_nc: config.outputNc, ngf: config.ngf, norm_layer: 'RAIN', use_attention: true, image_size: size }, null, 2));
+    writeFileSync(`${f.out}/config.json`, JSON.stringify(configJson, null, 2));
     await F.saveSafetensors(`${f.out}/model.safetensors`, net.stateDict());
     await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
   }, { minutes: numberFlag(f, 'save-minutes', 5) });
+}
+
+/** A PCT-Net (CNN) as a table harmonizer: bytes → [0, 1], normalised, its low resolution by bilinear → the full-resolution output → bytes. */
+function pctNetHarmonizer(net: F.PCTNet, low: number): F.Harmonizer {
+  return async (composite, mask, width, height) => {
+    const { mean, std } = net.config;
+    const out = tidy(() => {
+      const planes = Float32Array.from({ length: 3 * width * height }, (_, i) => (composite[3 * (i % (width * height)) + Math.floor(i / (width * height))]! / 255 - mean[Math.floor(i / (width * height))]!) / std[Math.floor(i / (width * height))]!);
+      const full = Tensor.fromArray(planes, [1, 3, height, width]);
+      const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
+      const small = (t: Tensor) => F.interpolate(t, { size: [low, low], mode: 'bilinear' });
+      return net.forward(small(full), full, small(m), m).imagesFullres;
+    });
+    const v = await out.toArray();
+    out.dispose();
+    const bytes = new Uint8Array(3 * width * height);
+    for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) bytes[3 * q + c] = Math.round(255 * Math.min(1, Math.max(0, v[c * width * height + q]! * std[c]! + mean[c]!)));
+    return bytes;
+  };
 }
 
 /** A RainNet as a table harmonizer: bytes → [−1, 1] → G, blended → bytes. */
@@ -496,12 +530,17 @@ function rainNetHarmonizer(net: F.RainNet): F.Harmonizer {
 }
 
 async function evalHarmonization(): Promise<void> {
-  const f = flags(['count', 'size', 'split', 'json', 'rainnet']);
+  const f = flags(['count', 'size', 'split', 'json', 'rainnet', 'pctnet']);
   const count = intFlag(f, 'count', 200);
   const harmonizers: Record<string, F.Harmonizer> = { none: (c) => c, reinhard: (c, m) => F.reinhardHarmonize(c, m) };
   if (f.rainnet) {
     await getDevice();
     harmonizers.rainnet = rainNetHarmonizer(F.RainNet.fromPretrained(f.rainnet));
+  }
+  if (f.pctnet) {
+    await getDevice();
+    const low = Number(JSON.parse(readFileSync(`${f.pctnet}/config.json`, 'utf8')).low_resolution ?? 256);
+    harmonizers['pct-net'] = pctNetHarmonizer(F.PCTNet.fromPretrained(f.pctnet), low);
   }
   const size = intFlag(f, 'size', f.rainnet ? 256 : 64);
   const rows = await F.harmonizationTable(harmonizers, (f.split ?? 'val') as F.Split, Array.from({ length: count }, (_, i) => i), size);

@@ -96,5 +96,5 @@ export { composeLayers, placeCutout, cutOut, composeScenes, readSingleObjects, t
 export { placementSample, fopaTask, evaluatePlacement, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
 export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './models/rainnet.ts';
 export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
-export { rainNetPair, rainNetTask } from './train/harmonizer.ts';
+export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';
 export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';

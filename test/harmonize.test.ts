@@ -8,7 +8,8 @@ import { generateScene, renderLayers, sampleScene } from '../src/world/scene.ts'
 import { splitSeed } from '../src/world/splits.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
 import { RainNet, harmonize } from '../src/models/rainnet.ts';
-import { rainNetPair, rainNetTask } from '../src/train/harmonizer.ts';
+import { pctNetTask, rainNetPair, rainNetTask } from '../src/train/harmonizer.ts';
+import { PCTNet, pctNetConfig } from '../src/models/pct_net.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { harmonizationPair, harmonizationScores, harmonizationTable, labToRgb, reinhardHarmonize, rgbToLab } from '../src/pipeline/harmonize.ts';
 
@@ -92,6 +93,16 @@ test('RainNet trains on the pairs (L1 of the blended output falls on a fixed bat
   blended.forEach((v, i) => {
     if (!mask[i % 65536]) assert.is(v, comp[i]);
   });
+  t.optimizer.dispose();
+  net.dispose();
+});
+
+test('PCT-Net (a narrow CNN) trains on the pairs: MaskWeightedMSE at both resolutions falls on a fixed batch', async () => {
+  manualSeed(2);
+  const net = new PCTNet(pctNetConfig({ ch: 8, depth: 3, batchnorm_from: 2, attend_from: 1 }));
+  const t = new Trainer(pctNetTask(net, { count: 2, size: 32, low: 16 }), { steps: 8, batchSize: 2, lr: 3e-3, seed: 0 });
+  await t.train();
+  assert.ok(t.log.loss[7]! < t.log.loss[0]!, `loss ${t.log.loss.map((l) => l.toFixed(4)).join(' ')}`);
   t.optimizer.dispose();
   net.dispose();
 });
