@@ -16,9 +16,8 @@ import { interpolate } from '../kernels/resample.ts';
 import { concat, reshape } from '../kernels/shape.ts';
 import { BatchNorm2d, Conv2d, ReLU, Sequential } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
-import { fileExists, joinPath, readJson } from './pretrained.ts';
 import { ConfigReader } from './pretrained.ts';
-import { loadSafetensors } from '../io/safetensors.ts';
+import { fromFolder } from './diffusers/loading.ts';
 import { type Image, pilResize } from '../io/image.ts';
 
 export interface ObPlaNetConfig {
@@ -192,22 +191,9 @@ export class ObPlaNet extends Module {
    * read as f32), in eval mode.
    */
   static fromPretrained(dir: string): ObPlaNet {
-    const configPath = joinPath(dir, 'config.json');
-    const weightsPath = joinPath(dir, 'model.safetensors');
-    if (!fileExists(weightsPath)) throw new Error(`ObPlaNet.fromPretrained: ${weightsPath} is missing`);
-    const config = fileExists(configPath) ? obPlaNetConfig(readJson(configPath), configPath) : obPlaNetResnet18;
-    const net = new ObPlaNet(config);
-    const reader = loadSafetensors(weightsPath);
-    try {
-      net.loadStateDict(reader);
-    } catch (e) {
-      net.dispose();
-      throw e;
-    } finally {
-      reader.close();
-    }
-    return net.eval();
+    return fromFolder(dir, (config) => new ObPlaNet(obPlaNetConfig(config.config, config.source)));
   }
+
 
   /**
    * bg, fg [N, 3, H, W] normalised with ImageNet's mean and std; mask [N, 1, H, W] in [0, 1] (the scaled

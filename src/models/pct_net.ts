@@ -14,10 +14,10 @@ import { maxPool2d } from '../kernels/pool.ts';
 import { max, mean, sum } from '../kernels/reduce.ts';
 import { interpolate } from '../kernels/resample.ts';
 import { concat, permute, reshape, split } from '../kernels/shape.ts';
-import { loadSafetensors } from '../io/safetensors.ts';
 import { BatchNorm2d, Conv2d, ConvTranspose2d, LayerNorm, Linear, ReLU, Sequential, uniformInit } from '../nn/layers.ts';
 import { Module, ModuleList } from '../nn/module.ts';
-import { ConfigReader, fileExists, joinPath, readJson } from './pretrained.ts';
+import { ConfigReader } from './pretrained.ts';
+import { fromFolder } from './diffusers/loading.ts';
 
 export type PctTransformType = 'linear' | 'linear_sym' | 'polynomial' | 'identity' | 'mul' | 'add';
 
@@ -363,22 +363,9 @@ export class PCTNet extends Module {
 
   /** A folder with config.json (CNN or ViT, as its backbone_type says) and model.safetensors (the reference's state_dict; F16 read as f32), in eval mode. */
   static fromPretrained(dir: string): PCTNet {
-    const weightsPath = joinPath(dir, 'model.safetensors');
-    const configPath = joinPath(dir, 'config.json');
-    if (!fileExists(weightsPath)) throw new Error(`PCTNet.fromPretrained: ${weightsPath} is missing`);
-    if (!fileExists(configPath)) throw new Error(`PCTNet.fromPretrained: ${configPath} is missing (it names the variant and its widths)`);
-    const net = new PCTNet(pctNetConfig(readJson(configPath), configPath));
-    const reader = loadSafetensors(weightsPath);
-    try {
-      net.loadStateDict(reader);
-    } catch (e) {
-      net.dispose();
-      throw e;
-    } finally {
-      reader.close();
-    }
-    return net.eval();
+    return fromFolder(dir, (config) => new PCTNet(pctNetConfig(config.config, config.source)));
   }
+
 
   /** The CNN decoder's features [B, ch, h, w] of the normalised low-resolution image and its mask. */
   #features(image: Tensor, mask: Tensor, capture?: Capture): Tensor {

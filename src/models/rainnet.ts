@@ -12,10 +12,10 @@ import { groupNorm } from '../kernels/norm.ts';
 import { sum } from '../kernels/reduce.ts';
 import { interpolate } from '../kernels/resample.ts';
 import { concat, reshape } from '../kernels/shape.ts';
-import { loadSafetensors } from '../io/safetensors.ts';
 import { Conv2d, ConvTranspose2d, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
-import { ConfigReader, fileExists, joinPath, readJson } from './pretrained.ts';
+import { ConfigReader } from './pretrained.ts';
+import { fromFolder } from './diffusers/loading.ts';
 
 export interface RainNetConfig {
   inputNc: number;
@@ -169,21 +169,9 @@ export class RainNet extends Module {
 
   /** A folder with config.json and model.safetensors (the reference's state_dict; F16 read as f32). */
   static fromPretrained(dir: string): RainNet {
-    const configPath = joinPath(dir, 'config.json');
-    const weightsPath = joinPath(dir, 'model.safetensors');
-    if (!fileExists(weightsPath)) throw new Error(`RainNet.fromPretrained: ${weightsPath} is missing`);
-    const net = new RainNet(fileExists(configPath) ? rainNetConfig(readJson(configPath), configPath) : undefined);
-    const reader = loadSafetensors(weightsPath);
-    try {
-      net.loadStateDict(reader);
-    } catch (e) {
-      net.dispose();
-      throw e;
-    } finally {
-      reader.close();
-    }
-    return net.eval();
+    return fromFolder(dir, (config) => new RainNet(rainNetConfig(config.config, config.source)));
   }
+
 
   /**
    * The generator G(comp, mask): comp [N, 3, H, W] in [−1, 1], mask [N, 1, H, W] of {0, 1}; H and W multiples of
