@@ -98,4 +98,4 @@ export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './m
 export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
 export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';
 export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';
-export { PathIndex, searchPaths, type SearchPath } from './models/irn/indexing.ts';
+export { PathIndex, searchPaths, edgeToAffinity, affinityDense, propagateToEdge, type SearchPath } from './models/irn/indexing.ts';

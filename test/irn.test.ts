@@ -4,7 +4,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { conformanceDir, testIf } from './helpers.ts';
 import { loadSafetensors } from '../src/io/safetensors.ts';
-import { PathIndex, searchPaths } from '../src/models/irn/indexing.ts';
+import { PathIndex, affinityDense, edgeToAffinity, propagateToEdge, searchPaths } from '../src/models/irn/indexing.ts';
+import { Tensor } from '../src/engine/tensor.ts';
+import { assertClose } from './helpers.ts';
+import { pad, reshape } from '../src/kernels/shape.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const dir = `${conformanceDir}/irn`;
@@ -30,10 +33,53 @@ vectorTest('PathIndex at radius 5 and 10 on a 16×20 grid: directions, paths, so
   r.close();
 });
 
+vectorTest('boundary → affinities → the walk: sparse affinities (plain and padded), the dense matrix, transition matrices, walks of 2^3 and 2^8 steps', async () => {
+  const r = loadSafetensors(`${dir}/affinity.safetensors`);
+  const B = r.get('B');
+  const [H, W] = [12, 16];
+  assertClose(await edgeToAffinity(B, new PathIndex(5, [H, W])).toArray(), r.readArray('aff_sparse').data, 1e-6, 'aff_sparse');
+  const padded = pad(reshape(B, [1, H, W]), [5, 5, 0, 5], 1);
+  assertClose(await padded.toArray(), r.readArray('edge_padded').data, 0, 'edge_padded');
+  const sparse = await edgeToAffinity(reshape(padded, [1, 1, 17, 26]), new PathIndex(5, [17, 26])).toArray();
+  assertClose(sparse, r.readArray('aff_sparse_padded').data, 1e-6, 'aff_sparse_padded');
+  const N = H * W;
+  const dense = await affinityDense(reshape(B, [1, H, W]), 5);
+  assertClose(dense, r.readArray('aff_dense').data, 1e-6, 'aff_dense');
+  // our walk against the reference's transition matrices and walks
+  const x = r.get('x');
+  const K = 6;
+  const xs = reshape(x, [K, H, W]);
+  const Bgrid = reshape(B, [1, H, W]);
+  const start = Float32Array.from(await xs.toArray());
+  const b = await B.toArray();
+  const weighted = start.map((v, i) => v * (1 - b[i % N]!));
+  const times = (T: ArrayLike<number>) => Float64Array.from({ length: K * N }, (_, q) => {
+    const [k, j] = [Math.floor(q / N), q % N];
+    let acc = 0;
+    for (let i = 0; i < N; i++) acc += weighted[k * N + i]! * T[i * N + j]!;
+    return acc;
+  });
+  const rel = (ours: ArrayLike<number>, ref: ArrayLike<number>, what: string) => {
+    assertClose(ours, ref, 1e-4, what);
+    let [d, m] = [0, 0];
+    for (let i = 0; i < ref.length; i++) [d, m] = [Math.max(d, Math.abs(ours[i]! - ref[i]!)), Math.max(m, Math.abs(ref[i]!))];
+    assert.ok(d <= 1e-4 * m, `${what}: max difference ${d} of max ${m}`);
+  };
+  rel(await (await propagateToEdge(xs, Bgrid, 5, 10, 0)).toArray(), times(r.readArray('trans.t0').data), 'one step = x·trans.t0');
+  const walk3 = await (await propagateToEdge(xs, Bgrid, 5, 10, 3)).toArray();
+  rel(walk3, times(r.readArray('trans.t3').data), '2^3 steps = x·trans.t3');
+  rel(walk3, r.readArray('rw.exp3').data, 'rw.exp3');
+  rel(await (await propagateToEdge(xs, Bgrid, 5, 10, 8)).toArray(), r.readArray('rw.exp8').data, 'rw.exp8');
+  // the inputs: x = cams split by the group masks (class-major)
+  const cams = r.readArray('cams').data, masks = r.readArray('masks').data;
+  assertClose(start, Float32Array.from({ length: K * N }, (_, q) => cams[Math.floor(q / (3 * N)) * N + (q % N)]! * masks[(Math.floor(q / N) % 3) * N + (q % N)]!), 0, 'x from cams and masks');
+  r.close();
+});
+
 test('every unordered pair once; a radius below 2 or a grid too small is an error', () => {
   const dirs = searchPaths(4).flat().map((d) => `${d.dy},${d.dx}`);
   assert.ok(dirs.every((d) => !dirs.includes(d.split(',').map((v) => -Number(v)).join(','))), 'no direction and its opposite');
-  assert.throws(() => searchPaths(1), /radius must be an integer ≥ 2/);
+  assert.throws(() => searchPaths(1), /radius must be an integer >= 2/);
   assert.throws(() => new PathIndex(10, [8, 10]), /a 8×10 grid has no source pixel at radius 10/);
 });
 

@@ -3,6 +3,15 @@
 // between the two pixels, and the flat indices of sources, destinations and path pixels on a feature grid. The
 // boundary map is read along these paths to give each pair its affinity.
 
+import { Tensor, tidy } from '../../engine/tensor.ts';
+import { noGrad } from '../../engine/autograd.ts';
+import { affine, div, mul, pow } from '../../kernels/elementwise.ts';
+import { matmul } from '../../kernels/matmul.ts';
+import { indexSelect } from '../../kernels/gather.ts';
+import { affinityOffsets } from '../../kernels/random_walk.ts';
+import { max, sum } from '../../kernels/reduce.ts';
+import { concat, pad, reshape } from '../../kernels/shape.ts';
+
 /** A direction (dy, dx) with its path: pixels relative to the source, destination first, the source last. */
 export interface SearchPath {
   dy: number;
@@ -12,10 +21,8 @@ export interface SearchPath {
 
 /** The directions within `radius` in IRNet's order, grouped by path length (ascending; generation order inside a group). */
 export function searchPaths(radius: number): SearchPath[][] {
-  if (!Number.isInteger(radius) || radius < 2) throw new Error(`searchPaths: radius must be an integer ≥ 2, got ${radius}`);
-  const dirs: [number, number][] = [];
-  for (let x = 1; x < radius; x++) dirs.push([0, x]);
-  for (let y = 1; y < radius; y++) for (let x = -radius + 1; x < radius; x++) if (x * x + y * y < radius * radius) dirs.push([y, x]);
+  // psa's and IRNet's pairs are generated alike; IRNet then groups them by path length
+  const dirs = affinityOffsets(radius);
   const byLength = new Map<number, SearchPath[]>();
   for (const [dy, dx] of dirs) {
     const lengthSq = dy * dy + dx * dx;
@@ -66,4 +73,72 @@ export class PathIndex {
     }));
     return out;
   }
+}
+
+/**
+ * IRNet's edge_to_affinity: boundary B [1, 1, H, W] (the PathIndex's grid) → [1, O, S] affinities, O directions
+ * in PathIndex order, S sources: 1 − max of B over the path's pixels (both ends included). Differentiable w.r.t. B
+ * (the gradient goes to the path's first maximal pixel, as max_pool2d's).
+ */
+export function edgeToAffinity(B: Tensor, index: PathIndex): Tensor {
+  const [H, W] = index.size;
+  if (B.rank !== 4 || B.shape[0] !== 1 || B.shape[1] !== 1 || B.shape[2] !== H || B.shape[3] !== W) {
+    throw new Error(`edgeToAffinity: the boundary map has shape [${B.shape.join(', ')}], expected [1, 1, ${H}, ${W}] (the PathIndex's grid)`);
+  }
+  return tidy(() => {
+    const flat = reshape(B, [H * W]);
+    const S = index.srcIndices.length;
+    const parts = index.groups.map((g, k) => {
+      const L = g[0]!.path.length;
+      const along = reshape(indexSelect(flat, 0, Tensor.fromArray(index.pathIndices(k), [g.length * L * S], 'i32')), [g.length, L, S]);
+      return max(along, 1);
+    });
+    return reshape(affine(concat(parts, 0), -1, 1), [1, index.directions.length, S]);
+  });
+}
+
+/**
+ * The dense [H·W, H·W] affinity matrix of a boundary map B [1, H, W] (row and column = flat pixel index): for
+ * every pair within `radius` (in either direction), 1 − max of B over the path, 1 on the diagonal, 0 elsewhere;
+ * pairs reaching out of the grid are cut (IRNet pads B with 1 so that every pixel is a source).
+ */
+export async function affinityDense(B: Tensor, radius: number): Promise<Float32Array> {
+  const [, H, W] = B.shape as [number, number, number];
+  const r = radius;
+  const [Hp, Wp] = [H + r, W + 2 * r];
+  const index = new PathIndex(r, [Hp, Wp]);
+  const sparse = noGrad(() => tidy(() => edgeToAffinity(reshape(pad(B, [r, r, 0, r], 1), [1, 1, Hp, Wp]), index)));
+  const aff = await sparse.toArray();
+  sparse.dispose();
+  const N = H * W;
+  const dense = new Float32Array(N * N);
+  for (let i = 0; i < N; i++) dense[i * N + i] = 1;
+  const S = index.srcIndices.length;
+  index.directions.forEach((_, d) => index.srcIndices.forEach((src, s) => {
+    const dst = index.dstIndices[d * S + s]!;
+    const [sy, sx, ty, tx] = [Math.floor(src / Wp), (src % Wp) - r, Math.floor(dst / Wp), (dst % Wp) - r];
+    if (sy < H && ty < H && sx >= 0 && sx < W && tx >= 0 && tx < W) dense[(sy * W + sx) * N + ty * W + tx] = dense[(ty * W + tx) * N + sy * W + sx] = aff[d * S + s]!;
+  }));
+  return dense;
+}
+
+/**
+ * IRNet's propagate_to_edge: class-by-group score maps x [K, H, W] spread over the boundary B [1, H, W]:
+ * x ← x·(1 − B), then x · T^(2^expTimes) with T = A^β divided by its column sums, A = affinityDense(B), T squared
+ * expTimes times on the GPU, as IRNet computes it (2^8 sequential sparse steps in float32 drift by ~1e-4 of the
+ * maximum; squaring keeps the float32 error at IRNet's own). The matrix is (H·W)² values: a 64×64 grid (a 256²
+ * image at stride 4) needs 64 MiB.
+ */
+export async function propagateToEdge(x: Tensor, B: Tensor, radius: number, beta: number, expTimes: number): Promise<Tensor> {
+  const [K, H, W] = x.shape as [number, number, number];
+  if (B.rank !== 3 || B.shape[0] !== 1 || B.shape[1] !== H || B.shape[2] !== W) throw new Error(`propagateToEdge: the boundary map has shape [${B.shape.join(', ')}], expected [1, ${H}, ${W}] (the score maps' grid)`);
+  if (!Number.isInteger(expTimes) || expTimes < 0 || expTimes > 16) throw new Error(`propagateToEdge: expTimes must be an integer in 0..16, got ${expTimes}`);
+  const N = H * W;
+  const dense = await affinityDense(B, radius);
+  return noGrad(() => tidy(() => {
+    const A = pow(Tensor.fromArray(dense, [N, N]), beta);
+    let T = div(A, sum(A, 0, { keepdim: true }));
+    for (let k = 0; k < expTimes; k++) T = matmul(T, T);
+    return reshape(matmul(reshape(mul(x, affine(B, -1, 1)), [K, N]), T), [K, H, W]);
+  }));
 }
