@@ -4,8 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { conformanceDir, testIf } from './helpers.ts';
 import { loadSafetensors } from '../src/io/safetensors.ts';
+import { clusterCentroids, findCentroids } from '../src/models/irn/centroids.ts';
 import { PathIndex, affinityDense, edgeToAffinity, propagateToEdge, searchPaths } from '../src/models/irn/indexing.ts';
-import { Tensor } from '../src/engine/tensor.ts';
 import { assertClose } from './helpers.ts';
 import { pad, reshape } from '../src/kernels/shape.ts';
 
@@ -73,6 +73,35 @@ vectorTest('boundary → affinities → the walk: sparse affinities (plain and p
   // the inputs: x = cams split by the group masks (class-major)
   const cams = r.readArray('cams').data, masks = r.readArray('masks').data;
   assertClose(start, Float32Array.from({ length: K * N }, (_, q) => cams[Math.floor(q / (3 * N)) * N + (q % N)]! * masks[(Math.floor(q / N) % 3) * N + (q % N)]!), 0, 'x from cams and masks');
+  r.close();
+});
+
+vectorTest('centroids by the displacement field (IRNet\'s numpy arithmetic, exactly), regions and clusters', () => {
+  const r = loadSafetensors(`${dir}/displacement.safetensors`);
+  for (const [name, H, W, K] of [['synthetic', 24, 32, 5], ['random', 20, 24, 3]] as const) {
+    const D = r.readArray(`${name}.D`).data;
+    for (const it of [1, 10, 100, 300]) {
+      const c = findCentroids(D, H, W, it);
+      assert.equal([...c.positions], [...r.readArray(`${name}.centroids_float.it${it}`).data], `${name} positions after ${it}`);
+      assert.equal([...c.centroids], [...r.readArray(`${name}.centroids.it${it}`).data], `${name} centroids after ${it}`);
+    }
+    const g = clusterCentroids(findCentroids(D, H, W, 300).centroids, D, H, W, 2.5);
+    assert.equal([...g.regions], [...r.readArray(`${name}.dp_label`).data], `${name} dp_label`);
+    assert.equal([...g.groups], [...r.readArray(`${name}.cluster_map`).data], `${name} cluster_map`);
+    assert.is(g.count, K);
+    const oneHot = Array.from({ length: K * H * W }, (_, i) => (g.groups[i % (H * W)] === Math.floor(i / (H * W)) ? 1 : 0));
+    assert.equal(oneHot, [...r.readArray(`${name}.instance_map`).data], `${name} instance_map`);
+  }
+  // the synthetic field's groups are its instances (the background group aside)
+  const gt = r.readArray('synthetic.gt_instances').data, cent = r.readArray('synthetic.gt_centroids').data;
+  assert.is(cent.length, 8);
+  const g = clusterCentroids(findCentroids(r.readArray('synthetic.D').data, 24, 32, 300).centroids, r.readArray('synthetic.D').data, 24, 32);
+  for (let k = 1; k <= 4; k++) {
+    const ids = new Set([...gt.keys()].filter((p) => gt[p] === k).map((p) => g.groups[p]));
+    assert.is(ids.size, 1, `instance ${k} is one group`);
+  }
+  // half-way positions round to even, as np.round
+  assert.equal([...findCentroids(r.readArray('halves.D').data, 5, 7, 1).centroids], [...r.readArray('halves.centroids.it1').data]);
   r.close();
 });
 
