@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { conformanceDir, testIf } from './helpers.ts';
 import { loadSafetensors } from '../src/io/safetensors.ts';
-import { clusterCentroids, findCentroids } from '../src/models/irn/centroids.ts';
+import { clusterCentroids, findCentroids, instanceLabels, semanticLabels } from '../src/models/irn/centroids.ts';
 import { PathIndex, affinityDense, edgeToAffinity, propagateToEdge, searchPaths } from '../src/models/irn/indexing.ts';
 import { assertClose } from './helpers.ts';
 import { pad, reshape } from '../src/kernels/shape.ts';
@@ -102,6 +102,41 @@ vectorTest('centroids by the displacement field (IRNet\'s numpy arithmetic, exac
   }
   // half-way positions round to even, as np.round
   assert.equal([...findCentroids(r.readArray('halves.D').data, 5, 7, 1).centroids], [...r.readArray('halves.centroids.it1').data]);
+  r.close();
+});
+
+vectorTest('make_ins_seg_labels and make_sem_seg_labels end to end: groups, walks, labels, detections', async () => {
+  const r = loadSafetensors(`${dir}/instances.safetensors`);
+  const [cams, edge] = [r.get('cams'), r.get('edge')];
+  const keys = [...r.readArray('keys').data];
+  const size = [...r.readArray('image_size').data] as [number, number];
+  const dp = r.readArray('dp').data;
+  const ins = await instanceLabels(cams, keys, edge, dp, size);
+  assert.equal([...ins.centroids], [...r.readArray('centroids').data], 'centroids');
+  assert.equal([...ins.groups], [...r.readArray('cluster_map').data], 'cluster_map');
+  const G = 7, n = 24 * 32;
+  assert.equal(Array.from({ length: G * n }, (_, i) => (ins.groups[i % n] === Math.floor(i / n) ? 1 : 0)), [...r.readArray('instance_map').data], 'instance_map');
+  assertClose(await ins.instanceCam.toArray(), r.readArray('instance_cam').data, 1e-4, 'instance_cam');
+  assertClose(await ins.rw.toArray(), r.readArray('rw').data, 1e-4, 'rw');
+  assertClose([ins.rwUpMax], r.readArray('rw_up_max').data, 1e-4, 'rw_up_max');
+  assertClose(ins.rwUp, r.readArray('rw_up').data, 1e-4, 'rw_up');
+  assert.equal([...ins.instanceLabel], [...r.readArray('instance_label').data], 'instance_label');
+  const scores = r.readArray('det.score').data, classes = r.readArray('det.class').data, masks = r.readArray('det.mask').data, idMap = r.readArray('det.id_map').data;
+  assert.is(ins.detections.length, 6);
+  ins.detections.forEach((d, k) => {
+    assert.is(d.classId, classes[k], `detection ${k} class`);
+    assert.ok(Math.abs(d.score - scores[k]!) <= 1e-4 * (1 + scores[k]!), `detection ${k} score ${d.score} vs ${scores[k]}`);
+    assert.equal([...d.mask], [...masks.subarray(k * 96 * 128, (k + 1) * 96 * 128)], `detection ${k} mask`);
+  });
+  const ours = Int32Array.from({ length: 96 * 128 }, (_, p) => ins.detections.findIndex((d) => d.mask[p]));
+  assert.equal([...ours], [...idMap], 'det.id_map');
+  const sem = await semanticLabels(cams, keys, edge, size);
+  assertClose(await sem.rw.toArray(), r.readArray('sem.rw').data, 1e-4, 'sem.rw');
+  assert.equal([...sem.label], [...r.readArray('sem.label').data], 'sem.label');
+  // the synthetic truth: 6 instances, the tiny last one scored 0
+  assert.is(r.readArray('gt_classes').data.length, 6);
+  assert.is(new Set(r.readArray('gt_instances').data).size, 7);
+  for (const t of [cams, edge, ins.instanceCam, ins.rw, sem.rw]) t.dispose();
   r.close();
 });
 

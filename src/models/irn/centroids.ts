@@ -4,6 +4,13 @@
 // region its centroid lands in (cluster_centroids). Run on the CPU with IRNet's numpy arithmetic: on a chaotic field
 // the positions after hundreds of steps depend on every rounding (float32 positions, float64 increments).
 
+import { noGrad } from '../../engine/autograd.ts';
+import { Tensor, tidy } from '../../engine/tensor.ts';
+import { mul } from '../../kernels/elementwise.ts';
+import { interpolate } from '../../kernels/resample.ts';
+import { reshape, slice } from '../../kernels/shape.ts';
+import { propagateToEdge } from './indexing.ts';
+
 /** Round half to even (numpy's np.round). */
 function roundHalfEven(v: number): number {
   const r = Math.round(v);
@@ -70,4 +77,96 @@ export function clusterCentroids(centroids: Int32Array, D: ArrayLike<number>, H:
   const present = [...new Set(raw)].sort((a, b) => a - b);
   const rank = new Map(present.map((v, k) => [v, k]));
   return { regions, groups: Int32Array.from(raw, (v) => rank.get(v)!), count: present.length };
+}
+
+export interface InstanceOptions {
+  beta?: number;
+  expTimes?: number;
+  radius?: number;
+  /** Score of the constant background plane (IRNet's ins_seg_bg_thres / sem_seg_bg_thres: 0.25). */
+  bgThreshold?: number;
+  /** Displacement magnitude below which pixels form centroid regions (2.5). */
+  thres?: number;
+  /** Smallest fragment, as a share of the image, that keeps its score (IRNet: 1%). */
+  minFragment?: number;
+}
+
+export interface Detection {
+  /** the class id as given in `keys` */
+  classId: number;
+  score: number;
+  /** image-size 0/1 mask */
+  mask: Uint8Array;
+}
+
+/** The class-by-group maps walked over the boundary, upsampled ×4 to the image (bilinear), cropped, over their global max. */
+async function walkedScores(x: Tensor, edge: Tensor, [Hi, Wi]: [number, number], o: Required<InstanceOptions>): Promise<{ rw: Tensor; up: Float32Array; max: number }> {
+  const rw = await propagateToEdge(x, edge, o.radius, o.beta, o.expTimes);
+  const [K, h, w] = rw.shape as [number, number, number];
+  const upT = noGrad(() => tidy(() => slice(slice(interpolate(reshape(rw, [K, 1, h, w]), { scaleFactor: 4, mode: 'bilinear' }), 2, 0, Hi), 3, 0, Wi)));
+  const up = Float32Array.from(await upT.toArray());
+  upT.dispose();
+  let max = -Infinity;
+  for (const v of up) max = Math.max(max, v);
+  for (let i = 0; i < up.length; i++) up[i] = up[i]! / max;
+  return { rw, up, max };
+}
+
+/** argmax over [bgThreshold; planes] per pixel (first maximum wins): 0 = background, k ≥ 1 = plane k − 1. */
+function argmaxWithBackground(up: Float32Array, K: number, n: number, bg: number): Int32Array {
+  return Int32Array.from({ length: n }, (_, p) => {
+    let [best, arg] = [bg, 0];
+    for (let k = 0; k < K; k++) if (up[k * n + p]! > best) [best, arg] = [up[k * n + p]!, k + 1];
+    return arg;
+  });
+}
+
+const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01 };
+
+/**
+ * IRNet's make_ins_seg_labels for one image: cams [C, h, w] of the classes `keys`, the boundary edge [1, h, w] and
+ * the displacement field dp [2, h, w] at stride 4 of the image [H, W]. Groups by centroid, splits every class map by
+ * group, walks each over the boundary, upsamples, and labels each pixel by the strongest class × group above the
+ * background threshold; each label's 4-connected fragments are the instances (a fragment under `minFragment` of the
+ * image keeps score 0).
+ */
+export async function instanceLabels(cams: Tensor, keys: readonly number[], edge: Tensor, dp: ArrayLike<number>, imageSize: [number, number], options: InstanceOptions = {}) {
+  const o = { ...defaults, ...options };
+  const [C, h, w] = cams.shape as [number, number, number];
+  if (keys.length !== C) throw new Error(`instanceLabels: ${keys.length} class keys for ${C} class maps`);
+  const { centroids } = findCentroids(dp, h, w, 300);
+  const { groups, count: G } = clusterCentroids(centroids, dp, h, w, o.thres);
+  const n = h * w;
+  const instanceMap = Float32Array.from({ length: G * n }, (_, i) => (groups[i % n] === Math.floor(i / n) ? 1 : 0));
+  const instanceCam = noGrad(() => tidy(() => reshape(mul(reshape(cams, [C, 1, h, w]), reshape(Tensor.fromArray(instanceMap, [G, h, w]), [1, G, h, w])), [C * G, h, w])));
+  const { rw, up, max } = await walkedScores(instanceCam, edge, imageSize, o);
+  const [H, W] = imageSize;
+  const N = H * W;
+  const label = argmaxWithBackground(up, C * G, N, o.bgThreshold);
+  const detections: Detection[] = [];
+  for (let k = 1; k <= C * G; k++) {
+    const mask = Uint8Array.from(label, (v) => (v === k ? 1 : 0));
+    if (!mask.some((v) => v)) continue;
+    const parts = connectedComponents(mask, H, W);
+    const count = Math.max(...parts);
+    for (let f = 1; f <= count; f++) {
+      const fragment = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
+      let [area, score] = [0, 0];
+      fragment.forEach((v, p) => {
+        if (!v) return;
+        area++;
+        score = Math.max(score, up[(k - 1) * N + p]!);
+      });
+      detections.push({ classId: keys[Math.floor((k - 1) / G)]!, score: area < o.minFragment * N ? 0 : score, mask: fragment });
+    }
+  }
+  return { centroids, groups, instanceCam, rw, rwUp: up, rwUpMax: max, instanceLabel: label, detections };
+}
+
+/** IRNet's make_sem_seg_labels: the class maps walked over the boundary; 0 = background, keys[c] + 1 otherwise. */
+export async function semanticLabels(cams: Tensor, keys: readonly number[], edge: Tensor, imageSize: [number, number], options: InstanceOptions = {}) {
+  const o = { ...defaults, ...options };
+  const { rw, up } = await walkedScores(cams, edge, imageSize, o);
+  const label = argmaxWithBackground(up, cams.shape[0]!, imageSize[0] * imageSize[1], o.bgThreshold);
+  return { rw, label: Int32Array.from(label, (v) => (v === 0 ? 0 : keys[v - 1]! + 1)) };
 }
