@@ -99,4 +99,4 @@ export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizatio
 export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';
 export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';
 export { PathIndex, searchPaths, edgeToAffinity, affinityDense, propagateToEdge, type SearchPath } from './models/irn/indexing.ts';
-export { findCentroids, clusterCentroids, connectedComponents, instanceLabels, semanticLabels, type Detection, type InstanceOptions } from './models/irn/centroids.ts';
+export { findCentroids, clusterCentroids, connectedComponents, instanceLabels, semanticLabels, type Detection, type InstanceOptions as IrnInstanceOptions } from './models/irn/centroids.ts';
