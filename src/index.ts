@@ -100,3 +100,4 @@ export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';
 export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';
 export { PathIndex, searchPaths, edgeToAffinity, affinityDense, propagateToEdge, type SearchPath } from './models/irn/indexing.ts';
 export { findCentroids, clusterCentroids, connectedComponents, instanceLabels, semanticLabels, type Detection, type InstanceOptions as IrnInstanceOptions } from './models/irn/centroids.ts';
+export { IrnBranches } from './models/irn/heads.ts';

@@ -3,7 +3,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { conformanceDir, testIf } from './helpers.ts';
+import { Tensor } from '../src/engine/tensor.ts';
 import { loadSafetensors } from '../src/io/safetensors.ts';
+import { IrnBranches } from '../src/models/irn/heads.ts';
 import { clusterCentroids, findCentroids, instanceLabels, semanticLabels } from '../src/models/irn/centroids.ts';
 import { PathIndex, affinityDense, edgeToAffinity, propagateToEdge, searchPaths } from '../src/models/irn/indexing.ts';
 import { assertClose } from './helpers.ts';
@@ -137,6 +139,30 @@ vectorTest('make_ins_seg_labels and make_sem_seg_labels end to end: groups, walk
   assert.is(r.readArray('gt_classes').data.length, 6);
   assert.is(new Set(r.readArray('gt_instances').data).size, 7);
   for (const t of [cams, edge, ins.instanceCam, ins.rw, sem.rw]) t.dispose();
+  r.close();
+});
+
+vectorTest('the boundary and displacement branches: every module, the logits, EdgeDisplacement\'s flip-averaged boundary and field', async () => {
+  const r = loadSafetensors(`${dir}/heads.safetensors`);
+  const net = new IrnBranches();
+  const weights = loadSafetensors(`${dir}/model.safetensors`);
+  net.loadStateDict(weights);
+  weights.close();
+  net.eval();
+  const x = ['x1', 'x2', 'x3', 'x4', 'x5'].map((k) => r.get(k)) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+  const captured = new Map<string, Float32Array>();
+  const pending: Promise<void>[] = [];
+  const out = net.forward(x, (name, t) => pending.push(t.toArray().then((a) => void captured.set(name, Float32Array.from(a)))));
+  await Promise.all(pending);
+  const inter = [...r.keys()].filter((k) => k.startsWith('inter.'));
+  assert.is(inter.length, 14);
+  for (const k of inter) assertClose(captured.get(k.slice(6))!, r.readArray(k).data, 1e-4, k);
+  assertClose(await out.edgeLogits.toArray(), r.readArray('edge_logits').data, 1e-4, 'edge_logits');
+  assertClose(await out.dp.toArray(), r.readArray('dp_out').data, 1e-4, 'dp_out');
+  const ed = net.edgeDisplacement(x, [...r.readArray('image_size').data] as [number, number]);
+  assertClose(await ed.edge.toArray(), r.readArray('edge').data, 1e-4, 'edge');
+  assertClose(await ed.dp.toArray(), r.readArray('dp').data, 1e-4, 'dp');
+  net.dispose();
   r.close();
 });
 
