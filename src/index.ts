@@ -101,3 +101,4 @@ export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse
 export { PathIndex, searchPaths, edgeToAffinity, affinityDense, propagateToEdge, type SearchPath } from './models/irn/indexing.ts';
 export { findCentroids, clusterCentroids, connectedComponents, instanceLabels, semanticLabels, type Detection, type InstanceOptions as IrnInstanceOptions } from './models/irn/centroids.ts';
 export { IrnBranches } from './models/irn/heads.ts';
+export { pairLabels, boundaryAffinities, pairDisplacement, irnLosses, irnLossesFromLogits, type PairLabels, type IrnLosses } from './models/irn/losses.ts';

@@ -6,6 +6,9 @@ import { conformanceDir, testIf } from './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import { loadSafetensors } from '../src/io/safetensors.ts';
 import { IrnBranches } from '../src/models/irn/heads.ts';
+import { irnLosses, irnLossesFromLogits, pairLabels } from '../src/models/irn/losses.ts';
+import { backward } from '../src/engine/autograd.ts';
+import { pilResize } from '../src/io/image.ts';
 import { clusterCentroids, findCentroids, instanceLabels, semanticLabels } from '../src/models/irn/centroids.ts';
 import { PathIndex, affinityDense, edgeToAffinity, propagateToEdge, searchPaths } from '../src/models/irn/indexing.ts';
 import { assertClose } from './helpers.ts';
@@ -163,6 +166,57 @@ vectorTest('the boundary and displacement branches: every module, the logits, Ed
   assertClose(await ed.edge.toArray(), r.readArray('edge').data, 1e-4, 'edge');
   assertClose(await ed.dp.toArray(), r.readArray('dp').data, 1e-4, 'dp');
   net.dispose();
+  r.close();
+});
+
+vectorTest('training losses: pair labels, affinities, loss maps, the seven losses, and their gradients', async () => {
+  const r = loadSafetensors(`${dir}/losses.safetensors`);
+  const index = new PathIndex(10, [24, 32]);
+  const full = r.readArray('label_full').data;
+  // the label at stride 4: PIL's nearest resize
+  const label = new Int32Array(2 * 24 * 32);
+  for (let b = 0; b < 2; b++) {
+    const small = pilResize({ width: 128, height: 96, channels: 1, data: Uint8Array.from(full.subarray(b * 96 * 128, (b + 1) * 96 * 128)) }, 32, 24, 'nearest');
+    label.set(small.data, b * 768);
+  }
+  assert.equal([...label], [...r.readArray('label').data], 'label');
+  const labels = pairLabels(label, 2, index);
+  assert.equal([...labels.bgPos], [...r.readArray('bg_pos_label').data], 'bg_pos_label');
+  assert.equal([...labels.fgPos], [...r.readArray('fg_pos_label').data], 'fg_pos_label');
+  assert.equal([...labels.neg], [...r.readArray('neg_label').data], 'neg_label');
+  const target = r.readArray('disp_target').data;
+  assert.equal(index.directions.flatMap((d) => d.dy).concat(index.directions.map((d) => d.dx)), [...target], 'disp_target');
+  const close = async (t: Tensor, k: string, tol: number) => assertClose(await t.toArray(), r.readArray(k).data, tol, k);
+  // from the logits: the values and the gradients w.r.t. edge logits and dp
+  const run = async (term: 'total' | 'pos_aff' | 'neg_aff' | 'dp_fg' | 'dp_bg') => {
+    const edge = r.get('edge_logits').requireGrad();
+    const dp = r.get('dp').requireGrad();
+    const l = irnLossesFromLogits(edge, dp, labels, index);
+    const key = { total: 'total', pos_aff: 'posAff', neg_aff: 'negAff', dp_fg: 'dpFg', dp_bg: 'dpBg' }[term] as 'total';
+    backward(l[key]);
+    return { edge, dp, l };
+  };
+  const all = await run('total');
+  await close(all.l.aff, 'aff', 1e-5);
+  await close(all.l.posMap, 'pos_aff_loss_map', 1e-5);
+  await close(all.l.negMap, 'neg_aff_loss_map', 1e-5);
+  await close(all.l.pairDisp, 'pair_disp', 1e-5);
+  await close(all.l.dpFgMap, 'dp_fg_loss_map', 1e-5);
+  await close(all.l.dpBgMap, 'dp_bg_loss_map', 1e-5);
+  for (const [k, t] of [['bg_pos_aff', all.l.bgPosAff], ['fg_pos_aff', all.l.fgPosAff], ['pos_aff', all.l.posAff], ['neg_aff', all.l.negAff], ['dp_fg', all.l.dpFg], ['dp_bg', all.l.dpBg], ['total', all.l.total]] as const) await close(t, `loss.${k}`, 1e-4);
+  await close(all.edge.grad!, 'grad.total.edge_logits', 1e-4);
+  await close(all.dp.grad!, 'grad.total.dp', 1e-4);
+  for (const term of ['pos_aff', 'neg_aff'] as const) await close((await run(term)).edge.grad!, `grad.${term}.edge_logits`, 1e-4);
+  for (const term of ['dp_fg', 'dp_bg'] as const) await close((await run(term)).dp.grad!, `grad.${term}.dp`, 1e-4);
+  // w.r.t. the boundary map itself
+  const boundaryGrad = async (term: 'total' | 'pos_aff' | 'neg_aff') => {
+    const boundary = r.get('boundary').requireGrad();
+    await close(boundary, 'boundary', 1e-6);
+    const l = irnLosses(boundary, r.get('dp'), labels, index);
+    backward(l[{ total: 'total', pos_aff: 'posAff', neg_aff: 'negAff' }[term] as 'total']);
+    await close(boundary.grad!, `grad.${term}.boundary`, 1e-4);
+  };
+  for (const term of ['total', 'pos_aff', 'neg_aff'] as const) await boundaryGrad(term);
   r.close();
 });
 
