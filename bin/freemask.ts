@@ -356,8 +356,18 @@ function thesaurusFlag(v: string | undefined): F.Thesaurus {
   return F.thesaurusFromJson(readFileSync(v, 'utf8'), v);
 }
 
+/** --harmonizer: reinhard, rainnet:DIR or pct-net:DIR (none when absent). */
+function harmonizerFlag(v: string | undefined): F.Harmonizer | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'reinhard') return (c, m) => F.reinhardHarmonize(c, m);
+  const [kind, dir] = [v.slice(0, v.indexOf(':')), v.slice(v.indexOf(':') + 1)];
+  if (kind === 'rainnet' && dir) return rainNetHarmonizer(F.RainNet.fromPretrained(dir));
+  if (kind === 'pct-net' && dir) return pctNetHarmonizer(F.PCTNet.fromPretrained(dir), Number(JSON.parse(readFileSync(`${dir}/config.json`, 'utf8')).low_resolution ?? 256));
+  throw new Error(`--harmonizer: expected reinhard, rainnet:DIR or pct-net:DIR, got '${v}'`);
+}
+
 async function compose(): Promise<void> {
-  const f = flags(['singles', 'fopa', 'out', 'count', 'objects', 'seed', 'order', 'thesaurus', 'size']);
+  const f = flags(['singles', 'fopa', 'out', 'count', 'objects', 'seed', 'order', 'thesaurus', 'size', 'harmonizer']);
   if (!f.singles) throw new Error('--singles: required (a folder of single-object pictures with masks, e.g. `freemask world --mode single`)');
   if (!f.fopa) throw new Error('--fopa: required (a FOPA folder: config.json + model.safetensors)');
   if (!f.out) throw new Error('--out: required (a directory that does not exist yet)');
@@ -371,7 +381,7 @@ async function compose(): Promise<void> {
   const t0 = performance.now();
   const count = intFlag(f, 'count', 100);
   const objects: [number, number] = [Number(range[1]), Number(range[2] ?? range[1])];
-  const samples = F.composeScenes({ singles, thesaurus: thesaurusFlag(f.thesaurus), fopa, fopaSize: f.size ? intFlag(f, 'size') : undefined, count, objects, seed: intFlag(f, 'seed', 0), order });
+  const samples = F.composeScenes({ singles, thesaurus: thesaurusFlag(f.thesaurus), fopa, fopaSize: f.size ? intFlag(f, 'size') : undefined, count, objects, seed: intFlag(f, 'seed', 0), order, harmonizer: harmonizerFlag(f.harmonizer) });
   const m = await F.writeDataset(f.out, 'train', `Free-Mask compositions of ${f.singles}`, samples, (n) => ({
     generator: 'freemask compose', singles: f.singles, fopa: f.fopa, count: n, objects, order, seed: intFlag(f, 'seed', 0), created: new Date().toISOString(),
   }));

@@ -111,6 +111,15 @@ test('composed scenes: backgrounds and classes by the thesaurus, objects placed 
     for (const i of pasted) assert.ok(shapeWorldThesaurus.entries.get(vocClassNames[i.classId]!)!.some((b) => b.background === bg), `${s.id}: a ${vocClassNames[i.classId]} fits ${bg}`);
     for (const i of s.instances) assert.is(s.instance.filter((v) => v === i.id).length, i.area, `${s.id}: instance ${i.id} area`);
   }
+  // a harmonizer recolours only the pasted objects; the masks stay as they are
+  const harmonized = [];
+  for await (const s of composeScenes({ singles, thesaurus: shapeWorldThesaurus, fopa, count: 3, objects: [1, 2], seed: 4, order: 'ground', harmonizer: (c, m) => Uint8Array.from(c, (v, i) => (m[Math.floor(i / 3)] ? 0 : v)) })) harmonized.push(s);
+  harmonized.forEach((h, k) => {
+    assert.equal(h.semantic, a[k]!.semantic);
+    assert.equal(h.instance, a[k]!.instance);
+    const pasted = new Set(a[k]!.instances.filter((i) => (i.extra!.provenance as { source: string }).source !== 'background').map((i) => i.id));
+    h.image.forEach((v, i) => assert.is(v, pasted.has(a[k]!.instance[Math.floor(i / 3)]!) ? 0 : a[k]!.image[i], `${h.id} byte ${i}`));
+  });
   const none = composeScenes({ singles, thesaurus: makeThesaurus('empty', { giraffe: ['savanna'] }), fopa, count: 1 });
   assert.match(await none.next().then(() => '', (e: Error) => e.message), /no class with a picture fits background '\w+' of image 's\d+' in thesaurus empty/);
   assert.throws(() => cutOut({ ...singles[0]!, semantic: new Uint8Array(32 * 32) }), /image 's0' has an empty mask/);

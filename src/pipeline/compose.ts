@@ -15,6 +15,7 @@ import type { ObPlaNet } from '../models/fopa.ts';
 import { vocClassNames } from '../world/classes.ts';
 import { type Cutout, placeObject } from './placement.ts';
 import { type Thesaurus, classesByBackground, drawWeighted } from './thesaurus.ts';
+import type { Harmonizer } from './harmonize.ts';
 
 export const uncertain = 255;
 
@@ -214,6 +215,8 @@ export interface ComposeDatasetOptions {
   objects?: [number, number];
   seed?: number;
   order?: 'paste' | 'ground';
+  /** Recolours the pasted objects to the scene (RainNet, PCT-Net, Reinhard…); the masks never change. */
+  harmonizer?: Harmonizer;
 }
 
 /**
@@ -248,6 +251,12 @@ export async function* composeScenes(o: ComposeDatasetOptions): AsyncGenerator<D
       layers.push(placeCutout(cut, src.classId, where.box, bg.width, bg.height, { source: src.id, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), fopa_score: where.score }));
     }
     const c = composeLayers(bg.width, bg.height, { image: bg.image, semantic: bg.semantic }, layers, { order });
+    if (o.harmonizer) {
+      // the pasted objects' pixels (uncertain ones included), not the background picture's own object
+      const pastedIds = new Set(c.instances.filter((i) => i.layer < layers.length).map((i) => i.id));
+      const mask = Uint8Array.from(c.instance, (v, p) => (pastedIds.has(v) || (v === uncertain && c.semantic[p] === uncertain && layers.some((l) => l.alpha[p]! >= 0.5)) ? 1 : 0));
+      if (mask.some((v) => v)) c.image = await o.harmonizer(c.image, mask, c.width, c.height);
+    }
     yield {
       id: `cmp${String(k).padStart(7, '0')}`, imageId: k, width: c.width, height: c.height, image: c.image, semantic: c.semantic, instance: c.instance,
       instances: c.instances.map((i) => ({ ...i, extra: { depth_rank: i.id - 1, provenance: i.provenance ?? { source: bg.id } } })),
