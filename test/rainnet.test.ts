@@ -81,6 +81,8 @@ test('config and input checks name the problem', () => {
   const small = Tensor.zeros([1, 3, 128, 128]);
   assert.throws(() => net.forward(small, Tensor.zeros([1, 1, 128, 128])), /128×128 is not a multiple of 256/);
   assert.throws(() => net.forward(Tensor.zeros([1, 1, 256, 256]), Tensor.zeros([1, 1, 256, 256])), /comp has shape \[1, 1, 256, 256\], expected \[N, 3, H, W\]/);
+  assert.throws(() => harmonize(x, x, Tensor.zeros([1, 1, 256, 128])), /harmonize: the mask has shape \[1, 1, 256, 128\], expected \[1, 1, 256, 256\]/);
+  assert.throws(() => harmonize(Tensor.zeros([1, 1, 8, 8]), Tensor.zeros([1, 1, 8, 8]), Tensor.zeros([1, 1, 8, 8])), /harmonize: the composite has shape \[1, 1, 8, 8\], expected an RGB batch/);
   net.dispose();
 });
 

@@ -204,5 +204,11 @@ export class RainNet extends Module {
 
 /** G(x, m)·m + x·(1 − m): only the masked object changes (the Free-Mask release's blending). */
 export function harmonize(output: Tensor, comp: Tensor, mask: Tensor): Tensor {
+  const [N, C, H, W] = comp.shape as [number, number, number, number];
+  if (comp.rank !== 4 || C !== 3) throw new Error(`harmonize: the composite has shape [${comp.shape.join(', ')}], expected an RGB batch [N, 3, H, W]`);
+  if (output.shape.join() !== comp.shape.join()) throw new Error(`harmonize: the generator output [${output.shape.join(', ')}] does not match the composite [${comp.shape.join(', ')}]`);
+  if (mask.rank !== 4 || mask.shape[0] !== N || mask.shape[1] !== 1 || mask.shape[2] !== H || mask.shape[3] !== W) {
+    throw new Error(`harmonize: the mask has shape [${mask.shape.join(', ')}], expected [${N}, 1, ${H}, ${W}] (one channel at the composite's size)`);
+  }
   return tidy(() => add(mul(output, mask), mul(comp, affine(mask, -1, 1))));
 }
