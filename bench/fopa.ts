@@ -4,11 +4,9 @@
 // No WebGPU peer runs this graph: exporting ObPlaNet's per-sample dynamic kernels (a grouped convolution whose
 // weights are computed in the graph) to ONNX is not a supported path of the peers' converters.
 // Usage: node --import tsx bench/fopa.ts [--quick] [--skip-official-256] [--json bench/results/fopa.json]
-import { Bench } from 'tinybench';
-import { deviceInfo, getDevice } from '../src/engine/device.ts';
-import { memoryStats, resetPeakMemory } from '../src/engine/tensor.ts';
+import { measureCall, writeBenchJson } from './measure.ts';
+import { getDevice } from '../src/engine/device.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
-import { nodeFs, writeFileAtomic } from '../src/io/fs.ts';
 import { ObPlaNet, obPlaNetConfig } from '../src/models/fopa.ts';
 import { type Cutout, placementHeatmaps } from '../src/pipeline/placement.ts';
 import { generateScene } from '../src/world/scene.ts';
@@ -33,28 +31,12 @@ const rows: Record<string, string | number>[] = [];
 for (const c of cases) {
   manualSeed(0);
   const net = new ObPlaNet(obPlaNetConfig({ widths: c.widths })).eval();
-  const run = () => placementHeatmaps(net, background, cut, { size: c.size });
-  let t0 = performance.now();
-  await run();
-  const firstMs = performance.now() - t0;
-  resetPeakMemory();
-  const live = memoryStats().liveBytes;
-  t0 = performance.now();
-  await run();
-  const oneMs = performance.now() - t0;
-  const peak = memoryStats().peakBytes - live;
-  const bench = new Bench({ iterations: quick ? 2 : 5, time: 0, warmup: false });
-  bench.add(c.name, run);
-  await bench.run();
-  const r = bench.tasks[0]!.result as { latency?: { p50?: number; mean: number } } | undefined;
-  const median = r?.latency?.p50 ?? r?.latency?.mean ?? oneMs;
-  rows.push({ config: c.name, size: `${c.size}²`, scales: 16, 'median ms': Math.round(median), 'first call ms': Math.round(firstMs), 'peak MiB': Number((peak / 2 ** 20).toFixed(1)) });
+  const run = async () => void (await placementHeatmaps(net, background, cut, { size: c.size }));
+  const m = await measureCall(c.name, run, quick ? 2 : 5);
+  rows.push({ config: c.name, size: `${c.size}²`, scales: 16, 'median ms': Math.round(m.medianMs), 'first call ms': Math.round(m.firstMs), 'peak MiB': Number((m.peakBytes / 2 ** 20).toFixed(1)) });
   console.log(rows[rows.length - 1]);
   net.dispose();
 }
 console.table(rows);
-const fs = nodeFs(`writing ${jsonPath}`);
-fs.mkdirSync(jsonPath.replace(/\/[^/]*$/, ''), { recursive: true });
-writeFileAtomic(jsonPath, new TextEncoder().encode(JSON.stringify({ adapter: deviceInfo().description, date: new Date().toISOString(), rows }, null, 2)));
-console.log(`wrote ${jsonPath}`);
+writeBenchJson(jsonPath, rows);
 process.exit(0);

@@ -3,12 +3,11 @@
 // CNN (official widths) and ViT at a 64² and a 256² low resolution applied to a full-resolution image of the same
 // size. Median ms (tinybench), first call (compilation), peak tensor memory. JSON in bench/results/harmonize.json.
 // Usage: npm run bench:harmonize [-- --quick] [--json PATH]
-import { Bench } from 'tinybench';
-import { deviceInfo, getDevice } from '../src/engine/device.ts';
-import { Tensor, memoryStats, resetPeakMemory, tidy } from '../src/engine/tensor.ts';
+import { measureCall, writeBenchJson } from './measure.ts';
+import { getDevice } from '../src/engine/device.ts';
+import { Tensor, tidy } from '../src/engine/tensor.ts';
 import { noGrad } from '../src/engine/autograd.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
-import { nodeFs, writeFileAtomic } from '../src/io/fs.ts';
 import { randn } from '../src/kernels/random.ts';
 import { RainNet, harmonize } from '../src/models/rainnet.ts';
 import { PCTNet, pctNetConfig } from '../src/models/pct_net.ts';
@@ -44,23 +43,11 @@ for (const c of cases) {
     await y.toArray();
     y.dispose();
   };
-  let t0 = performance.now();
-  await once();
-  const firstMs = performance.now() - t0;
-  resetPeakMemory();
-  const live = memoryStats().liveBytes;
-  const bench = new Bench({ iterations: quick ? 2 : 5, time: 0, warmup: false });
-  bench.add(c.name, once);
-  t0 = performance.now();
-  await bench.run();
-  const r = bench.tasks[0]!.result as { latency?: { p50?: number; mean: number } } | undefined;
-  rows.push({ harmonizer: c.name, size: `${c.size}²`, 'median ms': Math.round(r?.latency?.p50 ?? r?.latency?.mean ?? NaN), 'first call ms': Math.round(firstMs), 'peak MiB': Number(((memoryStats().peakBytes - live) / 2 ** 20).toFixed(1)) });
+  const m = await measureCall(c.name, once, quick ? 2 : 5);
+  rows.push({ harmonizer: c.name, size: `${c.size}²`, 'median ms': Math.round(m.medianMs), 'first call ms': Math.round(m.firstMs), 'peak MiB': Number((m.peakBytes / 2 ** 20).toFixed(1)) });
   console.log(rows[rows.length - 1]);
   c.dispose();
 }
 console.table(rows);
-const fs = nodeFs(`writing ${jsonPath}`);
-fs.mkdirSync(jsonPath.replace(/\/[^/]*$/, ''), { recursive: true });
-writeFileAtomic(jsonPath, new TextEncoder().encode(JSON.stringify({ adapter: deviceInfo().description, date: new Date().toISOString(), rows }, null, 2)));
-console.log(`wrote ${jsonPath}`);
+writeBenchJson(jsonPath, rows);
 process.exit(0);
