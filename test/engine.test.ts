@@ -6,7 +6,8 @@ import { randomArray, testIf } from './helpers.ts';
 import { device } from '../src/engine/device.ts';
 import { Tensor, f16ToF32, f32ToF16, keep, memoryStats, tidy, trimPool } from '../src/engine/tensor.ts';
 import { backward, noGrad } from '../src/engine/autograd.ts';
-import { profileReport, resetProfile, setProfiling } from '../src/engine/queue.ts';
+import { bindGroupFor, liveBindGroupCount, profileReport, resetProfile, setProfiling, sync } from '../src/engine/queue.ts';
+import { readFileSync } from 'node:fs';
 import * as F from '../src/index.ts';
 
 test('fromArray / toArray round trip for every dtype', async () => {
@@ -86,6 +87,32 @@ test('buffers freed past the pool limit, or trimmed, while a recorded batch stil
   } finally {
     trimPool(2 * 1024 ** 3);
   }
+});
+
+// lavapipe maps memory for each bind group, and a process has 65530 mappings: the cache and the garbage
+// collector must keep the live groups bounded however many are created (30 000 here, the suite made more).
+const linux = (globalThis as { process?: { platform?: string } }).process?.platform === 'linux';
+testIf(linux, 'Linux /proc/self/maps')('bind groups: 30 000 distinct ones leave the live count and the memory mappings bounded', async () => {
+  const mappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').length;
+  const d = device();
+  const module = d.createShaderModule({ code: '@group(0) @binding(0) var<storage, read_write> a: array<u32>; @compute @workgroup_size(1) fn main() { a[0] = 1u; }' });
+  const pipeline = d.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const buffer = d.createBuffer({ size: 1 << 20, usage: GPUBufferUsage.STORAGE });
+  const before = mappings();
+  for (let k = 0; k < 30000; k++) {
+    bindGroupFor(pipeline, [{ buffer, offset: (k % 4096) * 256, size: 4 * (1 + Math.floor(k / 4096)) }]);
+    // a real workload submits work and yields to the event loop (reads, awaits) between batches: finalizers run
+    // there, and Dawn recycles a released group's descriptor memory once a later submission completes
+    if (k % 1000 === 999) {
+      Tensor.zeros([1]).dispose();
+      await sync();
+    }
+  }
+  await new Promise((r) => setTimeout(r, 0));
+  const grown = mappings() - before;
+  assert.ok(liveBindGroupCount() <= 30000 - 8192, `live bind groups ${liveBindGroupCount()}`);
+  assert.ok(grown < 25000, `memory mappings grew by ${grown}`);
+  buffer.destroy();
 });
 
 test('keep() survives the scope; use after dispose names the tensor', () => {

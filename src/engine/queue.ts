@@ -120,6 +120,43 @@ const bindGroups = new Map<string, { group: GPUBindGroup; buffers: number[] }>()
 const groupsOfBuffer = new Map<number, Set<string>>();
 const maxBindGroups = 8192;
 
+// Bind groups have no destroy(): one lives until the garbage collector finalizes it, and V8 does not see what it
+// holds. On lavapipe each live group holds a memory mapping (Dawn recycles a finalized group's descriptor memory
+// but never returns it), and a process may have 65530 mappings (vm.max_map_count) before the driver crashes.
+// Cached groups outlive V8's young generation, so dropped ones wait for a major collection, which V8 may not
+// run for tens of thousands of them: the test suite crashed so on a machine with a larger heap. So groups are
+// counted from creation to finalization, and a collection is forced when too many are alive.
+let liveBindGroups = 0;
+let createdSinceCollection = 0;
+const maxLiveBindGroups = 2 * maxBindGroups;
+const finalizedGroups = new FinalizationRegistry<null>(() => liveBindGroups--);
+let collectGarbage: (() => void) | null | undefined;
+
+/** V8's full collection where the runtime lets us have it (Node), else null. */
+function garbageCollector(): (() => void) | null {
+  const proc = (globalThis as { process?: { getBuiltinModule?: (name: string) => unknown } }).process;
+  const v8 = proc?.getBuiltinModule?.('node:v8') as { setFlagsFromString(flags: string): void } | undefined;
+  const vm = proc?.getBuiltinModule?.('node:vm') as { runInNewContext(code: string): unknown } | undefined;
+  if (!v8 || !vm) return null;
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+}
+
+function countBindGroup(group: GPUBindGroup): void {
+  finalizedGroups.register(group, null);
+  liveBindGroups++;
+  // finalizers run after the collection, so the live count lags: collect at most once per maxBindGroups created
+  if (++createdSinceCollection < maxBindGroups || liveBindGroups <= maxLiveBindGroups) return;
+  createdSinceCollection = 0;
+  collectGarbage ??= garbageCollector();
+  collectGarbage?.();
+}
+
+/** Bind groups created and not yet finalized (cached ones included). */
+export function liveBindGroupCount(): number {
+  return liveBindGroups;
+}
+
 /** The bind group of `pipeline` over `ranges` (bindings 0, 1, … in order), from the cache when it was made before. */
 export function bindGroupFor(pipeline: GPUComputePipeline, ranges: readonly BufferRange[]): GPUBindGroup {
   let p = pipelineIds.get(pipeline);
@@ -137,6 +174,7 @@ export function bindGroupFor(pipeline: GPUComputePipeline, ranges: readonly Buff
     layout: p.layout,
     entries: ranges.map((r, i) => ({ binding: i, resource: r.size === undefined ? { buffer: r.buffer } : { buffer: r.buffer, offset: r.offset, size: r.size } })),
   });
+  countBindGroup(group);
   const buffers = ranges.map((r) => idOf(r.buffer));
   bindGroups.set(key, { group, buffers });
   for (const b of buffers) {
