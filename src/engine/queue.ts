@@ -128,7 +128,8 @@ const maxBindGroups = 8192;
 // counted from creation to finalization, and a collection is forced when too many are alive.
 let liveBindGroups = 0;
 let createdSinceCollection = 0;
-const maxLiveBindGroups = 2 * maxBindGroups;
+// at most this many dropped groups wait for a collection (each forced collection costs tens of milliseconds)
+const collectEvery = 2048;
 const finalizedGroups = new FinalizationRegistry<null>(() => liveBindGroups--);
 let collectGarbage: (() => void) | null | undefined;
 
@@ -145,8 +146,8 @@ function garbageCollector(): (() => void) | null {
 function countBindGroup(group: GPUBindGroup): void {
   finalizedGroups.register(group, null);
   liveBindGroups++;
-  // finalizers run after the collection, so the live count lags: collect at most once per maxBindGroups created
-  if (++createdSinceCollection < maxBindGroups || liveBindGroups <= maxLiveBindGroups) return;
+  // finalizers run after the collection, so the live count lags: collect at most once per collectEvery created
+  if (++createdSinceCollection < collectEvery || liveBindGroups <= maxBindGroups + collectEvery) return;
   createdSinceCollection = 0;
   collectGarbage ??= garbageCollector();
   collectGarbage?.();
