@@ -18,7 +18,7 @@ import type { WorldMode } from '../src/world/scene.ts';
 
 const [command = 'demo', ...args] = process.argv.slice(2);
 /** Flags without a value. */
-const switches = new Set<string>(args.filter((a) => a === '--resume'));
+const switches = new Set<string>(args.filter((a) => a === '--resume' || a === '--overwrite'));
 const rest = args.filter((a) => !switches.has(a));
 
 /** `--name value` pairs of the command line; throws on a stray word, a flag without a value or one not in `allowed`. */
@@ -502,6 +502,87 @@ async function trainHarmonizer(): Promise<void> {
   }, { minutes: numberFlag(f, 'save-minutes', 5) });
 }
 
+async function trainInstances(): Promise<void> {
+  const f = flags(['segmenter', 'out', 'steps', 'batch', 'lr', 'scale', 'radius', 'count', 'seed', 'save-minutes']);
+  if (!f.out) throw new Error('--out: required (the instance model folder: checkpoint, config.json, model.safetensors)');
+  await getDevice();
+  const checkpoint = `${f.out}/checkpoint.safetensors`;
+  const reader = switches.has('--resume') ? F.openCheckpoint(checkpoint) : undefined;
+  if (!reader && existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
+  let net: F.IrnNet;
+  if (reader) {
+    net = skipInit(() => new F.IrnNet(F.parseIrnConfig(JSON.parse(reader.metadata.config ?? '{}'), `${checkpoint} metadata config`)));
+  } else {
+    if (!f.segmenter) throw new Error('--segmenter: required (a Mask2Former folder whose Swin backbone the instance branches read, frozen)');
+    F.manualSeed(intFlag(f, 'seed', 0));
+    net = F.IrnNet.fromSegmenter(f.segmenter, { inputScale: numberFlag(f, 'scale', 2), radius: intFlag(f, 'radius', 5) });
+  }
+  net.branches.requireGrad();
+  const steps = intFlag(f, 'steps', 2000);
+  const task = F.irnTask(net, { count: reader ? Number(reader.metadata.count) : intFlag(f, 'count', 10_000) });
+  const trainer = new F.Trainer(task, reader ? F.checkpointOptions(reader, { steps }) : {
+    steps, batchSize: intFlag(f, 'batch', 8), lr: numberFlag(f, 'lr', 1e-3), seed: intFlag(f, 'seed', 0), warmupSteps: 50, warmupFactor: 0.1, schedule: 'poly', power: 0.9, weightDecay: 1e-4, clipNorm: 1,
+  });
+  if (reader) {
+    trainer.restore(reader);
+    reader.close();
+    console.log(`resumed ${checkpoint} at step ${trainer.step}`);
+  }
+  const trainable = net.branches.parameters().reduce((n, p) => n + p.size, 0);
+  console.log(`training the instance branches (${(trainable / 1e6).toFixed(3)} M parameters; frozen Swin backbone) on ShapeWorld train scenes' class maps at ${64 * net.config.inputScale}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
+  await runTraining(trainer, async () => {
+    mkdirSync(f.out!, { recursive: true });
+    await trainer.saveCheckpoint(checkpoint);
+    // the shipped weights carry IRNet's mean shift (the mean displacement over train scenes); the checkpoint keeps training's
+    const running = await net.branches.mean_shift.runningMean.toArray();
+    const shift = await F.fitMeanShift(net);
+    writeFileSync(`${f.out}/config.json`, JSON.stringify(F.irnConfigJson(net.config), null, 2));
+    await F.saveSafetensors(`${f.out}/model.safetensors`, net.stateDict());
+    net.branches.mean_shift.runningMean.copyFrom(Tensor.fromArray(Float32Array.from(running), [2]));
+    await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
+    console.log(`  saved (mean shift ${shift.map((v) => v.toFixed(3)).join(', ')})`);
+  }, { minutes: numberFlag(f, 'save-minutes', 5) });
+}
+
+async function evalInstances(): Promise<void> {
+  const f = flags(['model', 'segmenter', 'count', 'split', 'json']);
+  if (!f.model) throw new Error('--model: required (an instance model folder, from train-instances)');
+  await getDevice();
+  const net = F.IrnNet.fromPretrained(f.model);
+  const split = (f.split ?? 'test') as F.Split;
+  const count = intFlag(f, 'count', 200);
+  const samples = Array.from({ length: count }, (_, i) => {
+    const seed = F.splitSeed(split, i);
+    return F.sceneSample(F.generateScene(seed, { mode: 'scene', width: 64 }), F.worldImageId(seed));
+  });
+  const rows: Record<string, unknown>[] = [];
+  const sources: [string, F.Mask2FormerForUniversalSegmentation | undefined][] = [['true semantic masks', undefined]];
+  if (f.segmenter) sources.push([`${f.segmenter}'s predicted masks`, F.Mask2FormerForUniversalSegmentation.fromPretrained(f.segmenter)]);
+  console.log(`instances from semantic masks on ${count} ShapeWorld ${split} scenes (mask AP / AP50 / AP75, COCO-style)`);
+  for (const [source, segmenter] of sources) {
+    const r = await F.evaluateInstances(samples, net, { segmenter });
+    for (const [method, ap] of r) {
+      rows.push({ source, method, ap: ap.ap, ap50: ap.ap50, ap75: ap.ap75 });
+      console.log(`  ${source.padEnd(40)} ${method.padEnd(13)} AP ${(100 * ap.ap).toFixed(1)}  AP50 ${(100 * ap.ap50).toFixed(1)}  AP75 ${(100 * ap.ap75).toFixed(1)}`);
+    }
+  }
+  if (f.json) writeFileSync(f.json, JSON.stringify({ split, count, rows }, null, 2));
+}
+
+/** Adds an instance layer (SegmentationObject + annotations/instances.json) to a VOC-layout folder. */
+async function instances(): Promise<void> {
+  const f = flags(['data', 'model', 'method', 'split']);
+  if (!f.data) throw new Error('--data: required (a VOC-layout folder with SegmentationClass maps)');
+  const method = (f.method ?? (f.model ? 'irn' : 'components')) as F.InstanceMethod;
+  if (!F.instanceMethods.includes(method)) throw new Error(`--method: expected one of ${F.instanceMethods.join(', ')}, got '${method}'`);
+  if (method !== 'components' && !f.model) throw new Error(`--model: required by --method ${method} (an instance model folder)`);
+  if (f.model && !existsSync(`${f.model}/config.json`)) throw new Error(`--model: ${f.model} has no config.json (not an instance model folder)`);
+  await getDevice();
+  const net = f.model ? F.IrnNet.fromPretrained(f.model) : undefined;
+  const r = await F.addInstancesToFolder(f.data, method, net, { overwrite: switches.has('--overwrite'), split: f.split });
+  console.log(`wrote ${r.instances} instances of ${r.images} images into ${f.data} (${F.vocFolders.objects}/, annotations/instances.json; method ${method})`);
+}
+
 /** A PCT-Net (CNN) as a table harmonizer: bytes → [0, 1], normalised, its low resolution by bilinear → the full-resolution output → bytes. */
 function pctNetHarmonizer(net: F.PCTNet, low: number): F.Harmonizer {
   return async (composite, mask, width, height) => {
@@ -681,7 +762,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

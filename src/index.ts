@@ -99,6 +99,9 @@ export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizatio
 export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';
 export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';
 export { PathIndex, searchPaths, edgeToAffinity, affinityDense, propagateToEdge, type SearchPath } from './models/irn/indexing.ts';
-export { findCentroids, clusterCentroids, connectedComponents, instanceLabels, semanticLabels, type Detection, type InstanceOptions as IrnInstanceOptions } from './models/irn/centroids.ts';
-export { IrnBranches } from './models/irn/heads.ts';
+export { findCentroids, findCentroidsWithRefinement, clusterCentroids, connectedComponents, makeInsSegLabels, makeSemSegLabels, type IrnMaps, type Detection, type InstanceOptions as IrnInstanceOptions } from './models/irn/centroids.ts';
+export { IrnBranches, resnet50Inputs, type IrnInputs } from './models/irn/heads.ts';
+export { IrnNet, parseIrnConfig, irnConfigJson, type IrnConfig } from './models/irn/model.ts';
 export { pairLabels, boundaryAffinities, pairDisplacement, irnLosses, irnLossesFromLogits, type PairLabels, type IrnLosses } from './models/irn/losses.ts';
+export { instancesFromSemantic, objectMap, predictedSemantic, evaluateInstances, addInstancesToFolder, instanceMethods, type InstanceMethod, type SemanticImage } from './pipeline/instances.ts';
+export { irnTask, fitMeanShift } from './train/instances.ts';

@@ -9,7 +9,7 @@ import { IrnBranches } from '../src/models/irn/heads.ts';
 import { irnLosses, irnLossesFromLogits, pairLabels } from '../src/models/irn/losses.ts';
 import { backward } from '../src/engine/autograd.ts';
 import { pilResize } from '../src/io/image.ts';
-import { clusterCentroids, findCentroids, instanceLabels, semanticLabels } from '../src/models/irn/centroids.ts';
+import { clusterCentroids, findCentroids, findCentroidsWithRefinement, makeInsSegLabels, makeSemSegLabels } from '../src/models/irn/centroids.ts';
 import { PathIndex, affinityDense, edgeToAffinity, propagateToEdge, searchPaths } from '../src/models/irn/indexing.ts';
 import { assertClose } from './helpers.ts';
 import { pad, reshape } from '../src/kernels/shape.ts';
@@ -115,8 +115,9 @@ vectorTest('make_ins_seg_labels and make_sem_seg_labels end to end: groups, walk
   const [cams, edge] = [r.get('cams'), r.get('edge')];
   const keys = [...r.readArray('keys').data];
   const size = [...r.readArray('image_size').data] as [number, number];
-  const dp = r.readArray('dp').data;
-  const ins = await instanceLabels(cams, keys, edge, dp, size);
+  const dp = r.get('dp');
+  const ins = await makeInsSegLabels({ cams, keys, edge, dp, imageSize: size });
+  assert.equal([...await findCentroidsWithRefinement(dp)], [...r.readArray('centroids').data], 'findCentroidsWithRefinement');
   assert.equal([...ins.centroids], [...r.readArray('centroids').data], 'centroids');
   assert.equal([...ins.groups], [...r.readArray('cluster_map').data], 'cluster_map');
   const G = 7, n = 24 * 32;
@@ -135,13 +136,13 @@ vectorTest('make_ins_seg_labels and make_sem_seg_labels end to end: groups, walk
   });
   const ours = Int32Array.from({ length: 96 * 128 }, (_, p) => ins.detections.findIndex((d) => d.mask[p]));
   assert.equal([...ours], [...idMap], 'det.id_map');
-  const sem = await semanticLabels(cams, keys, edge, size);
+  const sem = await makeSemSegLabels({ cams, keys, edge, imageSize: size });
   assertClose(await sem.rw.toArray(), r.readArray('sem.rw').data, 1e-4, 'sem.rw');
   assert.equal([...sem.label], [...r.readArray('sem.label').data], 'sem.label');
   // the synthetic truth: 6 instances, the tiny last one scored 0
   assert.is(r.readArray('gt_classes').data.length, 6);
   assert.is(new Set(r.readArray('gt_instances').data).size, 7);
-  for (const t of [cams, edge, ins.instanceCam, ins.rw, sem.rw]) t.dispose();
+  for (const t of [cams, edge, dp, ins.instanceCam, ins.rw, sem.rw]) t.dispose();
   r.close();
 });
 

@@ -89,6 +89,8 @@ export interface InstanceOptions {
   thres?: number;
   /** Smallest fragment, as a share of the image, that keeps its score (IRNet: 1%). */
   minFragment?: number;
+  /** Image pixels per grid cell: the walked maps are upsampled by it (IRNet: 4). */
+  stride?: number;
 }
 
 export interface Detection {
@@ -99,11 +101,11 @@ export interface Detection {
   mask: Uint8Array;
 }
 
-/** The class-by-group maps walked over the boundary, upsampled ×4 to the image (bilinear), cropped, over their global max. */
+/** The class-by-group maps walked over the boundary, upsampled by the stride to the image (bilinear), cropped, over their global max. */
 async function walkedScores(x: Tensor, edge: Tensor, [Hi, Wi]: [number, number], o: Required<InstanceOptions>): Promise<{ rw: Tensor; up: Float32Array; max: number }> {
   const rw = await propagateToEdge(x, edge, o.radius, o.beta, o.expTimes);
   const [K, h, w] = rw.shape as [number, number, number];
-  const upT = noGrad(() => tidy(() => slice(slice(interpolate(reshape(rw, [K, 1, h, w]), { scaleFactor: 4, mode: 'bilinear' }), 2, 0, Hi), 3, 0, Wi)));
+  const upT = noGrad(() => tidy(() => slice(slice(interpolate(reshape(rw, [K, 1, h, w]), { scaleFactor: o.stride, mode: 'bilinear' }), 2, 0, Hi), 3, 0, Wi)));
   const up = Float32Array.from(await upT.toArray());
   upT.dispose();
   let max = -Infinity;
@@ -121,19 +123,42 @@ function argmaxWithBackground(up: Float32Array, K: number, n: number, bg: number
   });
 }
 
-const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01 };
+const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01, stride: 4 };
+
+/** IRNet's inputs for one image: class maps, their class ids, the boundary and the field at the grid's stride. */
+export interface IrnMaps {
+  /** [C, h, w] class score maps */
+  cams: Tensor;
+  /** the class id of each map (IRNet: 0-based foreground classes; labels are keys + 1) */
+  keys: readonly number[];
+  /** [1, h, w] boundary in [0, 1] */
+  edge: Tensor;
+  /** [2, h, w] displacement (dy, dx) in grid pixels */
+  dp: Tensor;
+  /** the image's [H, W] */
+  imageSize: [number, number];
+}
+
+/** IRNet's find_centroids_with_refinement: the centroid [2, h, w] each grid pixel of the field dp [2, h, w] reaches. */
+export async function findCentroidsWithRefinement(dp: Tensor, iterations = 300): Promise<Int32Array> {
+  if (dp.rank !== 3 || dp.shape[0] !== 2) throw new Error(`findCentroidsWithRefinement: dp must be [2, h, w], got [${dp.shape.join(', ')}]`);
+  return findCentroids(await dp.toArray(), dp.shape[1]!, dp.shape[2]!, iterations).centroids;
+}
 
 /**
- * IRNet's make_ins_seg_labels for one image: cams [C, h, w] of the classes `keys`, the boundary edge [1, h, w] and
- * the displacement field dp [2, h, w] at stride 4 of the image [H, W]. Groups by centroid, splits every class map by
- * group, walks each over the boundary, upsamples, and labels each pixel by the strongest class × group above the
- * background threshold; each label's 4-connected fragments are the instances (a fragment under `minFragment` of the
- * image keeps score 0).
+ * IRNet's make_ins_seg_labels for one image (cams, edge and dp at the grid's stride, IrnMaps). Groups by
+ * centroid, splits every class map by group, walks each over the boundary, upsamples, and labels each pixel by
+ * the strongest class × group above the background threshold (instanceLabel: 0 background, k = map k − 1);
+ * each label's 4-connected fragments are the detections (a fragment under `minFragment` of the image keeps score 0).
  */
-export async function instanceLabels(cams: Tensor, keys: readonly number[], edge: Tensor, dp: ArrayLike<number>, imageSize: [number, number], options: InstanceOptions = {}) {
+export async function makeInsSegLabels({ cams, keys, edge, dp: field, imageSize }: IrnMaps, options: InstanceOptions = {}) {
   const o = { ...defaults, ...options };
   const [C, h, w] = cams.shape as [number, number, number];
-  if (keys.length !== C) throw new Error(`instanceLabels: ${keys.length} class keys for ${C} class maps`);
+  if (keys.length !== C) throw new Error(`makeInsSegLabels: ${keys.length} class keys for ${C} class maps`);
+  if (edge.shape.join() !== [1, h, w].join() || field.shape.join() !== [2, h, w].join()) {
+    throw new Error(`makeInsSegLabels: edge must be [1, ${h}, ${w}] and dp [2, ${h}, ${w}] like the class maps, got [${edge.shape.join(', ')}] and [${field.shape.join(', ')}]`);
+  }
+  const dp = await field.toArray();
   const { centroids } = findCentroids(dp, h, w, 300);
   const { groups, count: G } = clusterCentroids(centroids, dp, h, w, o.thres);
   const n = h * w;
@@ -164,7 +189,7 @@ export async function instanceLabels(cams: Tensor, keys: readonly number[], edge
 }
 
 /** IRNet's make_sem_seg_labels: the class maps walked over the boundary; 0 = background, keys[c] + 1 otherwise. */
-export async function semanticLabels(cams: Tensor, keys: readonly number[], edge: Tensor, imageSize: [number, number], options: InstanceOptions = {}) {
+export async function makeSemSegLabels({ cams, keys, edge, imageSize }: Omit<IrnMaps, 'dp'>, options: InstanceOptions = {}) {
   const o = { ...defaults, ...options };
   const { rw, up } = await walkedScores(cams, edge, imageSize, o);
   const label = argmaxWithBackground(up, cams.shape[0]!, imageSize[0] * imageSize[1], o.bgThreshold);

@@ -39,31 +39,58 @@ const branch = (inC: number, outC: number, groups: number, up = 1) =>
 /** The top-left crop of x to `like`'s height and width. */
 const cropTo = (x: Tensor, like: Tensor) => slice(slice(x, 2, 0, like.shape[2]!), 3, 0, like.shape[3]!);
 
+/** The backbone maps the branches read: channels and stride of x1 … x5 (IRNet: ResNet-50's). */
+export interface IrnInputs {
+  channels: [number, number, number, number, number];
+  strides: [number, number, number, number, number];
+}
+
+export const resnet50Inputs: IrnInputs = { channels: [64, 256, 512, 1024, 2048], strides: [4, 4, 8, 16, 16] };
+
 export class IrnBranches extends Module {
-  readonly fc_edge1 = this.module('fc_edge1', branch(64, 32, 4));
-  readonly fc_edge2 = this.module('fc_edge2', branch(256, 32, 4));
-  readonly fc_edge3 = this.module('fc_edge3', branch(512, 32, 4, 2));
-  readonly fc_edge4 = this.module('fc_edge4', branch(1024, 32, 4, 4));
-  readonly fc_edge5 = this.module('fc_edge5', branch(2048, 32, 4, 4));
-  readonly fc_edge6 = this.module('fc_edge6', new Conv2d(160, 1, 1));
-  readonly fc_dp1 = this.module('fc_dp1', branch(64, 64, 8));
-  readonly fc_dp2 = this.module('fc_dp2', branch(256, 128, 16));
-  readonly fc_dp3 = this.module('fc_dp3', branch(512, 256, 16));
-  readonly fc_dp4 = this.module('fc_dp4', branch(1024, 256, 16, 2));
-  readonly fc_dp5 = this.module('fc_dp5', branch(2048, 256, 16, 2));
-  readonly fc_dp6 = this.module('fc_dp6', branch(768, 256, 16, 2));
+  readonly fc_edge1: Sequential;
+  readonly fc_edge2: Sequential;
+  readonly fc_edge3: Sequential;
+  readonly fc_edge4: Sequential;
+  readonly fc_edge5: Sequential;
+  readonly fc_edge6: Conv2d;
+  readonly fc_dp1: Sequential;
+  readonly fc_dp2: Sequential;
+  readonly fc_dp3: Sequential;
+  readonly fc_dp4: Sequential;
+  readonly fc_dp5: Sequential;
+  readonly fc_dp6: Sequential;
   readonly fc_dp7: Sequential;
   readonly mean_shift: MeanShift;
 
-  constructor() {
+  /**
+   * The reference's widths on any backbone: the upsampling factors follow the strides (edges to x1's stride,
+   * dp4/dp5 to x3's, dp6 to x1's), which for ResNet-50 are the reference's ×2, ×4, ×4 and ×2, ×2, ×2.
+   */
+  constructor(readonly inputs: IrnInputs = resnet50Inputs) {
     super();
+    const [c1, c2, c3, c4, c5] = inputs.channels;
+    const [s1, s2, s3, s4, s5] = inputs.strides;
+    if (s2 !== s1 || s3 % s1 || s4 % s3 || s5 % s3) throw new Error(`IrnBranches: strides [${inputs.strides.join(', ')}] must be x1's twice, then multiples of it and of x3's`);
+    this.fc_edge1 = this.module('fc_edge1', branch(c1, 32, 4));
+    this.fc_edge2 = this.module('fc_edge2', branch(c2, 32, 4));
+    this.fc_edge3 = this.module('fc_edge3', branch(c3, 32, 4, s3 / s1));
+    this.fc_edge4 = this.module('fc_edge4', branch(c4, 32, 4, s4 / s1));
+    this.fc_edge5 = this.module('fc_edge5', branch(c5, 32, 4, s5 / s1));
+    this.fc_edge6 = this.module('fc_edge6', new Conv2d(160, 1, 1));
+    this.fc_dp1 = this.module('fc_dp1', branch(c1, 64, 8));
+    this.fc_dp2 = this.module('fc_dp2', branch(c2, 128, 16));
+    this.fc_dp3 = this.module('fc_dp3', branch(c3, 256, 16));
+    this.fc_dp4 = this.module('fc_dp4', branch(c4, 256, 16, s4 / s3));
+    this.fc_dp5 = this.module('fc_dp5', branch(c5, 256, 16, s5 / s3));
+    this.fc_dp6 = this.module('fc_dp6', branch(768, 256, 16, s3 / s1));
     const shift = new MeanShift(2);
     this.fc_dp7 = this.module('fc_dp7', new Sequential([new Conv2d(448, 256, 1, { bias: false }), new GroupNorm(16, 256), new ReLU(), new Conv2d(256, 2, 1, { bias: false }), shift]));
     // the reference registers the same MeanShift as mean_shift and fc_dp7.4: one module under both names
     this.mean_shift = this.module('mean_shift', shift);
   }
 
-  /** Stage outputs x1 (stride 4, 64 ch), x2 (stride 4, 256), x3 (stride 8, 512), x4, x5 (stride 16, 1024 / 2048) → edge logits and displacement. */
+  /** Backbone maps x1 … x5 (ResNet-50: stride 4, 64 ch; stride 4, 256; stride 8, 512; stride 16, 1024 / 2048) → edge logits and displacement at x1's stride. */
   forward(x: [Tensor, Tensor, Tensor, Tensor, Tensor], capture?: (name: string, t: Tensor) => void): { edgeLogits: Tensor; dp: Tensor } {
     return tidy(() => {
       const run = (name: string, m: Sequential | Conv2d, input: Tensor) => {
@@ -97,7 +124,8 @@ export class IrnBranches extends Module {
   edgeDisplacement(x: [Tensor, Tensor, Tensor, Tensor, Tensor], imageSize: [number, number]): { edge: Tensor; dp: Tensor } {
     return tidy(() => {
       const { edgeLogits, dp } = this.forward(x);
-      const [h, w] = [Math.floor((imageSize[0] - 1) / 4) + 1, Math.floor((imageSize[1] - 1) / 4) + 1];
+      const s = this.inputs.strides[0];
+      const [h, w] = [Math.floor((imageSize[0] - 1) / s) + 1, Math.floor((imageSize[1] - 1) / s) + 1];
       const crop = (t: Tensor) => slice(slice(t, 2, 0, h), 3, 0, w);
       const e = crop(edgeLogits);
       const mirrored = indexSelect(slice(e, 0, 1, 2), 3, Tensor.fromArray(Int32Array.from({ length: w }, (_, i) => w - 1 - i), [w], 'i32'));

@@ -61,7 +61,8 @@ const defaultBackbone: Json = {
   window_size: 7, drop_path_rate: 0.3, use_absolute_embeddings: false, out_features: ['stage1', 'stage2', 'stage3', 'stage4'],
 };
 
-function parseSwin(b: ConfigReader): SwinConfig {
+/** transformers' SwinConfig from a backbone_config. */
+export function parseSwin(b: ConfigReader): SwinConfig {
   if (b.config.model_type !== 'swin') throw new Error(`${b.source}: model_type must be 'swin', got ${JSON.stringify(b.config.model_type)}`);
   const depths = b.ints('depths', [2, 2, 6, 2]);
   const numHeads = b.ints('num_heads', [3, 6, 12, 24]);
@@ -145,14 +146,9 @@ export function parseMask2FormerConfig(json: Json, what = 'config.json'): Mask2F
 
 /** A config.json (transformers' Mask2FormerConfig format) that parses back to `c`; class names `class_<id>`. */
 export function mask2formerConfigJson(c: Mask2FormerConfig): Json {
-  const b = c.backbone;
   return {
     model_type: 'mask2former',
-    backbone_config: {
-      model_type: 'swin', image_size: pairOrInt(b.imageSize), patch_size: pairOrInt(b.patchSize), num_channels: b.numChannels, embed_dim: b.embedDim,
-      depths: b.depths, num_heads: b.numHeads, window_size: b.windowSize, mlp_ratio: b.mlpRatio, qkv_bias: b.qkvBias,
-      layer_norm_eps: b.layerNormEps, hidden_act: b.hiddenAct, drop_path_rate: b.dropPathRate, out_features: b.outFeatures,
-    },
+    backbone_config: swinConfigJson(c.backbone),
     feature_size: c.featureSize, mask_feature_size: c.maskFeatureSize, hidden_dim: c.hiddenDim, encoder_feedforward_dim: c.encoderFeedforwardDim,
     encoder_layers: c.encoderLayers, decoder_layers: c.decoderLayers, num_attention_heads: c.numAttentionHeads, dim_feedforward: c.dimFeedforward,
     pre_norm: c.preNorm, enforce_input_projection: c.enforceInputProjection, common_stride: c.commonStride, num_queries: c.numQueries,
@@ -160,6 +156,15 @@ export function mask2formerConfigJson(c: Mask2FormerConfig): Json {
     no_object_weight: c.noObjectWeight, class_weight: c.classWeight, mask_weight: c.maskWeight, dice_weight: c.diceWeight,
     train_num_points: c.trainNumPoints, oversample_ratio: c.oversampleRatio, importance_sample_ratio: c.importanceSampleRatio,
     use_auxiliary_loss: c.useAuxiliaryLoss, feature_strides: c.featureStrides, activation_function: c.activationFunction,
+  };
+}
+
+/** A backbone_config (transformers' SwinConfig format) that parses back to `b`. */
+export function swinConfigJson(b: SwinConfig): Json {
+  return {
+    model_type: 'swin', image_size: pairOrInt(b.imageSize), patch_size: pairOrInt(b.patchSize), num_channels: b.numChannels, embed_dim: b.embedDim,
+    depths: b.depths, num_heads: b.numHeads, window_size: b.windowSize, mlp_ratio: b.mlpRatio, qkv_bias: b.qkvBias,
+    layer_norm_eps: b.layerNormEps, hidden_act: b.hiddenAct, drop_path_rate: b.dropPathRate, out_features: b.outFeatures,
   };
 }
 

@@ -6,6 +6,7 @@ import { Tensor } from '../../engine/tensor.ts';
 import { ConfusionMatrix } from '../../metrics/miou.ts';
 import { type MaskApResult, type MaskInstance, maskAp } from '../../metrics/maskAp.ts';
 import { type SegmentationSample, pixelValues } from './data.ts';
+import type { VocSample } from '../../data/voc.ts';
 import { type Mask2FormerForUniversalSegmentation, disposeTensors } from './model.ts';
 import { instanceSegmentation, semanticSegmentation } from './postprocess.ts';
 
@@ -20,7 +21,7 @@ export interface SegmenterEvaluation {
 }
 
 /** The truth instances of a sample: each instance id of its instance map, classed by the class map's majority. */
-function truthInstances(s: SegmentationSample): MaskInstance[] {
+export function truthInstances(s: VocSample): MaskInstance[] {
   if (!s.objects) return [];
   const byId = new Map<number, { mask: Uint8Array; votes: Map<number, number> }>();
   s.objects.forEach((o, p) => {

@@ -258,12 +258,18 @@ export class SwinBackbone extends Module {
     this.hiddenStatesNorms = this.module('hidden_states_norms', new StageNorms(config.outFeatures, this.channels));
   }
 
-  forward(pixelValues: Tensor): Tensor[] {
+  /** The stage maps; with `embeddings`, first the patch embeddings' map [B, C, H/4, W/4] too (IRNet reads one that early). */
+  forward(pixelValues: Tensor, { embeddings = false } = {}): Tensor[] {
     if (pixelValues.rank !== 4 || pixelValues.shape[1] !== this.config.numChannels) {
       throw new Error(`SwinBackbone: pixel values must be [batch, ${this.config.numChannels}, height, width], got ${shapeStr(pixelValues.shape)}`);
     }
     let { tokens, dims } = tidy(() => this.embeddings.forward(pixelValues));
     const maps: Tensor[] = [];
+    if (embeddings) {
+      const [B, , C] = tokens.shape as [number, number, number];
+      const t = tokens;
+      maps.push(tidy(() => permute(reshape(t, [B, dims[0], dims[1], C]), [0, 3, 1, 2])));
+    }
     [...this.encoder.layers].forEach((stage, i) => {
       for (const block of stage.blocks) {
         const next = tidy(() => block.forward(tokens, dims, this.random));

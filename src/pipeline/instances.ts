@@ -1,0 +1,231 @@
+// Instances from semantic masks (TFISeg / SISeg, arXiv 2308.00949; its code is unreleased, so IRNet's published
+// procedure fills what the paper leaves open). The semantic mask gives the class maps IRNet takes from CAMs: each
+// class's share of every grid cell. The displacement field groups pixels by the centroid they point at, the
+// class-agnostic boundary walks each class × group map, and every detection is cut to its class's mask, so an
+// instance never leaves the semantic mask it came from. Two baselines for the table: connected components of each
+// class, and the displacement field without the boundary (each class's pixels split by their centroid group).
+
+import { noGrad } from '../engine/autograd.ts';
+import { Tensor } from '../engine/tensor.ts';
+import { type Detection, type InstanceOptions, clusterCentroids, connectedComponents, findCentroids, makeInsSegLabels } from '../models/irn/centroids.ts';
+import type { IrnNet } from '../models/irn/model.ts';
+import type { Mask2FormerForUniversalSegmentation } from '../models/mask2former/model.ts';
+import { semanticSegmentation } from '../models/mask2former/postprocess.ts';
+import { pixelValues } from '../models/mask2former/data.ts';
+import { type MaskApResult, type MaskInstance, maskAp } from '../metrics/maskAp.ts';
+import { truthInstances } from '../models/mask2former/evaluate.ts';
+import { type VocSample, readVocLabels, vocFolders, vocIds, vocPalette } from '../data/voc.ts';
+import { type CocoFile, maskToRle, vocCategories } from '../data/coco.ts';
+import { nodeFs, writeFileAtomic } from '../io/fs.ts';
+import { readPng, writeIndexedPng } from '../io/png.ts';
+
+/** How a semantic mask becomes instances. */
+export type InstanceMethod = 'components' | 'displacement' | 'irn';
+export const instanceMethods: readonly InstanceMethod[] = ['components', 'displacement', 'irn'];
+
+/** One picture and its semantic mask (class ids, 0 background, 255 uncertain). */
+export interface SemanticImage {
+  width: number;
+  height: number;
+  /** RGB bytes */
+  image: Uint8Array;
+  semantic: Uint8Array;
+}
+
+/** Detections of one image: class id (as in the semantic mask), score, image-size mask. */
+export type InstanceDetection = Detection;
+
+function checkImage(s: SemanticImage, what: string, numClasses?: number): void {
+  const n = s.width * s.height;
+  if (s.image.length !== 3 * n) throw new Error(`${what}: the image has ${s.image.length} bytes, expected ${s.width}×${s.height}×3 (RGB)`);
+  if (s.semantic.length !== n) throw new Error(`${what}: the semantic mask has ${s.semantic.length} pixels, the image ${s.width}×${s.height}`);
+  if (numClasses !== undefined) {
+    const bad = s.semantic.find((v) => v !== 255 && v >= numClasses);
+    if (bad !== undefined) throw new Error(`${what}: the semantic mask has class ${bad}, outside the class list (0..${numClasses - 1}, 255 uncertain)`);
+  }
+}
+
+/** The foreground classes present (sorted). */
+const presentClasses = (semantic: Uint8Array) => [...new Set(semantic)].filter((c) => c !== 0 && c !== 255).sort((a, b) => a - b);
+
+/** Each 4-connected fragment of each class, scored by its share of the image. */
+function componentsOf(s: SemanticImage, split?: (p: number) => number): Detection[] {
+  const n = s.width * s.height;
+  const out: Detection[] = [];
+  for (const c of presentClasses(s.semantic)) {
+    const groups = split ? [...new Set(Array.from({ length: n }, (_, p) => (s.semantic[p] === c ? split(p) : -1)))].filter((g) => g >= 0).sort((a, b) => a - b) : [0];
+    for (const g of groups) {
+      const parts = connectedComponents(Uint8Array.from(s.semantic, (v, p) => (v === c && (!split || split(p) === g) ? 1 : 0)), s.height, s.width);
+      const count = parts.reduce((m, v) => Math.max(m, v), 0);
+      for (let f = 1; f <= count; f++) {
+        const mask = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
+        out.push({ classId: c, score: mask.reduce((a, v) => a + v, 0) / n, mask });
+      }
+    }
+  }
+  return out;
+}
+
+/** The class maps IRNet takes from CAMs: each class's share of every stride × stride cell of the grid. */
+function classMaps(s: SemanticImage, classes: readonly number[], stride: number, [h, w]: [number, number]): Tensor {
+  const maps = new Float32Array(classes.length * h * w);
+  classes.forEach((c, k) => {
+    for (let p = 0; p < s.width * s.height; p++) {
+      if (s.semantic[p] !== c) continue;
+      const y = Math.floor(Math.floor(p / s.width) / stride), x = Math.floor((p % s.width) / stride);
+      maps[(k * h + y) * w + x]! += 1 / (stride * stride);
+    }
+  });
+  return Tensor.fromArray(maps, [classes.length, h, w]);
+}
+
+/**
+ * Instances of one image from its semantic mask, by `method`: 'irn' (displacement field + boundary-aware walk,
+ * the network's), 'displacement' (the network's field alone) or 'components' (no network). Detections are cut to
+ * their class's mask and come in descending score.
+ */
+export async function instancesFromSemantic(s: SemanticImage, method: InstanceMethod, net?: IrnNet, options: InstanceOptions & { numClasses?: number } = {}): Promise<Detection[]> {
+  checkImage(s, 'instancesFromSemantic', options.numClasses);
+  const classes = presentClasses(s.semantic);
+  if (classes.length === 0) throw new Error('instancesFromSemantic: the semantic mask has no foreground pixel (nothing to split into instances)');
+  if (method === 'components') return sortByScore(componentsOf(s));
+  if (!net) throw new Error(`instancesFromSemantic: method '${method}' needs an instance network (IrnNet)`);
+  const stride = net.stride;
+  const { edge, dp } = net.edgeDisplacement(s.image, [s.height, s.width]);
+  try {
+    const [, h, w] = dp.shape as [number, number, number];
+    if (method === 'displacement') {
+      const D = await dp.toArray();
+      const { groups } = clusterCentroids(findCentroids(D, h, w, 300).centroids, D, h, w, options.thres ?? 2.5);
+      const group = (p: number) => groups[Math.min(h - 1, Math.floor(Math.floor(p / s.width) / stride)) * w + Math.min(w - 1, Math.floor((p % s.width) / stride))]!;
+      return sortByScore(componentsOf(s, group));
+    }
+    const cams = classMaps(s, classes, stride, [h, w]);
+    const result = await makeInsSegLabels({ cams, keys: classes.map((c) => c - 1), edge, dp, imageSize: [s.height, s.width] }, { ...options, stride });
+    for (const t of [cams, result.instanceCam, result.rw]) t.dispose();
+    const out: Detection[] = [];
+    for (const d of result.detections) {
+      const classId = d.classId + 1;
+      const mask = Uint8Array.from(d.mask, (v, p) => (v && s.semantic[p] === classId ? 1 : 0));
+      if (mask.some((v) => v)) out.push({ classId, score: d.score, mask });
+    }
+    return sortByScore(out);
+  } finally {
+    edge.dispose();
+    dp.dispose();
+  }
+}
+
+const sortByScore = (ds: Detection[]) => ds.map((d, k) => ({ d, k })).sort((a, b) => b.d.score - a.d.score || a.k - b.k).map((e) => e.d);
+
+/**
+ * A VOC object map (SegmentationObject) from detections in descending score: each pixel takes the first
+ * detection covering it (ids 1, 2, … in that order, at most 254); pixels of a class but of no detection, and
+ * uncertain ones, are 255.
+ */
+export function objectMap(semantic: Uint8Array, detections: readonly Detection[]): Uint8Array {
+  if (detections.length > 254) throw new Error(`objectMap: ${detections.length} instances, a VOC object map holds 254`);
+  const out = Uint8Array.from(semantic, (v) => (v === 0 ? 0 : 255));
+  const taken = new Uint8Array(semantic.length);
+  detections.forEach((d, k) => d.mask.forEach((v, p) => {
+    if (v && !taken[p]) [taken[p], out[p]] = [1, k + 1];
+  }));
+  return out;
+}
+
+/** The semantic mask a Mask2Former predicts for an image (its class ids). */
+export async function predictedSemantic(model: Mask2FormerForUniversalSegmentation, s: Omit<SemanticImage, 'semantic'>): Promise<Uint8Array> {
+  const pixels = Tensor.fromArray(pixelValues({ ...s, id: '', semantic: new Uint8Array(0) }), [1, 3, s.height, s.width]);
+  const out = noGrad(() => model.forward(pixels));
+  pixels.dispose();
+  const labels = semanticSegmentation({ classQueriesLogits: out.classQueriesLogits, masksQueriesLogits: out.masksQueriesLogits }, [s.height, s.width]);
+  const values = await labels.toArray();
+  labels.dispose();
+  for (const t of Object.values(out)) if (t instanceof Tensor) t.dispose();
+  return Uint8Array.from(values);
+}
+
+/**
+ * Mask AP of each method against the samples' true instances, from the true semantic masks, or from a segmenter's
+ * predictions when one is given (the same prediction feeds every method).
+ */
+export async function evaluateInstances(samples: readonly (VocSample & { image: Uint8Array })[], net: IrnNet | undefined, { methods = instanceMethods, segmenter, onImage }: { methods?: readonly InstanceMethod[]; segmenter?: Mask2FormerForUniversalSegmentation; onImage?: (done: number) => void } = {}): Promise<Map<InstanceMethod, MaskApResult>> {
+  const truths: MaskInstance[] = [];
+  const preds = new Map<InstanceMethod, MaskInstance[]>(methods.map((m) => [m, []]));
+  for (const [k, s] of samples.entries()) {
+    if (!s.objects) throw new Error(`evaluateInstances: image '${s.id}' has no instance map to compare with`);
+    truths.push(...truthInstances(s));
+    const semantic = segmenter ? await predictedSemantic(segmenter, s) : s.semantic;
+    for (const m of methods) {
+      for (const d of await instancesFromSemantic({ width: s.width, height: s.height, image: s.image, semantic }, m, net)) {
+        preds.get(m)!.push({ imageId: s.id, categoryId: d.classId, score: d.score, mask: d.mask });
+      }
+    }
+    onImage?.(k + 1);
+  }
+  return new Map(methods.map((m) => [m, maskAp(preds.get(m)!, truths)]));
+}
+
+/**
+ * Adds an instance layer to a VOC-layout folder from its class maps: SegmentationObject/<id>.png (objectMap) and
+ * annotations/instances.json (COCO, RLE masks with scores, boxes). Written beside the folder's files and swapped
+ * in at the end, so a killed run leaves the folder as it was; an existing layer (object maps or
+ * annotations/instances*.json) is replaced only with `overwrite`. Images without foreground get an empty layer.
+ */
+export async function addInstancesToFolder(dir: string, method: InstanceMethod, net: IrnNet | undefined, { overwrite = false, split, numClasses = 21, onImage }: { overwrite?: boolean; split?: string; numClasses?: number; onImage?: (done: number, total: number) => void } = {}): Promise<{ images: number; instances: number }> {
+  const fs = nodeFs(`writing instances into ${dir}`);
+  const ids = vocIds(dir, split);
+  if (ids.length === 0) throw new Error(`${dir}: no images listed`);
+  const objects = `${dir}/${vocFolders.objects}`;
+  const annotations = `${dir}/annotations`;
+  const oldCoco = fs.existsSync(annotations) ? fs.readdirSync(annotations).filter((f) => /^instances.*\.json$/.test(f)) : [];
+  const hasLayer = (fs.existsSync(objects) && fs.readdirSync(objects).some((f) => f.endsWith('.png'))) || oldCoco.length > 0;
+  if (hasLayer && !overwrite) throw new Error(`${dir}: already has an instance layer (${vocFolders.objects}/ or annotations/${oldCoco[0] ?? 'instances*.json'}); pass --overwrite to replace it`);
+  const tmp = `${dir}/.instances-partial`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  const coco: CocoFile = { info: { description: `instances by ${method}` }, images: [], annotations: [], categories: vocCategories };
+  try {
+    for (const [k, id] of ids.entries()) {
+      const labels = readVocLabels(dir, id);
+      const path = `${dir}/${vocFolders.images}/${id}.png`;
+      if (!fs.existsSync(path)) throw new Error(`${path}: missing (image '${id}' has a class map but no picture)`);
+      const img = await readPng(path);
+      if (img.width !== labels.width || img.height !== labels.height) throw new Error(`${path}: ${img.width}×${img.height}, but its class map is ${labels.width}×${labels.height}`);
+      const image = Uint8Array.from({ length: img.width * img.height * 3 }, (_, i) => Number(img.data[Math.floor(i / 3) * img.channels + (i % 3)]));
+      const s = { width: img.width, height: img.height, image, semantic: labels.semantic };
+      checkImage(s, `${dir}/${vocFolders.semantic}/${id}.png`, numClasses);
+      const detections = presentClasses(s.semantic).length ? await instancesFromSemantic(s, method, net) : [];
+      const map = objectMap(s.semantic, detections);
+      writeIndexedPng(`${tmp}/${id}.png`, { width: s.width, height: s.height, indices: map, palette: vocPalette });
+      const imageId = k + 1;
+      coco.images.push({ id: imageId, file_name: `${vocFolders.images}/${id}.png`, width: s.width, height: s.height });
+      detections.forEach((d, j) => {
+        const mask = Uint8Array.from(map, (v) => (v === j + 1 ? 1 : 0));
+        let [x0, y0, x1, y1, area] = [s.width, s.height, 0, 0, 0];
+        mask.forEach((v, p) => {
+          if (!v) return;
+          const [x, y] = [p % s.width, Math.floor(p / s.width)];
+          [x0, y0, x1, y1, area] = [Math.min(x0, x), Math.min(y0, y), Math.max(x1, x + 1), Math.max(y1, y + 1), area + 1];
+        });
+        if (area === 0) return; // covered by higher-scored detections
+        coco.annotations.push({ id: imageId * 256 + j + 1, image_id: imageId, category_id: d.classId, segmentation: maskToRle(mask, s.width, s.height), area, bbox: [x0, y0, x1 - x0, y1 - y0], iscrowd: 0, score: d.score });
+      });
+      onImage?.(k + 1, ids.length);
+    }
+    writeFileAtomic(`${tmp}/instances.json`, new TextEncoder().encode(JSON.stringify(coco)));
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  // swap the new layer in: the old object maps aside, the new folder renamed, the old one and old files removed
+  const old = `${dir}/.instances-old`;
+  fs.rmSync(old, { recursive: true, force: true });
+  if (fs.existsSync(objects)) fs.renameSync(objects, old);
+  fs.mkdirSync(annotations, { recursive: true });
+  fs.renameSync(`${tmp}/instances.json`, `${annotations}/instances.json`);
+  fs.renameSync(tmp, objects);
+  for (const f of oldCoco) if (f !== 'instances.json') fs.rmSync(`${annotations}/${f}`, { force: true });
+  fs.rmSync(old, { recursive: true, force: true });
+  return { images: ids.length, instances: coco.annotations.length };
+}
