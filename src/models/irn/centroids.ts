@@ -91,6 +91,11 @@ export interface InstanceOptions {
   minFragment?: number;
   /** Image pixels per grid cell: the walked maps are upsampled by it (IRNet: 4). */
   stride?: number;
+  /**
+   * Walk by squaring the dense transition matrix, IRNet's arithmetic (default); false: 2^expTimes sparse steps,
+   * within 1e-3 of the maximum and far cheaper (a 32×32 grid: 0.1 instead of 8.6 GFLOP).
+   */
+  denseWalk?: boolean;
 }
 
 export interface Detection {
@@ -103,7 +108,7 @@ export interface Detection {
 
 /** The class-by-group maps walked over the boundary, upsampled by the stride to the image (bilinear), cropped, over their global max. */
 async function walkedScores(x: Tensor, edge: Tensor, [Hi, Wi]: [number, number], o: Required<InstanceOptions>): Promise<{ rw: Tensor; up: Float32Array; max: number }> {
-  const rw = await propagateToEdge(x, edge, o.radius, o.beta, o.expTimes);
+  const rw = await propagateToEdge(x, edge, o.radius, o.beta, o.expTimes, { dense: o.denseWalk });
   const [K, h, w] = rw.shape as [number, number, number];
   const upT = noGrad(() => tidy(() => slice(slice(interpolate(reshape(rw, [K, 1, h, w]), { scaleFactor: o.stride, mode: 'bilinear' }), 2, 0, Hi), 3, 0, Wi)));
   const up = Float32Array.from(await upT.toArray());
@@ -123,7 +128,7 @@ function argmaxWithBackground(up: Float32Array, K: number, n: number, bg: number
   });
 }
 
-const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01, stride: 4 };
+const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01, stride: 4, denseWalk: true };
 
 /** IRNet's inputs for one image: class maps, their class ids, the boundary and the field at the grid's stride. */
 export interface IrnMaps {

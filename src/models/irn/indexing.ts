@@ -8,9 +8,9 @@ import { noGrad } from '../../engine/autograd.ts';
 import { affine, div, mul, pow } from '../../kernels/elementwise.ts';
 import { matmul } from '../../kernels/matmul.ts';
 import { indexSelect } from '../../kernels/gather.ts';
-import { affinityOffsets } from '../../kernels/random_walk.ts';
+import { affinityOffsets, randomWalkStep } from '../../kernels/random_walk.ts';
 import { max, sum } from '../../kernels/reduce.ts';
-import { concat, pad, reshape } from '../../kernels/shape.ts';
+import { concat, pad, reshape, slice } from '../../kernels/shape.ts';
 
 /** A direction (dy, dx) with its path: pixels relative to the source, destination first, the source last. */
 export interface SearchPath {
@@ -122,23 +122,55 @@ export async function affinityDense(B: Tensor, radius: number): Promise<Float32A
   return dense;
 }
 
+/** The largest dense transition matrix propagateToEdge builds (a 64×64 grid: 64 MiB); larger grids walk sparsely. */
+const denseBytes = 64 * 2 ** 20;
+
 /**
  * IRNet's propagate_to_edge: class-by-group score maps x [K, H, W] spread over the boundary B [1, H, W]:
- * x ← x·(1 − B), then x · T^(2^expTimes) with T = A^β divided by its column sums, A = affinityDense(B), T squared
- * expTimes times on the GPU, as IRNet computes it (2^8 sequential sparse steps in float32 drift by ~1e-4 of the
- * maximum; squaring keeps the float32 error at IRNet's own). The matrix is (H·W)² values: a 64×64 grid (a 256²
- * image at stride 4) needs 64 MiB.
+ * x ← x·(1 − B), then x · T^(2^expTimes) with T = A^β divided by its column sums, A = affinityDense(B). Up to a
+ * 64×64 grid T is squared expTimes times on the GPU, as IRNet computes it (2^8 sequential sparse steps in float32
+ * drift by ~1e-4 of the maximum; squaring keeps the float32 error at IRNet's own). A larger grid's matrix would
+ * not fit a buffer ((H·W)² values: 1 GiB at 128×128), so there the walk takes its 2^expTimes steps on the sparse
+ * pairs (randomWalkStep), on B padded as IRNet pads it: a pair touching the padding has affinity 0. `dense: false`
+ * takes the sparse walk at any size.
  */
-export async function propagateToEdge(x: Tensor, B: Tensor, radius: number, beta: number, expTimes: number): Promise<Tensor> {
+export async function propagateToEdge(x: Tensor, B: Tensor, radius: number, beta: number, expTimes: number, { dense = true } = {}): Promise<Tensor> {
   const [K, H, W] = x.shape as [number, number, number];
   if (B.rank !== 3 || B.shape[0] !== 1 || B.shape[1] !== H || B.shape[2] !== W) throw new Error(`propagateToEdge: the boundary map has shape [${B.shape.join(', ')}], expected [1, ${H}, ${W}] (the score maps' grid)`);
   if (!Number.isInteger(expTimes) || expTimes < 0 || expTimes > 16) throw new Error(`propagateToEdge: expTimes must be an integer in 0..16, got ${expTimes}`);
   const N = H * W;
-  const dense = await affinityDense(B, radius);
+  if (!dense || 4 * N * N > denseBytes) return sparseWalk(x, B, radius, beta, expTimes);
+  const A0 = await affinityDense(B, radius);
   return noGrad(() => tidy(() => {
-    const A = pow(Tensor.fromArray(dense, [N, N]), beta);
+    const A = pow(Tensor.fromArray(A0, [N, N]), beta);
     let T = div(A, sum(A, 0, { keepdim: true }));
     for (let k = 0; k < expTimes; k++) T = matmul(T, T);
     return reshape(matmul(reshape(mul(x, affine(B, -1, 1)), [K, N]), T), [K, H, W]);
   }));
+}
+
+/** propagateToEdge by 2^expTimes sparse steps on the padded grid (the pairs of psa's walk kernel are IRNet's, reordered). */
+function sparseWalk(x: Tensor, B: Tensor, r: number, beta: number, expTimes: number): Tensor {
+  const [K, H, W] = x.shape as [number, number, number];
+  const [Hp, Wp] = [H + r, W + 2 * r];
+  const index = new PathIndex(r, [Hp, Wp]);
+  // psa's offsets in its order, as IRNet direction indices
+  const order = affinityOffsets(r).map(([dy, dx]) => index.directions.findIndex((d) => d.dy === dy && d.dx === dx));
+  const [rows, cols] = [Hp - (r - 1), Wp - 2 * (r - 1)];
+  return noGrad(() => {
+    const w = tidy(() => {
+      const aff = edgeToAffinity(reshape(pad(B, [r, r, 0, r], 1), [1, 1, Hp, Wp]), index);
+      return pow(reshape(indexSelect(aff, 1, Tensor.fromArray(Int32Array.from(order), [order.length], 'i32')), [order.length, rows, cols]), beta);
+    });
+    let v = tidy(() => pad(mul(x, affine(B, -1, 1)), [r, r, 0, r], 0));
+    for (let s = 0; s < 2 ** expTimes; s++) {
+      const next = randomWalkStep(v, w, r);
+      v.dispose();
+      v = next;
+    }
+    w.dispose();
+    const out = tidy(() => slice(slice(v, 1, 0, H), 2, r, r + W));
+    v.dispose();
+    return out;
+  });
 }
