@@ -3,6 +3,7 @@
 // adapter, results and timings, and write a ShapeWorld contact sheet. `world`: write a ShapeWorld dataset.
 // `eval`: metrics of a prediction folder against a truth folder. `train-segmenter` / `eval-segmenter`:
 // train a Mask2Former on a VOC-layout folder (checkpoints resumable) and measure it.
+import { cpus as osCpus } from 'node:os';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { skipInit } from '../src/nn/layers.ts';
 import { deviceInfo, getDevice } from '../src/engine/device.ts';
@@ -433,29 +434,70 @@ async function evalFopa(): Promise<void> {
   if (f.json) writeFileSync(f.json, JSON.stringify(r, null, 2));
 }
 
-/**
- * A trained model folder as it ships: weights (*.safetensors) stored F16, configs, tokenizer files, pictures and
- * cards copied; training checkpoints (checkpoint*.safetensors, *.checkpoint.safetensors) left behind.
- */
+/** Copies a trained folder as it ships: weights (*.safetensors) F16, configs, tokenizer files, pictures and cards; training checkpoints left behind. Returns the bytes written. */
+async function halfCopyFolder(from: string, to: string): Promise<number> {
+  let bytes = 0;
+  const walk = async (src: string, dst: string) => {
+    mkdirSync(dst, { recursive: true });
+    for (const name of readdirSync(src)) {
+      const [a, b] = [`${src}/${name}`, `${dst}/${name}`];
+      if (statSync(a).isDirectory()) await walk(a, b);
+      else if (/checkpoint\.safetensors$/.test(name)) continue;
+      else if (name.endsWith('.safetensors')) await F.saveHalfCopy(a, b);
+      else if (/\.(json|txt|png|md)$/.test(name)) copyFileSync(a, b);
+      else continue;
+      if (!statSync(a).isDirectory()) bytes += statSync(b).size;
+    }
+  };
+  await walk(from, to);
+  return bytes;
+}
+
 async function exportHalf(): Promise<void> {
   const f = flags(['from', 'to']);
   if (!f.from || !existsSync(f.from)) throw new Error(`--from: ${f.from ?? '(missing)'} is not a folder`);
   if (!f.to) throw new Error('--to: required');
-  let bytes = 0;
-  const walk = async (from: string, to: string) => {
-    mkdirSync(to, { recursive: true });
-    for (const name of readdirSync(from)) {
-      const [src, dst] = [`${from}/${name}`, `${to}/${name}`];
-      if (statSync(src).isDirectory()) await walk(src, dst);
-      else if (/checkpoint\.safetensors$/.test(name)) continue;
-      else if (name.endsWith('.safetensors')) await F.saveHalfCopy(src, dst);
-      else if (/\.(json|txt|png|md)$/.test(name)) copyFileSync(src, dst);
-      else continue;
-      if (!statSync(src).isDirectory()) bytes += statSync(dst).size;
-    }
-  };
-  await walk(f.from, f.to);
-  console.log(`wrote ${f.to}: ${(bytes / 2 ** 20).toFixed(2)} MiB (weights in F16)`);
+  console.log(`wrote ${f.to}: ${((await halfCopyFolder(f.from, f.to)) / 2 ** 20).toFixed(2)} MiB (weights in F16)`);
+}
+
+/**
+ * Ships a finished training run: its folder copied with F16 weights (export-half) and a model card (README.md)
+ * from the run's checkpoint (options, steps, wall time, loss curve) and a card file (--card, JSON: title, summary,
+ * architecture, data, evaluation, reproduce, optional budget and notes).
+ */
+async function ship(): Promise<void> {
+  const f = flags(['from', 'to', 'card', 'checkpoint']);
+  if (!f.from || !existsSync(f.from)) throw new Error(`--from: ${f.from ?? '(missing)'} is not a folder`);
+  if (!f.to) throw new Error('--to: required (the folder under weights/)');
+  if (!f.card) throw new Error('--card: required (a JSON file: title, summary, architecture, data, evaluation, reproduce)');
+  let card: Record<string, unknown>;
+  try {
+    card = JSON.parse(readFileSync(f.card, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`--card: cannot read ${f.card}: ${(e as Error).message}`);
+  }
+  for (const k of ['title', 'summary', 'architecture', 'data', 'evaluation', 'reproduce']) if (card[k] === undefined) throw new Error(`--card: ${f.card} lacks "${k}"`);
+  const checkpointPath = f.checkpoint ?? `${f.from}/checkpoint.safetensors`;
+  const reader = F.openCheckpoint(checkpointPath);
+  const meta = reader.metadata;
+  let parameters = 0;
+  for (const k of reader.keys()) if (!k.startsWith('optimizer.') && !k.startsWith('ema.')) parameters += reader.info(k).shape.reduce((a, b) => a * b, 1);
+  reader.close();
+  const log = JSON.parse(meta.log ?? '{"loss":[]}') as { loss: number[] };
+  const cpus = osCpus();
+  await getDevice();
+  const bytes = await halfCopyFolder(f.from, f.to);
+  const markdown = F.modelCardMarkdown({
+    ...(card as unknown as F.ModelCard),
+    parameters: Number(card.parameters ?? parameters),
+    options: JSON.parse(meta.options ?? '{}') as Record<string, unknown>,
+    steps: Number(meta.step),
+    seconds: Number(card.seconds ?? meta.training_seconds ?? NaN),
+    machine: String(card.machine ?? `${cpus.length} × ${cpus[0]?.model ?? 'CPU'}, WebGPU on ${deviceInfo().description}`),
+    loss: { values: log.loss, picture: 'loss.png' },
+  });
+  writeFileSync(`${f.to}/README.md`, markdown);
+  console.log(`shipped ${f.from} → ${f.to}: ${(bytes / 2 ** 20).toFixed(2)} MiB (F16), model card README.md (${meta.step} steps)`);
 }
 
 async function trainHarmonizer(): Promise<void> {
@@ -762,7 +804,7 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances };
 const run = commands[command];
 if (!run) {
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);

@@ -105,3 +105,4 @@ export { IrnNet, parseIrnConfig, irnConfigJson, type IrnConfig } from './models/
 export { pairLabels, boundaryAffinities, pairDisplacement, irnLosses, irnLossesFromLogits, type PairLabels, type IrnLosses } from './models/irn/losses.ts';
 export { instancesFromSemantic, objectMap, predictedSemantic, evaluateInstances, addInstancesToFolder, instanceMethods, type InstanceMethod, type SemanticImage } from './pipeline/instances.ts';
 export { irnTask, fitMeanShift } from './train/instances.ts';
+export { modelCardMarkdown, type ModelCard } from './train/model_card.ts';

@@ -189,6 +189,37 @@ test('instances command: refuses an existing layer, replaces it with overwrite, 
   }
 });
 
+test('CLI: train-instances (2 steps, resumable), ship (F16 weights + model card), instances with the shipped model, errors named', async () => {
+  const cp = await import('node:child_process');
+  const cli = (...args: string[]) => cp.spawnSync(process.execPath, ['--import', 'tsx', 'bin/freemask.ts', ...args], { encoding: 'utf8' });
+  const run = `${dir}/irn-run`, shipped = `${dir}/irn-shipped`;
+  let r = cli('train-instances', '--segmenter', `${dir}/segmenter`, '--out', run, '--steps', '1', '--batch', '1', '--count', '2');
+  assert.is(r.status, 0, r.stderr);
+  r = cli('train-instances', '--out', run, '--steps', '2', '--resume');
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /resumed .* at step 1/);
+  writeFileSync(`${dir}/card.json`, JSON.stringify({ title: 'Test instance branches', summary: 's', architecture: 'a', data: 'd', evaluation: { 'AP (test)': 0.5 }, reproduce: ['freemask train-instances …'] }));
+  r = cli('ship', '--from', run, '--to', shipped, '--card', `${dir}/card.json`);
+  assert.is(r.status, 0, r.stderr);
+  const readme = readFileSync(`${shipped}/README.md`, 'utf8');
+  assert.match(readme, /# Test instance branches/);
+  assert.match(readme, /\| training steps \| 2 \|/);
+  assert.match(readme, /\| AP \(test\) \| 0\.5000 \|/);
+  assert.ok(existsSync(`${shipped}/loss.png`) && !existsSync(`${shipped}/checkpoint.safetensors`));
+  const header = readFileSync(`${shipped}/model.safetensors`);
+  const json = JSON.parse(header.subarray(8, 8 + Number(header.readBigUInt64LE(0))).toString());
+  assert.ok(Object.entries(json).every(([k, v]) => k === '__metadata__' || (v as { dtype: string }).dtype !== 'F32'), 'float weights in F16');
+  const folder = `${dir}/voc-cli`;
+  await writeWorldDataset({ split: 'val', count: 2, out: folder, mode: 'scene', size: 32 });
+  r = cli('instances', '--data', folder, '--model', shipped, '--overwrite');
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /instances of 2 images .*method irn/);
+  assert.match(cli('instances', '--data', folder, '--method', 'irn').stderr, /--model: required by --method irn/);
+  assert.match(cli('instances', '--data', folder, '--method', 'watershed').stderr, /--method: expected one of components, displacement, irn, got 'watershed'/);
+  assert.match(cli('ship', '--from', run, '--to', shipped, '--card', `${dir}/missing.json`).stderr, /--card: cannot read .*missing\.json/);
+  assert.match(cli('train-instances', '--out', `${dir}/new-run`).stderr, /--segmenter: required/);
+});
+
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test.run();
