@@ -4,6 +4,7 @@
 // `eval`: metrics of a prediction folder against a truth folder. `train-segmenter` / `eval-segmenter`:
 // train a Mask2Former on a VOC-layout folder (checkpoints resumable) and measure it.
 import { cpus as osCpus } from 'node:os';
+import { parseArgs } from 'node:util';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { skipInit } from '../src/nn/layers.ts';
 import { deviceInfo, getDevice } from '../src/engine/device.ts';
@@ -18,18 +19,57 @@ import type { Split } from '../src/world/splits.ts';
 import type { WorldMode } from '../src/world/scene.ts';
 
 const [command = 'demo', ...args] = process.argv.slice(2);
-/** Flags without a value. */
-const switches = new Set<string>(args.filter((a) => a === '--resume' || a === '--overwrite'));
-const rest = args.filter((a) => !switches.has(a));
+/** The boolean flags given (--resume, --overwrite), set by `flags`. */
+const switches = new Set<string>();
 
-/** `--name value` pairs of the command line; throws on a stray word, a flag without a value or one not in `allowed`. */
-function flags(allowed: string[]): Record<string, string> {
+/**
+ * The command's `--name value` options (util.parseArgs), each described in `options` (help text with its default),
+ * and its boolean `switchOptions`. `--config FILE` reads a JSON object of the same options (the command line wins);
+ * `--help` prints them and exits. Throws, naming the argument, on an unknown option, a stray word or a missing value.
+ */
+function flags(options: Record<string, string>, switchOptions: Record<string, string> = {}): Record<string, string> {
+  const described = { ...options, config: 'FILE: a JSON object of these options (the command line wins)' };
+  const names = [...Object.keys(described).map((k) => `--${k}`), ...Object.keys(switchOptions).map((k) => `--${k}`)];
+  if (args.includes('--help') || args.includes('-h')) {
+    const rows = [...Object.entries(described), ...Object.entries(switchOptions)];
+    console.log(`freemask ${command}${summaries[command] ? `: ${summaries[command]}` : ''}\noptions:\n${rows.map(([k, h]) => `  --${k.padEnd(14)} ${h}`).join('\n')}`);
+    process.exit(0);
+  }
+  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args, strict: true, allowPositionals: true,
+      options: Object.fromEntries([...Object.keys(described).map((k) => [k, { type: 'string' as const }]), ...Object.keys(switchOptions).map((k) => [k, { type: 'boolean' as const }])]),
+    }) as typeof parsed;
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    const name = /'(-[^' ]+)/.exec(err.message)?.[1] ?? '';
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new Error(`unexpected argument '${name}' (options: ${names.join(' ')})`);
+    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw new Error(`${name.replace(/^(--[^ ]+).*/, '$1')}: missing value`);
+    throw e;
+  }
+  if (parsed.positionals.length) throw new Error(`unexpected argument '${parsed.positionals[0]}' (options: ${names.join(' ')})`);
   const out: Record<string, string> = {};
-  for (let i = 0; i < rest.length; i += 2) {
-    const name = rest[i]!, value = rest[i + 1];
-    if (!name.startsWith('--') || !allowed.includes(name.slice(2))) throw new Error(`${command}: unexpected argument '${name}' (options: ${allowed.map((a) => `--${a}`).join(' ')})`);
-    if (value === undefined || value.startsWith('--')) throw new Error(`${name}: missing value`);
-    out[name.slice(2)] = value;
+  const file = parsed.values.config as string | undefined;
+  if (file) {
+    let json: unknown;
+    try {
+      json = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new Error(`--config: cannot read ${file}: ${(e as Error).message}`);
+    }
+    if (!json || typeof json !== 'object' || Array.isArray(json)) throw new Error(`--config: ${file} must hold a JSON object of options`);
+    for (const [k, v] of Object.entries(json)) {
+      if (k in switchOptions && typeof v === 'boolean') {
+        if (v) switches.add(`--${k}`);
+      } else if (k in options && (typeof v === 'string' || typeof v === 'number')) out[k] = String(v);
+      else throw new Error(`--config: ${file}: "${k}" is not an option of ${command} taking ${k in switchOptions ? 'true or false' : 'a string or number'} (options: ${names.join(' ')})`);
+    }
+  }
+  for (const [k, v] of Object.entries(parsed.values)) {
+    if (k === 'config' || v === undefined) continue;
+    if (typeof v === 'boolean') switches.add(`--${k}`);
+    else out[k] = v;
   }
   return out;
 }
@@ -46,7 +86,7 @@ function intFlag(f: Record<string, string>, name: string, fallback?: number): nu
 }
 
 async function world(): Promise<void> {
-  const f = flags(['split', 'count', 'out', 'mode', 'size', 'first']);
+  const f = flags({ split: 'S: train, val or test (required)', count: 'N: images (required)', out: 'DIR: a new folder (required)', mode: 'scene or single (default scene)', size: 'N: side in pixels (default 64)', first: 'K: first index in the split (default 0)' });
   if (!f.split) throw new Error('--split: required (train, val or test)');
   if (!f.out) throw new Error('--out: required (a directory that does not exist yet)');
   const t0 = performance.now();
@@ -58,7 +98,7 @@ async function world(): Promise<void> {
 }
 
 async function evaluate(): Promise<void> {
-  const f = flags(['pred', 'gt']);
+  const f = flags({ pred: 'DIR: predictions, VOC layout and/or COCO JSON (required)', gt: 'DIR: truth, same layout (required)' });
   if (!f.pred) throw new Error('--pred: required (a folder of predictions)');
   if (!f.gt) throw new Error('--gt: required (a folder of truth)');
   console.log(formatEvalTable(evaluateFolders(f.pred, f.gt)));
@@ -75,7 +115,7 @@ function defaultSegmenterConfig(numLabels: number): Record<string, unknown> {
 }
 
 async function trainSegmenter(): Promise<void> {
-  const f = flags(['data', 'out', 'steps', 'batch', 'lr', 'config', 'split', 'seed', 'crop', 'save-minutes']);
+  const f = flags({ data: 'DIR[,DIR…]: VOC-layout folders (required)', out: 'DIR: checkpoints and weights (required)', steps: 'N (default 1000)', batch: 'N (default 2)', lr: 'X (default 1e-3)', config: 'FILE: a Mask2Former config.json (default: the tiny ShapeWorld config)', split: 'S: only this ImageSets split', seed: 'N (default 0)', crop: 'N: augmentation crop (default: the image height)', 'save-minutes': 'M: checkpoint interval (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (!f.data) throw new Error('--data: required (VOC-layout folders, e.g. written by `freemask world`, comma-separated)');
   if (!f.out) throw new Error('--out: required (the folder for checkpoints)');
   const { Mask2FormerTrainer, readVocSamples, Mask2FormerForUniversalSegmentation, parseMask2FormerConfig } = F;
@@ -169,7 +209,7 @@ function readConfigFlag(path: string): Record<string, unknown> {
 }
 
 async function trainDiffusion(): Promise<void> {
-  const f = flags(['stage', 'data', 'out', 'steps', 'batch', 'lr', 'config', 'seed', 'save-minutes']);
+  const f = flags({ stage: 'vae or unet (required)', data: 'DIR[,DIR…]: folders written by `freemask world` (required)', out: 'DIR: the diffusers pipeline folder (required)', steps: 'N (default 1200 for the VAE, 10000 for the UNet)', batch: 'N (default 16)', lr: 'X (default: 5e-4 VAE, 2e-4 UNet)', config: 'FILE: model config JSON', seed: 'N (default 0)', 'save-minutes': 'M: checkpoint interval (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (f.stage !== 'vae' && f.stage !== 'unet') throw new Error(`--stage: expected vae or unet, got ${f.stage === undefined ? 'nothing' : `'${f.stage}'`}`);
   if (!f.data) throw new Error('--data: required (dataset folders written by `freemask world`, comma-separated)');
   if (!f.out) throw new Error('--out: required (the folder of the diffusers pipeline being trained)');
@@ -319,7 +359,7 @@ async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F
 }
 
 async function evalDiffusion(): Promise<void> {
-  const f = flags(['model', 'oracle', 'samples', 'steps', 'guidance', 'json', 'sheet', 'val']);
+  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', val: 'N ShapeWorld val images for the VAE PSNR (default 128)' });
   if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
   if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
   await getDevice();
@@ -368,7 +408,7 @@ function harmonizerFlag(v: string | undefined): F.Harmonizer | undefined {
 }
 
 async function compose(): Promise<void> {
-  const f = flags(['singles', 'fopa', 'out', 'count', 'objects', 'seed', 'order', 'thesaurus', 'size', 'harmonizer']);
+  const f = flags({ singles: 'DIR: single-object pictures with masks (required)', fopa: 'DIR: a FOPA folder (required)', out: 'DIR: a new folder (required)', count: 'N images (default 100)', objects: 'N or MIN-MAX pasted objects (default 1-3)', seed: 'N (default 0)', order: 'paste or depth (default paste)', thesaurus: 'voc, shapeworld, cityscapes or FILE.json (default shapeworld)', size: 'N: FOPA input size (default: the model\'s)', harmonizer: 'reinhard or DIR (RainNet / PCT-Net folder); default none' });
   if (!f.singles) throw new Error('--singles: required (a folder of single-object pictures with masks, e.g. `freemask world --mode single`)');
   if (!f.fopa) throw new Error('--fopa: required (a FOPA folder: config.json + model.safetensors)');
   if (!f.out) throw new Error('--out: required (a directory that does not exist yet)');
@@ -390,7 +430,7 @@ async function compose(): Promise<void> {
 }
 
 async function trainFopa(): Promise<void> {
-  const f = flags(['out', 'steps', 'batch', 'lr', 'size', 'widths', 'count', 'seed', 'save-minutes']);
+  const f = flags({ out: 'DIR: the FOPA folder (required)', steps: 'N (default 3000)', batch: 'N (default 8)', lr: 'X (default 1e-3)', size: 'N input size (default 64)', widths: 'W1,W2,W3,W4 (default 16,32,64,128)', count: 'N training samples (default 100000)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (!f.out) throw new Error('--out: required (the FOPA folder: checkpoint, config.json, model.safetensors)');
   await getDevice();
   const checkpoint = `${f.out}/checkpoint.safetensors`;
@@ -423,7 +463,7 @@ async function trainFopa(): Promise<void> {
 }
 
 async function evalFopa(): Promise<void> {
-  const f = flags(['model', 'count', 'split', 'size', 'json']);
+  const f = flags({ model: 'DIR: a FOPA folder (required)', count: 'N samples (default 200)', split: 'S (default val)', size: 'N (default 64)', json: 'FILE: results as JSON' });
   if (!f.model) throw new Error('--model: required (a FOPA folder)');
   await getDevice();
   const net = F.ObPlaNet.fromPretrained(f.model);
@@ -454,7 +494,7 @@ async function halfCopyFolder(from: string, to: string): Promise<number> {
 }
 
 async function exportHalf(): Promise<void> {
-  const f = flags(['from', 'to']);
+  const f = flags({ from: 'DIR: a trained folder (required)', to: 'DIR (required)' });
   if (!f.from || !existsSync(f.from)) throw new Error(`--from: ${f.from ?? '(missing)'} is not a folder`);
   if (!f.to) throw new Error('--to: required');
   console.log(`wrote ${f.to}: ${((await halfCopyFolder(f.from, f.to)) / 2 ** 20).toFixed(2)} MiB (weights in F16)`);
@@ -466,7 +506,7 @@ async function exportHalf(): Promise<void> {
  * architecture, data, evaluation, reproduce, optional budget and notes).
  */
 async function ship(): Promise<void> {
-  const f = flags(['from', 'to', 'card', 'checkpoint']);
+  const f = flags({ from: 'DIR: a finished run (required)', to: 'DIR: the folder under weights/ (required)', card: 'FILE.json: title, summary, architecture, data, evaluation, reproduce (required)', checkpoint: 'FILE (default: FROM/checkpoint.safetensors)' });
   if (!f.from || !existsSync(f.from)) throw new Error(`--from: ${f.from ?? '(missing)'} is not a folder`);
   if (!f.to) throw new Error('--to: required (the folder under weights/)');
   if (!f.card) throw new Error('--card: required (a JSON file: title, summary, architecture, data, evaluation, reproduce)');
@@ -501,7 +541,7 @@ async function ship(): Promise<void> {
 }
 
 async function trainHarmonizer(): Promise<void> {
-  const f = flags(['model', 'out', 'ngf', 'ch', 'size', 'low', 'steps', 'batch', 'lr', 'count', 'seed', 'save-minutes']);
+  const f = flags({ model: 'rainnet or pct-net (default rainnet)', out: 'DIR (required)', ngf: 'N RainNet width (default 8)', ch: 'N PCT-Net width (default 16)', size: 'N (default 256 RainNet, 64 PCT-Net)', low: 'N PCT-Net low resolution (default 32)', steps: 'N (default 2000)', batch: 'N (default 4)', lr: 'X (default 2e-4 RainNet, 1e-3 PCT-Net)', count: 'N training pairs (default 100000)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)' }, { resume: 'continue the checkpoint in --out' });
   const kind = f.model ?? 'rainnet';
   if (kind !== 'rainnet' && kind !== 'pct-net') throw new Error(`--model: expected rainnet or pct-net, got '${kind}'`);
   if (!f.out) throw new Error('--out: required (the model folder: checkpoint, config.json, model.safetensors)');
@@ -545,7 +585,7 @@ async function trainHarmonizer(): Promise<void> {
 }
 
 async function trainInstances(): Promise<void> {
-  const f = flags(['segmenter', 'out', 'steps', 'batch', 'lr', 'scale', 'radius', 'count', 'seed', 'save-minutes']);
+  const f = flags({ segmenter: 'DIR: the Mask2Former whose Swin the branches read, frozen (required unless --resume)', out: 'DIR (required)', steps: 'N (default 2000)', batch: 'N (default 8)', lr: 'X (default 1e-3)', scale: 'X: image scale before the backbone, dividing 4 (default 2)', radius: 'N: pair radius on the grid (default 5)', count: 'N training scenes (default 10000)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (!f.out) throw new Error('--out: required (the instance model folder: checkpoint, config.json, model.safetensors)');
   await getDevice();
   const checkpoint = `${f.out}/checkpoint.safetensors`;
@@ -587,7 +627,7 @@ async function trainInstances(): Promise<void> {
 }
 
 async function evalInstances(): Promise<void> {
-  const f = flags(['model', 'segmenter', 'count', 'split', 'json']);
+  const f = flags({ model: 'DIR: an instance model folder (required)', segmenter: 'DIR: also from this Mask2Former\'s predicted masks', count: 'N scenes (default 200)', split: 'S (default test)', json: 'FILE: results as JSON' });
   if (!f.model) throw new Error('--model: required (an instance model folder, from train-instances)');
   await getDevice();
   const net = F.IrnNet.fromPretrained(f.model);
@@ -613,7 +653,7 @@ async function evalInstances(): Promise<void> {
 
 /** Adds an instance layer (SegmentationObject + annotations/instances.json) to a VOC-layout folder. */
 async function instances(): Promise<void> {
-  const f = flags(['data', 'model', 'method', 'split']);
+  const f = flags({ data: 'DIR: a VOC-layout folder (required)', model: 'DIR: an instance model folder', method: 'components, displacement or irn (default irn with --model, else components)', split: 'S: only this ImageSets split' }, { overwrite: 'replace an existing instance layer' });
   if (!f.data) throw new Error('--data: required (a VOC-layout folder with SegmentationClass maps)');
   const method = (f.method ?? (f.model ? 'irn' : 'components')) as F.InstanceMethod;
   if (!F.instanceMethods.includes(method)) throw new Error(`--method: expected one of ${F.instanceMethods.join(', ')}, got '${method}'`);
@@ -663,7 +703,7 @@ function rainNetHarmonizer(net: F.RainNet): F.Harmonizer {
 }
 
 async function evalHarmonization(): Promise<void> {
-  const f = flags(['count', 'size', 'split', 'json', 'rainnet', 'pctnet']);
+  const f = flags({ count: 'N pairs (default 200)', size: 'N (default 256 with --rainnet, else 64)', split: 'S (default val)', json: 'FILE: results as JSON', rainnet: 'DIR: a RainNet folder', pctnet: 'DIR: a PCT-Net folder' });
   const count = intFlag(f, 'count', 200);
   const harmonizers: Record<string, F.Harmonizer> = { none: (c) => c, reinhard: (c, m) => F.reinhardHarmonize(c, m) };
   if (f.rainnet) {
@@ -683,7 +723,7 @@ async function evalHarmonization(): Promise<void> {
 }
 
 async function evalSegmenter(): Promise<void> {
-  const f = flags(['model', 'data', 'split']);
+  const f = flags({ model: 'DIR: a Mask2Former folder (required)', data: 'DIR: a VOC-layout folder (required)', split: 'S: only this ImageSets split' });
   if (!f.model) throw new Error('--model: required (a folder with config.json and model.safetensors)');
   if (!f.data) throw new Error('--data: required (a VOC-layout folder)');
   await getDevice();
@@ -698,6 +738,7 @@ async function evalSegmenter(): Promise<void> {
 }
 
 async function demo(): Promise<void> {
+  flags({});
   const t0 = performance.now();
   await getDevice();
   const info = deviceInfo();
@@ -804,9 +845,33 @@ async function textToMaskDemo(path: string): Promise<void> {
   net.dispose();
 }
 
+const summaries: Record<string, string> = {
+  demo: 'the main job on the embedded default: engine smoke run, ShapeWorld sheet, text → image → mask → refined mask',
+  world: 'write a ShapeWorld dataset (VOC layout + COCO instances + prompts)',
+  eval: 'mIoU, boundary F and mask AP of a prediction folder against a truth folder',
+  'train-segmenter': 'train a Mask2Former on VOC-layout folders (resumable)',
+  'eval-segmenter': 'per-class IoU, mIoU and mask AP of a Mask2Former folder on a VOC-layout folder',
+  'train-diffusion': 'train the zoo\'s Stable Diffusion on ShapeWorld folders: --stage vae, then --stage unet (resumable)',
+  'eval-diffusion': 'VAE PSNR, prompt fidelity and attention-mask IoU against an oracle, sampling speed',
+  compose: 'compose multi-object scenes from single-object pictures with FOPA placement (exact masks)',
+  'train-fopa': 'train FOPA on ShapeWorld placements (resumable)',
+  'eval-fopa': 'FOPA\'s F1, balanced accuracy and top-1 plausibility against random on held-out placements',
+  'export-half': 'copy a trained folder as it ships (F16 weights, no checkpoints)',
+  ship: 'copy a finished run into weights/ with F16 weights and its model card',
+  'eval-harmonization': 'fMSE / MSE / PSNR of harmonizers on held-out ShapeWorld pairs',
+  'train-harmonizer': 'train RainNet or PCT-Net on ShapeWorld pairs (resumable)',
+  'train-instances': 'train the instance branches (IRNet) from class maps on ShapeWorld (resumable)',
+  'eval-instances': 'mask AP of instances from semantic masks: components, displacement field, IRNet',
+  instances: 'add an instance layer (SegmentationObject + COCO) to a VOC-layout folder',
+};
+
 const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances };
 const run = commands[command];
 if (!run) {
+  if (command === '--help' || command === '-h' || command === 'help') {
+    console.log(`freemask COMMAND [options]   (freemask COMMAND --help lists a command's options)\n${Object.keys(commands).map((c) => `  ${c.padEnd(20)} ${summaries[c] ?? ''}`).join('\n')}`);
+    process.exit(0);
+  }
   console.error(`freemask: unknown command '${command}'. Commands: ${Object.keys(commands).join(', ')}`);
   process.exit(2);
 }

@@ -167,6 +167,21 @@ test('CLI: eval prints the table; bad arguments exit 1 naming the argument', () 
   const bad = cli('world', '--split', 'val', '--count', 'many', '--out', path.join(dir, 'z'));
   assert.is(bad.status, 1);
   assert.match(bad.stderr, /freemask world: --count: expected a positive integer, got 'many'/);
+  // options by util.parseArgs: unknown ones, stray words and missing values named; --help; --config mirrors the flags
+  assert.match(cli('world', '--split', 'val', '--bogus', '3').stderr, /freemask world: unexpected argument '--bogus' \(options: --split --count/);
+  assert.match(cli('world', 'val').stderr, /freemask world: unexpected argument 'val'/);
+  assert.match(cli('world', '--split', 'val', '--out').stderr, /freemask world: --out: missing value/);
+  const help = cli('world', '--help');
+  assert.is(help.status, 0);
+  assert.match(help.stdout, /freemask world: write a ShapeWorld dataset[^]*--size +N: side in pixels \(default 64\)[^]*--config/);
+  assert.match(cli('--help').stdout, /train-instances +train the instance branches/);
+  const config = path.join(dir, 'world.json');
+  fs.writeFileSync(config, JSON.stringify({ split: 'val', count: 2, size: 32, out: path.join(dir, 'from-config') }));
+  const fromConfig = cli('world', '--config', config, '--count', '3');
+  assert.is(fromConfig.status, 0, fromConfig.stderr);
+  assert.match(fromConfig.stdout, /wrote 3 scene images of split val .*32×32/);
+  fs.writeFileSync(config, JSON.stringify({ split: 'val', colour: 'red' }));
+  assert.match(cli('world', '--config', config).stderr, /--config: .*world\.json: "colour" is not an option of world/);
 });
 
 test.run();
