@@ -149,6 +149,12 @@ test('irn and displacement: every detection lies in its class\'s mask, scores de
     assert.ok(d.length >= 1, `${method}: no detection`);
     for (const x of d) x.mask.forEach((v, p) => v && assert.is(s.semantic[p], x.classId, `${method}: a detection leaves its class`));
     d.slice(1).forEach((x, k) => assert.ok(x.score <= d[k]!.score, `${method}: scores descend`));
+    if (method === 'irn') {
+      // the mask says where objects are: every foreground pixel belongs to exactly one detection
+      const cover = new Uint8Array(s.semantic.length);
+      for (const x of d) x.mask.forEach((v, p) => (cover[p]! += v));
+      cover.forEach((n, p) => assert.is(n, s.semantic[p] === 0 || s.semantic[p] === 255 ? 0 : 1, `pixel ${p} in ${n} detections`));
+    }
     const map = objectMap(s.semantic, d);
     map.forEach((v, p) => {
       if (s.semantic[p] === 0) assert.is(v, 0);

@@ -104,11 +104,34 @@ export async function instancesFromSemantic(s: SemanticImage, method: InstanceMe
     const cams = classMaps(s, classes, stride, [h, w]);
     const result = await makeInsSegLabels({ cams, keys: classes.map((c) => c - 1), edge, dp, imageSize: [s.height, s.width] }, { denseWalk: false, ...options, stride });
     for (const t of [cams, result.instanceCam, result.rw]) t.dispose();
+    // IRNet thresholds its walked maps against a background plane because CAMs do not say where objects end; the
+    // semantic mask does, so every pixel of class c joins the group whose walked c-map is strongest there, and each
+    // class × group's 4-connected fragments are the instances, scored as IRNet scores them (the walk's maximum
+    // inside; under minFragment of the image: 0)
+    const N = s.width * s.height;
+    const G = result.rwUp.length / (classes.length * N);
+    const label = Int32Array.from(s.semantic, (v, p) => {
+      const c = classes.indexOf(v);
+      if (c < 0) return 0;
+      let [best, arg] = [-Infinity, 0];
+      for (let g = 0; g < G; g++) if (result.rwUp[(c * G + g) * N + p]! > best) [best, arg] = [result.rwUp[(c * G + g) * N + p]!, c * G + g + 1];
+      return arg;
+    });
+    const minFragment = options.minFragment ?? 0.01;
     const out: Detection[] = [];
-    for (const d of result.detections) {
-      const classId = d.classId + 1;
-      const mask = Uint8Array.from(d.mask, (v, p) => (v && s.semantic[p] === classId ? 1 : 0));
-      if (mask.some((v) => v)) out.push({ classId, score: d.score, mask });
+    for (let k = 1; k <= classes.length * G; k++) {
+      const parts = connectedComponents(Uint8Array.from(label, (v) => (v === k ? 1 : 0)), s.height, s.width);
+      const count = parts.reduce((m, v) => Math.max(m, v), 0);
+      for (let f = 1; f <= count; f++) {
+        const mask = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
+        let [area, score] = [0, 0];
+        mask.forEach((v, p) => {
+          if (!v) return;
+          area++;
+          score = Math.max(score, result.rwUp[(k - 1) * N + p]!);
+        });
+        out.push({ classId: classes[Math.floor((k - 1) / G)]!, score: area < minFragment * N ? 0 : score, mask });
+      }
     }
     return sortByScore(out);
   } finally {
