@@ -463,7 +463,7 @@ async function trainFopa(): Promise<void> {
 }
 
 async function evalFopa(): Promise<void> {
-  const f = flags({ model: 'DIR: a FOPA folder (required)', count: 'N samples (default 200)', split: 'S (default val)', size: 'N (default 64)', json: 'FILE: results as JSON' });
+  const f = flags({ model: 'DIR: a FOPA folder (required)', count: 'N samples (default 200)', split: 'S (default val)', size: 'N (default 64)', json: 'FILE: results as JSON', sheet: 'PNG: background | heat map | composite | mask for the first 8 samples' });
   if (!f.model) throw new Error('--model: required (a FOPA folder)');
   await getDevice();
   const net = F.ObPlaNet.fromPretrained(f.model);
@@ -472,6 +472,10 @@ async function evalFopa(): Promise<void> {
   const r = await F.evaluatePlacement(net, split, Array.from({ length: count }, (_, i) => i), { size: intFlag(f, 'size', 64) });
   console.log(`FOPA on ${count} held-out ShapeWorld placements (${split}): F1 ${r.f1.toFixed(3)}, balanced accuracy ${r.balancedAccuracy.toFixed(3)}; on the ${r.fitting} whose class fits the background, plausibility of the top-1 placement ${r.top1.toFixed(3)} vs random ${r.random.toFixed(3)} vs the best ${r.best.toFixed(3)}`);
   if (f.json) writeFileSync(f.json, JSON.stringify(r, null, 2));
+  if (f.sheet) {
+    await F.writePng(f.sheet, await F.placementSheet(net, split, Array.from({ length: Math.min(count, 8) }, (_, i) => i), { size: intFlag(f, 'size', 64) }));
+    console.log(`wrote ${f.sheet}: background | heat map at the chosen scale | composite | mask, one sample per row`);
+  }
 }
 
 /** Copies a trained folder as it ships: weights (*.safetensors) F16, configs, tokenizer files, pictures and cards; training checkpoints left behind. Returns the bytes written. */

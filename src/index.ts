@@ -93,7 +93,7 @@ export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, sha
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
 export { composeLayers, placeCutout, cutOut, composeScenes, readSingleObjects, type SingleObject, type ComposeDatasetOptions, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';
-export { placementSample, fopaTask, evaluatePlacement, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
+export { placementSample, fopaTask, evaluatePlacement, placementSheet, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
 export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './models/rainnet.ts';
 export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
 export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';

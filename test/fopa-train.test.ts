@@ -6,7 +6,7 @@ import './helpers.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
 import { ObPlaNet, obPlaNetConfig } from '../src/models/fopa.ts';
 import { placementPlausibility } from '../src/world/scene.ts';
-import { evaluatePlacement, fopaTask, placementSample } from '../src/train/fopa.ts';
+import { evaluatePlacement, fopaTask, placementSample, placementSheet } from '../src/train/fopa.ts';
 import { Trainer } from '../src/train/trainer.ts';
 
 test('placement samples: labels from the world\'s plausibility, deterministic, split-specific', () => {
@@ -35,6 +35,11 @@ test('the FOPA task trains (loss falls on a fixed batch) and the metrics are in 
   assert.ok(e.fitting >= 1 && e.samples === 6, `${e.fitting} of 6 samples fit`);
   for (const k of ['f1', 'balancedAccuracy', 'top1', 'random', 'best'] as const) assert.ok(e[k] >= 0 && e[k] <= 1, `${k} ${e[k]}`);
   assert.ok(e.best >= e.top1 && e.best >= e.random, 'no placement beats the best');
+  // the sheet: 2 rows of 4 panels, each 32² zoomed ×2, 2-pixel gaps; the first panel is the background itself
+  const sheet = await placementSheet(net, 'val', [0, 1], { size: 32 });
+  assert.equal([sheet.width, sheet.height], [4 * 64 + 3 * 2, 2 * 64 + 2]);
+  const bg = placementSample('val', 0, { size: 32 }).background;
+  assert.equal([sheet.data[0], sheet.data[1], sheet.data[2]], [bg.data[0], bg.data[1], bg.data[2]]);
   t.optimizer.dispose();
   net.dispose();
 });

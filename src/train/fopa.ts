@@ -8,7 +8,10 @@
 
 import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
-import type { Image } from '../io/image.ts';
+import { type Image, heatmapToImage, sideBySide, stacked } from '../io/image.ts';
+import { composeLayers, placeCutout } from '../pipeline/compose.ts';
+import { vocColorImage } from '../data/voc.ts';
+import { zoomImage } from '../world/contact.ts';
 import { crossEntropy } from '../kernels/loss.ts';
 import { concat } from '../kernels/shape.ts';
 import { type ObPlaNet, fopaInputs } from '../models/fopa.ts';
@@ -178,4 +181,23 @@ export async function evaluatePlacement(net: ObPlaNet, split: Split, indices: re
     balancedAccuracy: 0.5 * (tp / Math.max(tp + fn, 1) + tn / Math.max(tn + fp, 1)),
     top1: top1 / n, random: random / n, best: best / n, samples: indices.length, fitting,
   };
+}
+
+/**
+ * What FOPA does, for a person to look at: one row per held-out sample of `split`: the background | the heat map
+ * of the scale the search picked | the composite with the top-1 placement | its class mask (VOC colours), ×2.
+ */
+export async function placementSheet(net: ObPlaNet, split: Split, indices: readonly number[], { size = 64 }: { size?: number } = {}): Promise<Image> {
+  const rows: Image[] = [];
+  for (const i of indices) {
+    const s = placementSample(split, i, { size });
+    const maps = await placementHeatmaps(net, s.background, s.cut, { size });
+    const chosen = topPlacements(maps, size, size, 1)[0];
+    const heat = Tensor.fromArray(maps.find((m) => m.scale === chosen?.scale)?.heat ?? new Float32Array(size * size), [size, size]);
+    const heatImage = await heatmapToImage(heat);
+    heat.dispose();
+    const c = composeLayers(size, size, { image: s.background.data as Uint8Array }, chosen ? [placeCutout(s.cut, s.classId, chosen.box, size, size)] : []);
+    rows.push(sideBySide([s.background, heatImage, { width: size, height: size, channels: 3 as const, data: c.image }, vocColorImage(c.semantic, size, size)].map((p) => zoomImage(p, 2))));
+  }
+  return stacked(rows);
 }
