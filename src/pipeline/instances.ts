@@ -7,7 +7,7 @@
 
 import { noGrad } from '../engine/autograd.ts';
 import { Tensor } from '../engine/tensor.ts';
-import { type Detection, type InstanceOptions, clusterCentroids, connectedComponents, findCentroids, makeInsSegLabels } from '../models/irn/centroids.ts';
+import { type Detection, type InstanceOptions, clusterCentroids, connectedComponents, findCentroids, labelFragments, makeInsSegLabels } from '../models/irn/centroids.ts';
 import type { IrnNet } from '../models/irn/model.ts';
 import type { Mask2FormerForUniversalSegmentation } from '../models/mask2former/model.ts';
 import { semanticSegmentation } from '../models/mask2former/postprocess.ts';
@@ -117,22 +117,7 @@ export async function instancesFromSemantic(s: SemanticImage, method: InstanceMe
       for (let g = 0; g < G; g++) if (result.rwUp[(c * G + g) * N + p]! > best) [best, arg] = [result.rwUp[(c * G + g) * N + p]!, c * G + g + 1];
       return arg;
     });
-    const minFragment = options.minFragment ?? 0.01;
-    const out: Detection[] = [];
-    for (let k = 1; k <= classes.length * G; k++) {
-      const parts = connectedComponents(Uint8Array.from(label, (v) => (v === k ? 1 : 0)), s.height, s.width);
-      const count = parts.reduce((m, v) => Math.max(m, v), 0);
-      for (let f = 1; f <= count; f++) {
-        const mask = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
-        let [area, score] = [0, 0];
-        mask.forEach((v, p) => {
-          if (!v) return;
-          area++;
-          score = Math.max(score, result.rwUp[(k - 1) * N + p]!);
-        });
-        out.push({ classId: classes[Math.floor((k - 1) / G)]!, score: area < minFragment * N ? 0 : score, mask });
-      }
-    }
+    const out = labelFragments(label, classes.length * G, [s.height, s.width], result.rwUp, options.minFragment ?? 0.01).map(({ plane, score, mask }) => ({ classId: classes[Math.floor(plane / G)]!, score, mask }));
     return sortByScore(out);
   } finally {
     edge.dispose();

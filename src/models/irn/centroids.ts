@@ -128,6 +128,31 @@ function argmaxWithBackground(up: Float32Array, K: number, n: number, bg: number
   });
 }
 
+/**
+ * The 4-connected fragments of each label k = 1..K of a label map [H·W], as IRNet scores them: the maximum of
+ * plane k − 1 of `scores` [K, H·W] inside, 0 for a fragment under `minFragment` of the image. Label order, then
+ * fragment order.
+ */
+export function labelFragments(label: Int32Array, K: number, [H, W]: [number, number], scores: ArrayLike<number>, minFragment: number): { plane: number; score: number; mask: Uint8Array }[] {
+  const N = H * W;
+  const out: { plane: number; score: number; mask: Uint8Array }[] = [];
+  for (let k = 1; k <= K; k++) {
+    const parts = connectedComponents(Uint8Array.from(label, (v) => (v === k ? 1 : 0)), H, W);
+    const count = parts.reduce((m, v) => Math.max(m, v), 0);
+    for (let f = 1; f <= count; f++) {
+      const mask = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
+      let [area, score] = [0, 0];
+      mask.forEach((v, p) => {
+        if (!v) return;
+        area++;
+        score = Math.max(score, scores[(k - 1) * N + p]!);
+      });
+      out.push({ plane: k - 1, score: area < minFragment * N ? 0 : score, mask });
+    }
+  }
+  return out;
+}
+
 const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01, stride: 4, denseWalk: true };
 
 /** IRNet's inputs for one image: class maps, their class ids, the boundary and the field at the grid's stride. */
@@ -173,23 +198,7 @@ export async function makeInsSegLabels({ cams, keys, edge, dp: field, imageSize 
   const [H, W] = imageSize;
   const N = H * W;
   const label = argmaxWithBackground(up, C * G, N, o.bgThreshold);
-  const detections: Detection[] = [];
-  for (let k = 1; k <= C * G; k++) {
-    const mask = Uint8Array.from(label, (v) => (v === k ? 1 : 0));
-    if (!mask.some((v) => v)) continue;
-    const parts = connectedComponents(mask, H, W);
-    const count = Math.max(...parts);
-    for (let f = 1; f <= count; f++) {
-      const fragment = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
-      let [area, score] = [0, 0];
-      fragment.forEach((v, p) => {
-        if (!v) return;
-        area++;
-        score = Math.max(score, up[(k - 1) * N + p]!);
-      });
-      detections.push({ classId: keys[Math.floor((k - 1) / G)]!, score: area < o.minFragment * N ? 0 : score, mask: fragment });
-    }
-  }
+  const detections: Detection[] = labelFragments(label, C * G, [H, W], up, o.minFragment).map(({ plane, score, mask }) => ({ classId: keys[Math.floor(plane / G)]!, score, mask }));
   return { centroids, groups, instanceCam, rw, rwUp: up, rwUpMax: max, instanceLabel: label, detections };
 }
 
