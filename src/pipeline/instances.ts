@@ -7,7 +7,7 @@
 
 import { noGrad } from '../engine/autograd.ts';
 import { Tensor } from '../engine/tensor.ts';
-import { type Detection, type InstanceOptions, clusterCentroids, connectedComponents, findCentroids, labelFragments, makeInsSegLabels } from '../models/irn/centroids.ts';
+import { type Detection, type InstanceOptions, clusterCentroids, findCentroids, labelFragments, makeInsSegLabels } from '../models/irn/centroids.ts';
 import type { IrnNet } from '../models/irn/model.ts';
 import type { Mask2FormerForUniversalSegmentation } from '../models/mask2former/model.ts';
 import { semanticSegmentation } from '../models/mask2former/postprocess.ts';
@@ -48,22 +48,16 @@ function checkImage(s: SemanticImage, what: string, numClasses?: number): void {
 /** The foreground classes present (sorted). */
 const presentClasses = (semantic: Uint8Array) => [...new Set(semantic)].filter((c) => c !== 0 && c !== 255).sort((a, b) => a - b);
 
-/** Each 4-connected fragment of each class, scored by its share of the image. */
+/** Each 4-connected fragment of each class (of each class × group with `split`), scored by its share of the image. */
 function componentsOf(s: SemanticImage, split?: (p: number) => number): Detection[] {
   const n = s.width * s.height;
-  const out: Detection[] = [];
-  for (const c of presentClasses(s.semantic)) {
-    const groups = split ? [...new Set(Array.from({ length: n }, (_, p) => (s.semantic[p] === c ? split(p) : -1)))].filter((g) => g >= 0).sort((a, b) => a - b) : [0];
-    for (const g of groups) {
-      const parts = connectedComponents(Uint8Array.from(s.semantic, (v, p) => (v === c && (!split || split(p) === g) ? 1 : 0)), s.height, s.width);
-      const count = parts.reduce((m, v) => Math.max(m, v), 0);
-      for (let f = 1; f <= count; f++) {
-        const mask = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
-        out.push({ classId: c, score: mask.reduce((a, v) => a + v, 0) / n, mask });
-      }
-    }
-  }
-  return out;
+  const classes = presentClasses(s.semantic);
+  // one label per (class, group), in class then group order
+  const keyOf = (p: number) => classes.indexOf(s.semantic[p]!) * (n + 1) + (split ? split(p) : 0);
+  const keys = [...new Set(Array.from({ length: n }, (_, p) => (classes.includes(s.semantic[p]!) ? keyOf(p) : -1)))].filter((k) => k >= 0).sort((a, b) => a - b);
+  const index = new Map(keys.map((k, i) => [k, i + 1]));
+  const label = Int32Array.from({ length: n }, (_, p) => (classes.includes(s.semantic[p]!) ? index.get(keyOf(p))! : 0));
+  return labelFragments(label, keys.length, [s.height, s.width]).map((f) => ({ classId: classes[Math.floor(keys[f.plane]! / (n + 1))]!, score: f.area / n, mask: f.mask }));
 }
 
 /** The class maps IRNet takes from CAMs: each class's share of every stride × stride cell of the grid. */

@@ -129,28 +129,39 @@ function argmaxWithBackground(up: Float32Array, K: number, n: number, bg: number
 }
 
 /**
- * The 4-connected fragments of each label k = 1..K of a label map [H·W], as IRNet scores them: the maximum of
- * plane k − 1 of `scores` [K, H·W] inside, 0 for a fragment under `minFragment` of the image. Label order, then
- * fragment order.
+ * The 4-connected fragments of each label k = 1..K of a label map [H·W] (one flood fill over the map), label order
+ * then raster order, with their area and, given `scores` [K, H·W], IRNet's score: the maximum of plane k − 1 inside,
+ * 0 for a fragment under `minFragment` of the image.
  */
-export function labelFragments(label: Int32Array, K: number, [H, W]: [number, number], scores: ArrayLike<number>, minFragment: number): { plane: number; score: number; mask: Uint8Array }[] {
+export function labelFragments(label: Int32Array, K: number, [H, W]: [number, number], scores?: ArrayLike<number>, minFragment = 0): { plane: number; score: number; area: number; mask: Uint8Array }[] {
   const N = H * W;
-  const out: { plane: number; score: number; mask: Uint8Array }[] = [];
-  for (let k = 1; k <= K; k++) {
-    const parts = connectedComponents(Uint8Array.from(label, (v) => (v === k ? 1 : 0)), H, W);
-    const count = parts.reduce((m, v) => Math.max(m, v), 0);
-    for (let f = 1; f <= count; f++) {
-      const mask = Uint8Array.from(parts, (v) => (v === f ? 1 : 0));
-      let [area, score] = [0, 0];
-      mask.forEach((v, p) => {
-        if (!v) return;
-        area++;
-        score = Math.max(score, scores[(k - 1) * N + p]!);
-      });
-      out.push({ plane: k - 1, score: area < minFragment * N ? 0 : score, mask });
+  const component = new Int32Array(N);
+  const found: { plane: number; pixels: number[]; score: number }[] = [];
+  for (let p = 0; p < N; p++) {
+    const k = label[p]!;
+    if (k < 1 || k > K || component[p]) continue;
+    const f = { plane: k - 1, pixels: [p], score: 0 };
+    found.push(f);
+    component[p] = found.length;
+    for (let i = 0; i < f.pixels.length; i++) {
+      const q = f.pixels[i]!;
+      const [y, x] = [Math.floor(q / W), q % W];
+      for (const [ny, nx] of [[y - 1, x], [y + 1, x], [y, x - 1], [y, x + 1]] as const) {
+        const r = ny * W + nx;
+        if (ny >= 0 && ny < H && nx >= 0 && nx < W && label[r] === k && !component[r]) {
+          component[r] = found.length;
+          f.pixels.push(r);
+        }
+      }
     }
+    if (scores) for (const q of f.pixels) f.score = Math.max(f.score, scores[(k - 1) * N + q]!);
   }
-  return out;
+  // found in raster order of their first pixel: a stable sort by label keeps that order within a label
+  return found.sort((a, b) => a.plane - b.plane).map((f) => {
+    const mask = new Uint8Array(N);
+    for (const q of f.pixels) mask[q] = 1;
+    return { plane: f.plane, area: f.pixels.length, score: f.pixels.length < minFragment * N ? 0 : f.score, mask };
+  });
 }
 
 const defaults: Required<InstanceOptions> = { beta: 10, expTimes: 8, radius: 5, bgThreshold: 0.25, thres: 2.5, minFragment: 0.01, stride: 4, denseWalk: true };
