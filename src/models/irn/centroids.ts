@@ -28,12 +28,13 @@ export function findCentroids(D: ArrayLike<number>, H: number, W: number, iterat
   for (let p = 0; p < n; p++) [pos[p], pos[n + p]] = [Math.floor(p / W), p % W];
   for (let it = 0; it < iterations; it++) {
     for (let p = 0; p < n; p++) {
+      // written out (no closures or arrays in this loop: it runs iterations × pixels times), same arithmetic order
       const cy = pos[p]!, cx = pos[n + p]!;
-      const [uy, dy, ux, dx] = [Math.ceil(cy), Math.floor(cy), Math.ceil(cx), Math.floor(cx)];
+      const uy = Math.ceil(cy), dy = Math.floor(cy), ux = Math.ceil(cx), dx = Math.floor(cx);
       const yc = cy - dy, xc = cx - dx;
-      const at = (c: number, y: number, x: number) => D[c * n + y * W + x]!;
-      const inc = (c: number) => at(c, uy, ux) * yc * xc + at(c, dy, ux) * (1 - yc) * xc + at(c, uy, dx) * yc * (1 - xc) + at(c, dy, dx) * (1 - yc) * (1 - xc);
-      const [iy, ix] = [inc(0), inc(1)];
+      const a = uy * W + ux, b = dy * W + ux, c = uy * W + dx, d = dy * W + dx;
+      const iy = D[a]! * yc * xc + D[b]! * (1 - yc) * xc + D[c]! * yc * (1 - xc) + D[d]! * (1 - yc) * (1 - xc);
+      const ix = D[n + a]! * yc * xc + D[n + b]! * (1 - yc) * xc + D[n + c]! * yc * (1 - xc) + D[n + d]! * (1 - yc) * (1 - xc);
       pos[p] = Math.min(H - 1, Math.max(0, Math.fround(cy + iy)));
       pos[n + p] = Math.min(W - 1, Math.max(0, Math.fround(cx + ix)));
     }
