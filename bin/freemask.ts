@@ -624,7 +624,9 @@ async function trainInstances(): Promise<void> {
     const shift = await F.fitMeanShift(net);
     writeFileSync(`${f.out}/config.json`, JSON.stringify(F.irnConfigJson(net.config), null, 2));
     await F.saveSafetensors(`${f.out}/model.safetensors`, net.stateDict());
-    net.branches.mean_shift.runningMean.copyFrom(Tensor.fromArray(Float32Array.from(running), [2]));
+    const restored = Tensor.fromArray(Float32Array.from(running), [2]);
+    net.branches.mean_shift.runningMean.copyFrom(restored);
+    restored.dispose();
     await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
     console.log(`  saved (mean shift ${shift.map((v) => v.toFixed(3)).join(', ')})`);
   }, { minutes: numberFlag(f, 'save-minutes', 5) });
