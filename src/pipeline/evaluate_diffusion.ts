@@ -62,7 +62,7 @@ export function worldPromptPairs(): { classId: number; className: string; word: 
 
 /** The oracle's class map [H·W] of an 8-bit RGB image. */
 export async function oracleLabels(oracle: Mask2FormerForUniversalSegmentation, image: RgbImage): Promise<Uint8Array> {
-  const pixels = Tensor.fromArray(pixelValues({ ...image, semantic: new Uint8Array(0) }), [1, 3, image.height, image.width]);
+  const pixels = Tensor.fromArray(pixelValues(image), [1, 3, image.height, image.width]);
   const out = noGrad(() => oracle.eval().forward(pixels));
   pixels.dispose();
   const labels = semanticSegmentation({ classQueriesLogits: out.classQueriesLogits, masksQueriesLogits: out.masksQueriesLogits }, [image.height, image.width]);

@@ -9,15 +9,16 @@ import { noGrad } from '../engine/autograd.ts';
 import { Tensor } from '../engine/tensor.ts';
 import { type Detection, type InstanceOptions, clusterCentroids, findCentroids, labelFragments, makeInsSegLabels } from '../models/irn/centroids.ts';
 import type { IrnNet } from '../models/irn/model.ts';
-import type { Mask2FormerForUniversalSegmentation } from '../models/mask2former/model.ts';
+import { type Mask2FormerForUniversalSegmentation, disposeTensors } from '../models/mask2former/model.ts';
 import { semanticSegmentation } from '../models/mask2former/postprocess.ts';
-import { pixelValues } from '../models/mask2former/data.ts';
+import { pixelValues, readVocSample } from '../models/mask2former/data.ts';
 import { type MaskApResult, type MaskInstance, maskAp } from '../metrics/maskAp.ts';
 import { truthInstances } from '../models/mask2former/evaluate.ts';
-import { type VocSample, readVocLabels, vocFolders, vocIds, vocPalette } from '../data/voc.ts';
-import { type CocoFile, maskToRle, vocCategories } from '../data/coco.ts';
+import { type VocSample, vocFolders, vocIds, vocPalette } from '../data/voc.ts';
+import { type CocoFile, vocCategories } from '../data/coco.ts';
+import { instanceAnnotations } from '../data/dataset.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
-import { readPng, writeIndexedPng } from '../io/png.ts';
+import { writeIndexedPng } from '../io/png.ts';
 
 /** How a semantic mask becomes instances. */
 export type InstanceMethod = 'components' | 'displacement' | 'irn';
@@ -138,13 +139,13 @@ export function objectMap(semantic: Uint8Array, detections: readonly Detection[]
 
 /** The semantic mask a Mask2Former predicts for an image (its class ids). */
 export async function predictedSemantic(model: Mask2FormerForUniversalSegmentation, s: Omit<SemanticImage, 'semantic'>): Promise<Uint8Array> {
-  const pixels = Tensor.fromArray(pixelValues({ ...s, id: '', semantic: new Uint8Array(0) }), [1, 3, s.height, s.width]);
+  const pixels = Tensor.fromArray(pixelValues(s), [1, 3, s.height, s.width]);
   const out = noGrad(() => model.forward(pixels));
   pixels.dispose();
   const labels = semanticSegmentation({ classQueriesLogits: out.classQueriesLogits, masksQueriesLogits: out.masksQueriesLogits }, [s.height, s.width]);
   const values = await labels.toArray();
   labels.dispose();
-  for (const t of Object.values(out)) if (t instanceof Tensor) t.dispose();
+  disposeTensors(out);
   return Uint8Array.from(values);
 }
 
@@ -190,30 +191,26 @@ export async function addInstancesToFolder(dir: string, method: InstanceMethod, 
   const coco: CocoFile = { info: { description: `instances by ${method}` }, images: [], annotations: [], categories: vocCategories };
   try {
     for (const [k, id] of ids.entries()) {
-      const labels = readVocLabels(dir, id);
-      const path = `${dir}/${vocFolders.images}/${id}.png`;
-      if (!fs.existsSync(path)) throw new Error(`${path}: missing (image '${id}' has a class map but no picture)`);
-      const img = await readPng(path);
-      if (img.width !== labels.width || img.height !== labels.height) throw new Error(`${path}: ${img.width}×${img.height}, but its class map is ${labels.width}×${labels.height}`);
-      const image = Uint8Array.from({ length: img.width * img.height * 3 }, (_, i) => Number(img.data[Math.floor(i / 3) * img.channels + (i % 3)]));
-      const s = { width: img.width, height: img.height, image, semantic: labels.semantic };
+      const s = await readVocSample(dir, id);
       checkImage(s, `${dir}/${vocFolders.semantic}/${id}.png`, numClasses);
       const detections = presentClasses(s.semantic).length ? await instancesFromSemantic(s, method, net) : [];
       const map = objectMap(s.semantic, detections);
       writeIndexedPng(`${tmp}/${id}.png`, { width: s.width, height: s.height, indices: map, palette: vocPalette });
       const imageId = k + 1;
       coco.images.push({ id: imageId, file_name: `${vocFolders.images}/${id}.png`, width: s.width, height: s.height });
-      detections.forEach((d, j) => {
-        const mask = Uint8Array.from(map, (v) => (v === j + 1 ? 1 : 0));
-        let [x0, y0, x1, y1, area] = [s.width, s.height, 0, 0, 0];
-        mask.forEach((v, p) => {
-          if (!v) return;
-          const [x, y] = [p % s.width, Math.floor(p / s.width)];
-          [x0, y0, x1, y1, area] = [Math.min(x0, x), Math.min(y0, y), Math.max(x1, x + 1), Math.max(y1, y + 1), area + 1];
-        });
-        if (area === 0) return; // covered by higher-scored detections
-        coco.annotations.push({ id: imageId * 256 + j + 1, image_id: imageId, category_id: d.classId, segmentation: maskToRle(mask, s.width, s.height), area, bbox: [x0, y0, x1 - x0, y1 - y0], iscrowd: 0, score: d.score });
+      // each detection's box and area in the object map, in one pass (a detection wholly covered by better ones has none)
+      const boxes = detections.map(() => ({ x0: s.width, y0: s.height, x1: 0, y1: 0, area: 0 }));
+      map.forEach((v, p) => {
+        const b = boxes[v - 1];
+        if (!b) return;
+        const [x, y] = [p % s.width, Math.floor(p / s.width)];
+        [b.x0, b.y0, b.x1, b.y1, b.area] = [Math.min(b.x0, x), Math.min(b.y0, y), Math.max(b.x1, x + 1), Math.max(b.y1, y + 1), b.area + 1];
       });
+      const instances = detections.flatMap((d, j) => {
+        const b = boxes[j]!;
+        return b.area ? [{ id: j + 1, classId: d.classId, bbox: [b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0] as const, area: b.area, extra: { score: d.score } }] : [];
+      });
+      coco.annotations.push(...instanceAnnotations({ imageId, width: s.width, height: s.height, instance: map, instances }));
       onImage?.(k + 1, ids.length);
     }
     writeFileAtomic(`${tmp}/instances.json`, new TextEncoder().encode(JSON.stringify(coco)));

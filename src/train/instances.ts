@@ -7,7 +7,7 @@ import { seededRandom } from '../engine/random-cpu.ts';
 import { noGrad } from '../engine/autograd.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
 import { mean } from '../kernels/reduce.ts';
-import { indexSelect } from '../kernels/gather.ts';
+import { slice } from '../kernels/shape.ts';
 import { gridLabels } from '../models/affinity_net.ts';
 import { PathIndex } from '../models/irn/indexing.ts';
 import { irnLossesFromLogits, pairLabels } from '../models/irn/losses.ts';
@@ -55,7 +55,7 @@ export function irnTask(net: IrnNet, { count, size = 64 }: { count: number; size
         const pixels = net.pixels(samples.map((s) => s.image), [size, size]);
         const { edgeLogits, dp } = net.forward(pixels);
         // the grid may be one cell larger than size / stride when the backbone pads: IRNet crops to the label grid
-        const crop = (t: Tensor) => indexSelect(indexSelect(t, 2, Tensor.fromArray(Int32Array.from({ length: grid }, (_, i) => i), [grid], 'i32')), 3, Tensor.fromArray(Int32Array.from({ length: grid }, (_, i) => i), [grid], 'i32'));
+        const crop = (t: Tensor) => slice(slice(t, 2, 0, grid), 3, 0, grid);
         return irnLossesFromLogits(crop(edgeLogits), crop(dp), pairs, index).total;
       });
     },

@@ -10,16 +10,16 @@
 
 import { noGrad } from '../../engine/autograd.ts';
 import { Tensor, tidy } from '../../engine/tensor.ts';
-import { loadSafetensors } from '../../io/safetensors.ts';
 import { interpolate } from '../../kernels/resample.ts';
 import { concat } from '../../kernels/shape.ts';
 import { indexSelect } from '../../kernels/gather.ts';
 import { Module } from '../../nn/module.ts';
 import { type SwinConfig, parseSwin, swinConfigJson } from '../mask2former/config.ts';
-import { imagenetMean, imagenetStd } from '../mask2former/data.ts';
+import { pixelValues } from '../mask2former/data.ts';
 import { Mask2FormerForUniversalSegmentation } from '../mask2former/model.ts';
 import { SwinBackbone } from '../mask2former/swin.ts';
 import { ConfigReader, findWeights, joinPath, readJson } from '../pretrained.ts';
+import { loadSafetensors } from '../../io/safetensors.ts';
 import { IrnBranches } from './heads.ts';
 
 export interface IrnConfig {
@@ -74,6 +74,10 @@ export class IrnNet extends Module {
     }
   }
 
+  /**
+   * A folder with config.json and model.safetensors (F16 read as f32), in eval mode. Not diffusers' fromFolder:
+   * it renames legacy attention keys (`.query.` → `.to_q.`), which are the Swin's own names here.
+   */
   static fromPretrained(dir: string): IrnNet {
     const configPath = joinPath(dir, 'config.json');
     const net = new IrnNet(parseIrnConfig(readJson(configPath), configPath));
@@ -93,9 +97,9 @@ export class IrnNet extends Module {
   pixels(images: readonly Uint8Array[], [H, W]: [number, number]): Tensor {
     const n = H * W;
     const data = new Float32Array(images.length * 3 * n);
-    images.forEach((img, b) => {
-      if (img.length !== 3 * n) throw new Error(`IrnNet: image ${b} has ${img.length} bytes, expected ${H}×${W}×3`);
-      for (let p = 0; p < n; p++) for (let c = 0; c < 3; c++) data[(b * 3 + c) * n + p] = (img[3 * p + c]! / 255 - imagenetMean[c]!) / imagenetStd[c]!;
+    images.forEach((image, b) => {
+      if (image.length !== 3 * n) throw new Error(`IrnNet: image ${b} has ${image.length} bytes, expected ${H}×${W}×3`);
+      data.set(pixelValues({ width: W, height: H, image }), b * 3 * n);
     });
     return tidy(() => {
       const x = Tensor.fromArray(data, [images.length, 3, H, W]);

@@ -30,26 +30,28 @@ export function sceneSample(scene: Scene, id: string): SegmentationSample {
 
 /** Reads every image of a VOC-layout folder (one split, or all listed ids); errors name the file. */
 export async function readVocSamples(dir: string, split?: string): Promise<SegmentationSample[]> {
-  const fs = nodeFs(`reading ${dir}`);
   const ids = vocIds(dir, split);
   if (ids.length === 0) throw new Error(`${dir}: no images listed`);
   const samples: SegmentationSample[] = [];
-  for (const id of ids) {
-    const labels = readVocLabels(dir, id);
-    const path = `${dir}/${vocFolders.images}/${id}.png`;
-    if (!fs.existsSync(path)) throw new Error(`${path}: missing (image '${id}' has a class map but no picture)`);
-    const img = await readPng(path);
-    if (img.width !== labels.width || img.height !== labels.height) throw new Error(`${path}: ${img.width}×${img.height}, but its class map is ${labels.width}×${labels.height}`);
-    if (img.channels < 3 || img.data.length !== img.width * img.height * img.channels) throw new Error(`${path}: expected an 8-bit RGB(A) image`);
-    const rgb = new Uint8Array(img.width * img.height * 3);
-    for (let p = 0; p < img.width * img.height; p++) for (let c = 0; c < 3; c++) rgb[3 * p + c] = Number(img.data[p * img.channels + c]);
-    samples.push({ ...labels, image: rgb });
-  }
+  for (const id of ids) samples.push(await readVocSample(dir, id));
   return samples;
 }
 
+/** One image of a VOC-layout folder: its maps and its picture as RGB bytes; errors name the file. */
+export async function readVocSample(dir: string, id: string): Promise<SegmentationSample> {
+  const labels = readVocLabels(dir, id);
+  const path = `${dir}/${vocFolders.images}/${id}.png`;
+  if (!nodeFs(`reading ${dir}`).existsSync(path)) throw new Error(`${path}: missing (image '${id}' has a class map but no picture)`);
+  const img = await readPng(path);
+  if (img.width !== labels.width || img.height !== labels.height) throw new Error(`${path}: ${img.width}×${img.height}, but its class map is ${labels.width}×${labels.height}`);
+  if (img.channels < 3 || img.data.length !== img.width * img.height * img.channels) throw new Error(`${path}: expected an 8-bit RGB(A) image`);
+  const rgb = new Uint8Array(img.width * img.height * 3);
+  for (let p = 0; p < img.width * img.height; p++) for (let c = 0; c < 3; c++) rgb[3 * p + c] = Number(img.data[p * img.channels + c]);
+  return { ...labels, image: rgb };
+}
+
 /** Normalised pixel values [3, H, W]: (rgb/255 − mean) / std. */
-export function pixelValues(s: SegmentationSample): Float32Array {
+export function pixelValues(s: Pick<SegmentationSample, 'width' | 'height' | 'image'>): Float32Array {
   const hw = s.width * s.height;
   const out = new Float32Array(3 * hw);
   for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) out[c * hw + p] = (s.image[3 * p + c]! / 255 - imagenetMean[c]!) / imagenetStd[c]!;
