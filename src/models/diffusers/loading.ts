@@ -19,8 +19,8 @@ export interface WeightsOptions {
 }
 
 /**
- * A model of a diffusers folder: `build` makes it from config.json, then the weights file is streamed into it
- * (the model is freed when that fails); returned in eval mode.
+ * A model of a folder (diffusers', or any config.json + model.safetensors): `build` makes it from config.json,
+ * then the weights file is streamed into it (the model is freed when that fails); returned in eval mode.
  */
 export function fromFolder<M extends Module>(dir: string, build: (config: ConfigReader) => M, { dtype = 'f32', variant }: WeightsOptions = {}): M {
   // the strict load below overwrites every parameter: no random initial values needed (minutes for SD's UNet)
@@ -39,8 +39,9 @@ export function fromFolder<M extends Module>(dir: string, build: (config: Config
 /** Attention weight names of checkpoints saved before diffusers 0.14 (SD 1.x VAEs), and today's names. */
 const legacyAttention: [RegExp, string][] = [[/\.query\./, '.to_q.'], [/\.key\./, '.to_k.'], [/\.value\./, '.to_v.'], [/\.proj_attn\./, '.to_out.0.']];
 
-function currentName(key: string): string {
-  return legacyAttention.reduce((k, [from, to]) => k.replace(from, to), key);
+/** A key the model lacks under a legacy attention name, renamed; every other key as it is (a transformers Swin's own attention is `query`/`key`/`value`). */
+function currentName(key: string, wanted: ReadonlySet<string>): string {
+  return wanted.has(key) ? key : legacyAttention.reduce((k, [from, to]) => k.replace(from, to), key);
 }
 
 /**
@@ -53,15 +54,16 @@ export function loadWeights(model: Module, file: string): void {
   // tensors stored in f16 by the model (`half()`) are read as f16 (an f32 file converted on the CPU); then
   // F16 tensors stay f16 on upload and the model's f32 ones are cast on the GPU as they load
   const half = model.halfKeys();
-  const reader = loadSafetensors(file, half.size ? { asF16: (name) => half.has(currentName(name)) } : { f16ToF32: true });
+  const wanted = new Set(Object.keys(model.stateDict()));
+  const reader = loadSafetensors(file, half.size ? { asF16: (name) => half.has(currentName(name, wanted)) } : { f16ToF32: true });
   try {
-    if (![...reader.keys()].some((k) => currentName(k) !== k)) {
+    if (![...reader.keys()].some((k) => currentName(k, wanted) !== k)) {
       model.loadStateDict(reader);
       return;
     }
     const renamed = new Map<string, Tensor>();
     try {
-      for (const key of reader.keys()) renamed.set(currentName(key), reader.get(key));
+      for (const key of reader.keys()) renamed.set(currentName(key, wanted), reader.get(key));
       model.loadStateDict(renamed);
     } catch (e) {
       throw new Error(`${file} (legacy attention names renamed): ${(e as Error).message}`);

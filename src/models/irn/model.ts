@@ -18,8 +18,8 @@ import { type SwinConfig, parseSwin, swinConfigJson } from '../mask2former/confi
 import { pixelValues } from '../mask2former/data.ts';
 import { Mask2FormerForUniversalSegmentation } from '../mask2former/model.ts';
 import { SwinBackbone } from '../mask2former/swin.ts';
-import { ConfigReader, findWeights, joinPath, readJson } from '../pretrained.ts';
-import { loadSafetensors } from '../../io/safetensors.ts';
+import { ConfigReader } from '../pretrained.ts';
+import { fromFolder } from '../diffusers/loading.ts';
 import { IrnBranches } from './heads.ts';
 
 export interface IrnConfig {
@@ -74,20 +74,9 @@ export class IrnNet extends Module {
     }
   }
 
-  /**
-   * A folder with config.json and model.safetensors (F16 read as f32), in eval mode. Not diffusers' fromFolder:
-   * it renames legacy attention keys (`.query.` → `.to_q.`), which are the Swin's own names here.
-   */
+  /** A folder with config.json and model.safetensors (F16 read as f32), in eval mode. */
   static fromPretrained(dir: string): IrnNet {
-    const configPath = joinPath(dir, 'config.json');
-    const net = new IrnNet(parseIrnConfig(readJson(configPath), configPath));
-    const weights = loadSafetensors(findWeights(dir, ['model']));
-    try {
-      net.loadStateDict(weights);
-    } finally {
-      weights.close();
-    }
-    return net.eval();
+    return fromFolder(dir, (config) => new IrnNet(parseIrnConfig(config.config, config.source)));
   }
 
   /**

@@ -3,8 +3,7 @@
 // Parameter names are transformers' state_dict keys, so a hub checkpoint (config.json + model.safetensors) loads 1:1.
 
 import { Tensor, tidy } from '../../engine/tensor.ts';
-import { loadSafetensors } from '../../io/safetensors.ts';
-import { findWeights, joinPath, readJson } from '../pretrained.ts';
+import { fromFolder } from '../diffusers/loading.ts';
 import { Module } from '../../nn/module.ts';
 import { Linear } from '../../nn/layers.ts';
 import { type Mask2FormerConfig, parseMask2FormerConfig } from './config.ts';
@@ -87,16 +86,7 @@ export class Mask2FormerForUniversalSegmentation extends Module {
 
   /** Loads `dir`/config.json (transformers Mask2FormerConfig) and `dir`/model.safetensors (strict), in eval mode. */
   static fromPretrained(dir: string): Mask2FormerForUniversalSegmentation {
-    const configPath = joinPath(dir, 'config.json');
-    const json = readJson(configPath);
-    const m = new Mask2FormerForUniversalSegmentation(parseMask2FormerConfig(json, configPath));
-    const weights = loadSafetensors(findWeights(dir, ['model']));
-    try {
-      m.loadStateDict(weights);
-    } finally {
-      weights.close();
-    }
-    return m.eval();
+    return fromFolder(dir, (config) => new Mask2FormerForUniversalSegmentation(parseMask2FormerConfig(config.config, config.source)));
   }
 
   /**
