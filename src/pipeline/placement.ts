@@ -5,6 +5,7 @@
 
 import { noGrad } from '../engine/autograd.ts';
 import { tidy } from '../engine/tensor.ts';
+import { deviceInfo } from '../engine/device.ts';
 import { seededRandom } from '../engine/random-cpu.ts';
 import { softmax } from '../kernels/softmax.ts';
 import { concat } from '../kernels/shape.ts';
@@ -71,7 +72,7 @@ export interface PlacementOptions {
   /** The network's input size (the release: 256). */
   size?: number;
   scales?: readonly number[];
-  /** Scales per forward (default: all at once). */
+  /** Scales per forward (default: all at once, or as many as the device's largest buffer holds). */
   batch?: number;
 }
 
@@ -81,7 +82,11 @@ export interface PlacementOptions {
  */
 export async function placementHeatmaps(net: ObPlaNet, bg: Image, cut: Cutout, { size = 256, scales: all = fopaScales, batch }: PlacementOptions = {}): Promise<ScaleHeatmap[]> {
   const scales = all.filter((s) => scaledSize(bg.width, bg.height, cut.image.width, cut.image.height, s).every((d) => d >= 1));
-  batch ??= Math.max(scales.length, 1);
+  // the widest activation is the decoder's [N, widths[3], S, S] at the input's size S (even): 128 MiB a sample for the
+  // official widths at 256², which lavapipe's 128 MiB buffer limit allows one at a time
+  const { maxStorageBufferBindingSize, maxBufferSize } = deviceInfo().limits;
+  const perScale = 4 * net.config.widths[3] * (2 * Math.ceil(size / 2)) ** 2;
+  batch ??= Math.max(1, Math.min(scales.length, Math.floor(Math.min(maxStorageBufferBindingSize, maxBufferSize) / perScale)));
   const out: ScaleHeatmap[] = [];
   for (let s0 = 0; s0 < scales.length; s0 += batch) {
     const chunk = scales.slice(s0, s0 + batch);
