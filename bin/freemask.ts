@@ -5,6 +5,7 @@
 // train a Mask2Former on a VOC-layout folder (checkpoints resumable) and measure it.
 import { cpus as osCpus } from 'node:os';
 import { parseArgs } from 'node:util';
+import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { skipInit } from '../src/nn/layers.ts';
 import { deviceInfo, getDevice } from '../src/engine/device.ts';
@@ -21,18 +22,20 @@ import type { WorldMode } from '../src/world/scene.ts';
 const [command = 'demo', ...args] = process.argv.slice(2);
 /** The boolean flags given (--resume, --overwrite), set by `flags`. */
 const switches = new Set<string>();
+/** The words given besides options, for commands that take them (`merge DIR...`). */
+const givenPositionals: string[] = [];
 
 /**
  * The command's `--name value` options (util.parseArgs), each described in `options` (help text with its default),
  * and its boolean `switchOptions`. `--config FILE` reads a JSON object of the same options (the command line wins);
  * `--help` prints them and exits. Throws, naming the argument, on an unknown option, a stray word or a missing value.
  */
-function flags(options: Record<string, string>, switchOptions: Record<string, string> = {}): Record<string, string> {
+function flags(options: Record<string, string>, switchOptions: Record<string, string> = {}, positional?: string): Record<string, string> {
   const described = { ...options, config: 'FILE: a JSON object of these options (the command line wins)' };
   const names = [...Object.keys(described).map((k) => `--${k}`), ...Object.keys(switchOptions).map((k) => `--${k}`)];
   if (args.includes('--help') || args.includes('-h')) {
     const rows = [...Object.entries(described), ...Object.entries(switchOptions)];
-    console.log(`freemask ${command}${summaries[command] ? `: ${summaries[command]}` : ''}\noptions:\n${rows.map(([k, h]) => `  --${k.padEnd(14)} ${h}`).join('\n')}`);
+    console.log(`freemask ${command}${positional ? ` ${positional}` : ''}${summaries[command] ? `: ${summaries[command]}` : ''}\noptions:\n${rows.map(([k, h]) => `  --${k.padEnd(14)} ${h}`).join('\n')}`);
     process.exit(0);
   }
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
@@ -48,7 +51,8 @@ function flags(options: Record<string, string>, switchOptions: Record<string, st
     if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw new Error(`${name.replace(/^(--[^ ]+).*/, '$1')}: missing value`);
     throw e;
   }
-  if (parsed.positionals.length) throw new Error(`unexpected argument '${parsed.positionals[0]}' (options: ${names.join(' ')})`);
+  if (parsed.positionals.length && !positional) throw new Error(`unexpected argument '${parsed.positionals[0]}' (options: ${names.join(' ')})`);
+  givenPositionals.push(...parsed.positionals);
   const out: Record<string, string> = {};
   const file = parsed.values.config as string | undefined;
   if (file) {
@@ -399,16 +403,11 @@ function thesaurusFlag(v: string | undefined): F.Thesaurus {
 
 /** --harmonizer: reinhard, rainnet:DIR or pct-net:DIR (none when absent). */
 function harmonizerFlag(v: string | undefined): F.Harmonizer | undefined {
-  if (v === undefined) return undefined;
-  if (v === 'reinhard') return (c, m) => F.reinhardHarmonize(c, m);
-  const [kind, dir] = [v.slice(0, v.indexOf(':')), v.slice(v.indexOf(':') + 1)];
-  if (kind === 'rainnet' && dir) return rainNetHarmonizer(F.RainNet.fromPretrained(dir));
-  if (kind === 'pct-net' && dir) return pctNetHarmonizer(F.PCTNet.fromPretrained(dir), Number(JSON.parse(readFileSync(`${dir}/config.json`, 'utf8')).low_resolution ?? 256));
-  throw new Error(`--harmonizer: expected reinhard, rainnet:DIR or pct-net:DIR, got '${v}'`);
+  return v === undefined ? undefined : F.harmonizerFromName(v, '--harmonizer');
 }
 
 async function compose(): Promise<void> {
-  const f = flags({ singles: 'DIR: single-object pictures with masks (required)', fopa: 'DIR: a FOPA folder (required)', out: 'DIR: a new folder (required)', count: 'N images (default 100)', objects: 'N or MIN-MAX pasted objects (default 1-3)', seed: 'N (default 0)', order: 'paste or depth (default paste)', thesaurus: 'voc, shapeworld, cityscapes or FILE.json (default shapeworld)', size: 'N: FOPA input size (default: the model\'s)', harmonizer: 'reinhard or DIR (RainNet / PCT-Net folder); default none' });
+  const f = flags({ singles: 'DIR: single-object pictures with masks (required)', fopa: 'DIR: a FOPA folder (required)', out: 'DIR: a new folder (required)', count: 'N images (default 100)', objects: 'N or MIN-MAX pasted objects (default 1-3)', seed: 'N (default 0)', order: 'paste or ground (default paste)', thesaurus: 'voc, shapeworld, cityscapes or FILE.json (default shapeworld)', size: 'N: FOPA input size (default: the model\'s)', harmonizer: 'reinhard or DIR (RainNet / PCT-Net folder); default none' });
   if (!f.singles) throw new Error('--singles: required (a folder of single-object pictures with masks, e.g. `freemask world --mode single`)');
   if (!f.fopa) throw new Error('--fopa: required (a FOPA folder: config.json + model.safetensors)');
   if (!f.out) throw new Error('--out: required (a directory that does not exist yet)');
@@ -427,6 +426,118 @@ async function compose(): Promise<void> {
     generator: 'freemask compose', singles: f.singles, fopa: f.fopa, count: n, objects, order, seed: intFlag(f, 'seed', 0), created: new Date().toISOString(),
   }));
   console.log(`wrote ${m.count} composed images (${objects.join('-')} objects each, ${order} order) to ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+/** The shipped zoo's folders (weights/…), for defaults. */
+const zooPath = (name: string) => new URL(`../weights/${name}`, import.meta.url).pathname;
+
+/** A stable hash of a model folder's configs and weights (file names and bytes), so a rerun can tell it is the same model. */
+function folderHash(dir: string): string {
+  const h = createHash('sha256');
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = `${d}/${name}`;
+      if (statSync(p).isDirectory()) walk(p);
+      else if (/\.(json|safetensors|txt|gz)$/.test(name) && !/checkpoint/.test(name)) h.update(`${p.slice(dir.length)}\0`).update(readFileSync(p));
+    }
+  };
+  walk(dir);
+  return h.digest('hex').slice(0, 16);
+}
+
+/** --classes: shapeworld, voc, a JSON/text file of names, or a comma list. */
+async function classListFlag(v: string, thesaurus: F.Thesaurus, embed: F.TextEmbedder): Promise<F.ClassList> {
+  if (v === 'shapeworld') return F.shapeWorldClassList();
+  if (v === 'voc') return F.classListFromNames(F.vocClassNames.slice(1), F.vocThesaurus, 'voc');
+  if (existsSync(v)) {
+    const text = readFileSync(v, 'utf8');
+    let names: string[];
+    try {
+      names = v.endsWith('.json') ? JSON.parse(text) : text.split('\n').filter((l) => l.trim());
+    } catch (e) {
+      throw new Error(`--classes: ${v} is not valid JSON (${(e as Error).message})`);
+    }
+    if (!Array.isArray(names) || names.some((n) => typeof n !== 'string')) throw new Error(`--classes: ${v} must be a JSON array of class names or one name per line`);
+    return F.classListFromNames(names, thesaurus, v, embed);
+  }
+  if (/[/\\]|\.(json|txt)$/.test(v)) throw new Error(`--classes: file ${v} does not exist`);
+  return F.classListFromNames(v.split(','), thesaurus, v, embed);
+}
+
+/** A model folder flag: the given folder (which must hold `file`) or the zoo's default, with a hint when neither is there. */
+function modelFolder(f: Record<string, string>, name: string, zooName: string, file: string): string {
+  const dir = f[name] ?? zooPath(zooName);
+  if (!existsSync(`${dir}/${file}`)) {
+    throw new Error(f[name] ? `--${name}: ${dir} has no ${file}` : `--${name}: the zoo's ${zooName} is not in weights/ yet (bash scripts/train-zoo.sh trains it); pass --${name} DIR`);
+  }
+  return dir;
+}
+
+async function generate(): Promise<void> {
+  const f = flags({
+    model: 'DIR: a diffusers Stable Diffusion folder (default weights/shapeworld-sd)', classes: 'shapeworld, voc, FILE (JSON list or one per line) or a,b,c (default shapeworld)',
+    thesaurus: 'voc, shapeworld, cityscapes or FILE.json for named classes (default voc)', count: 'N images (required)', seed: 'N (default 0)', out: 'DIR: the dataset folder (required)',
+    stages: `comma list of ${F.generateStages.join(', ')} (default all)`, steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)',
+    multi: 'X share of images with pasted objects (default 0.5)', objects: 'N or MIN-MAX pasted objects (default 1-2)', order: 'paste or ground (default paste)',
+    fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default reinhard)',
+    instances: 'components, displacement or irn (default irn with --irn or the zoo\'s, else components)', irn: 'DIR: instance model (default weights/shapeworld-irn)',
+    shard: 'K/N: generate shard K of N (also read from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with --shard-count)', 'shard-count': 'N: the Kubernetes Job\'s completions',
+  }, { quiet: 'no progress on stderr' });
+  if (!f.out) throw new Error('--out: required (the dataset folder to write)');
+  const count = intFlag(f, 'count');
+  const stages = (f.stages ?? F.generateStages.join(',')).split(',').map((s) => s.trim()).filter((s) => s) as F.GenerateStage[];
+  const bad = stages.find((s) => !F.generateStages.includes(s));
+  if (bad) throw new Error(`--stages: unknown stage '${bad}' (expected ${F.generateStages.join(', ')})`);
+  let shard: { index: number; count: number } | undefined;
+  if (f.shard) {
+    const m = /^(\d+)\/(\d+)$/.exec(f.shard);
+    if (!m) throw new Error(`--shard: expected K/N, got '${f.shard}'`);
+    shard = { index: Number(m[1]), count: Number(m[2]) };
+  } else shard = F.shardFromEnvironment(process.env, f['shard-count'] ? intFlag(f, 'shard-count') : undefined);
+  const range = /^(\d+)(?:-(\d+))?$/.exec(f.objects ?? '1-2');
+  if (!range) throw new Error(`--objects: expected N or MIN-MAX, got '${f.objects}'`);
+  const order = f.order ?? 'paste';
+  if (order !== 'paste' && order !== 'ground') throw new Error(`--order: expected paste or ground, got '${order}'`);
+  const multi = f.multi === undefined ? 0.5 : Number(f.multi);
+  const model = modelFolder(f, 'model', 'shapeworld-sd', 'model_index.json');
+  const fopaDir = stages.includes('compose') ? modelFolder(f, 'fopa', 'shapeworld-fopa', 'config.json') : undefined;
+  const wantsIrn = stages.includes('instances') && (f.instances ?? (f.irn || existsSync(`${zooPath('shapeworld-irn')}/config.json`) ? 'irn' : 'components')) !== 'components';
+  const irnDir = wantsIrn ? modelFolder(f, 'irn', 'shapeworld-irn', 'config.json') : undefined;
+  const harmonizerName = f.harmonizer ?? 'reinhard';
+  await getDevice();
+  const pipe = await F.StableDiffusionPipeline.fromPretrained(model, { unet: F.UNet2DConditionModel, vae: F.AutoencoderKL });
+  const classes = await classListFlag(f.classes ?? 'shapeworld', thesaurusFlag(f.thesaurus ?? 'voc'), F.clipTextEmbedder(pipe.tokenizer, pipe.textEncoder));
+  for (const c of classes.classes) if (c.match?.how === 'embedding') console.error(`class '${c.name}': no thesaurus entry; using '${c.match.thesaurusClass}' (CLIP cosine ${c.match.score.toFixed(3)})`);
+  const identity: Record<string, unknown> = { model: folderHash(model), ...(fopaDir && { fopa: folderHash(fopaDir) }), ...(irnDir && { irn: folderHash(irnDir) }) };
+  const hdir = /^(rainnet|pct-net):(.+)$/.exec(harmonizerName)?.[2];
+  if (stages.includes('harmonize') && hdir && existsSync(hdir)) identity.harmonizer = folderHash(hdir);
+  const quiet = switches.has('--quiet') || !process.stderr.isTTY;
+  const t0 = performance.now();
+  const m = await F.generateDataset({
+    out: f.out, count, seed: intFlag(f, 'seed', 0), pipe, classes, stages, numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
+    multi, objects: [Number(range[1]), Number(range[2] ?? range[1])], order, fopa: fopaDir ? F.ObPlaNet.fromPretrained(fopaDir) : undefined,
+    harmonizer: stages.includes('harmonize') ? { name: harmonizerName, run: F.harmonizerFromName(harmonizerName, '--harmonizer') } : undefined,
+    instanceMethod: (f.instances ?? (irnDir ? 'irn' : 'components')) as F.InstanceMethod, irn: irnDir ? F.IrnNet.fromPretrained(irnDir) : undefined,
+    shard, identity, onImage: quiet ? undefined : progress(t0),
+  });
+  console.log(`${f.out}: ${m.count} images${shard ? ` (shard ${shard.index}/${shard.count})` : ''}, ${m.images.reduce((a, i) => a + (i.provenance.pasted as unknown[]).length, 0)} pasted objects, stages ${stages.join(', ') || 'none'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+/** Progress with ETA on stderr: "12/100 gen0000011 (3.2 s/image, ETA 4m41s)". */
+function progress(t0: number): (done: number, total: number, id: string) => void {
+  return (done, total, id) => {
+    const per = (performance.now() - t0) / 1000 / done;
+    const eta = Math.round(per * (total - done));
+    process.stderr.write(`\r${done}/${total} ${id} (${per.toFixed(1)} s/image, ETA ${Math.floor(eta / 60)}m${String(eta % 60).padStart(2, '0')}s)${done === total ? '\n' : ''}`);
+  };
+}
+
+async function merge(): Promise<void> {
+  const f = flags({ out: 'DIR: the merged dataset (required)' }, {}, 'SHARD_DIR...');
+  if (!f.out) throw new Error('--out: required (a new folder for the merged dataset)');
+  const dirs = givenPositionals;
+  const m = F.mergeDatasets(dirs, f.out);
+  console.log(`merged ${dirs.length} shards into ${f.out}: ${m.count} images`);
 }
 
 async function trainFopa(): Promise<void> {
@@ -671,55 +782,17 @@ async function instances(): Promise<void> {
   console.log(`wrote ${r.instances} instances of ${r.images} images into ${f.data} (${F.vocFolders.objects}/, annotations/instances.json; method ${method})`);
 }
 
-/** A PCT-Net (CNN) as a table harmonizer: bytes → [0, 1], normalised, its low resolution by bilinear → the full-resolution output → bytes. */
-function pctNetHarmonizer(net: F.PCTNet, low: number): F.Harmonizer {
-  return async (composite, mask, width, height) => {
-    const { mean, std } = net.config;
-    const out = tidy(() => {
-      const planes = Float32Array.from({ length: 3 * width * height }, (_, i) => (composite[3 * (i % (width * height)) + Math.floor(i / (width * height))]! / 255 - mean[Math.floor(i / (width * height))]!) / std[Math.floor(i / (width * height))]!);
-      const full = Tensor.fromArray(planes, [1, 3, height, width]);
-      const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
-      const small = (t: Tensor) => F.interpolate(t, { size: [low, low], mode: 'bilinear' });
-      return net.forward(small(full), full, small(m), m).imagesFullres;
-    });
-    const v = await out.toArray();
-    out.dispose();
-    const bytes = new Uint8Array(3 * width * height);
-    for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) bytes[3 * q + c] = Math.round(255 * Math.min(1, Math.max(0, v[c * width * height + q]! * std[c]! + mean[c]!)));
-    return bytes;
-  };
-}
-
-/** A RainNet as a table harmonizer: bytes → [−1, 1] → G, blended → bytes. */
-function rainNetHarmonizer(net: F.RainNet): F.Harmonizer {
-  return async (composite, mask, width, height) => {
-    const planes = new Float32Array(3 * width * height);
-    for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) planes[c * width * height + q] = composite[3 * q + c]! / 127.5 - 1;
-    const out = tidy(() => {
-      const comp = Tensor.fromArray(planes, [1, 3, height, width]);
-      const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
-      return F.harmonize(net.forward(comp, m), comp, m);
-    });
-    const v = await out.toArray();
-    out.dispose();
-    const bytes = new Uint8Array(3 * width * height);
-    for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) bytes[3 * q + c] = Math.round(Math.min(255, Math.max(0, (v[c * width * height + q]! + 1) * 127.5)));
-    return bytes;
-  };
-}
-
 async function evalHarmonization(): Promise<void> {
   const f = flags({ count: 'N pairs (default 200)', size: 'N (default 256 with --rainnet, else 64)', split: 'S (default val)', json: 'FILE: results as JSON', rainnet: 'DIR: a RainNet folder', pctnet: 'DIR: a PCT-Net folder' });
   const count = intFlag(f, 'count', 200);
   const harmonizers: Record<string, F.Harmonizer> = { none: (c) => c, reinhard: (c, m) => F.reinhardHarmonize(c, m) };
   if (f.rainnet) {
     await getDevice();
-    harmonizers.rainnet = rainNetHarmonizer(F.RainNet.fromPretrained(f.rainnet));
+    harmonizers.rainnet = F.rainNetHarmonizer(F.RainNet.fromPretrained(f.rainnet));
   }
   if (f.pctnet) {
     await getDevice();
-    const low = Number(JSON.parse(readFileSync(`${f.pctnet}/config.json`, 'utf8')).low_resolution ?? 256);
-    harmonizers['pct-net'] = pctNetHarmonizer(F.PCTNet.fromPretrained(f.pctnet), low);
+    harmonizers['pct-net'] = F.harmonizerFromName(`pct-net:${f.pctnet}`, '--pctnet');
   }
   const size = intFlag(f, 'size', f.rainnet ? 256 : 64);
   const rows = await F.harmonizationTable(harmonizers, (f.split ?? 'val') as F.Split, Array.from({ length: count }, (_, i) => i), size);
@@ -869,9 +942,11 @@ const summaries: Record<string, string> = {
   'train-instances': 'train the instance branches (IRNet) from class maps on ShapeWorld (resumable)',
   'eval-instances': 'mask AP of instances from semantic masks: components, displacement field, IRNet',
   instances: 'add an instance layer (SegmentationObject + COCO) to a VOC-layout folder',
+  generate: 'the whole Free-Mask pipeline: a dataset of images + semantic and instance masks from a class list (resumable, shardable)',
+  merge: 'join the shards of one generate run (freemask merge DIR... --out DIR)',
 };
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances, generate, merge };
 const run = commands[command];
 if (!run) {
   if (command === '--help' || command === '-h' || command === 'help') {

@@ -9,6 +9,7 @@ export type Fs = {
   closeSync(fd: number): void;
   writeSync(fd: number, buf: Uint8Array): number;
   renameSync(a: string, b: string): void;
+  copyFileSync(a: string, b: string): void;
   unlinkSync(p: string): void;
   existsSync(p: string): boolean;
   mkdirSync(p: string, o?: { recursive?: boolean }): unknown;

@@ -204,6 +204,16 @@ export function cutOut(s: SingleObject): Cutout & { labels: Uint8Array } {
   return { image: { width: w, height: h, channels: 3, data: image }, mask, labels };
 }
 
+/**
+ * The composite's picture with its pasted objects recoloured by `harmonizer`: the mask is the pasted layers'
+ * pixels (uncertain ones included), not the background picture's own objects; unchanged when none is visible.
+ */
+export async function harmonizePasted(c: Composite, pasted: readonly Layer[], harmonizer: Harmonizer): Promise<Uint8Array> {
+  const pastedIds = new Set(c.instances.filter((i) => i.layer < pasted.length).map((i) => i.id));
+  const mask = Uint8Array.from(c.instance, (v, p) => (pastedIds.has(v) || (v === uncertain && c.semantic[p] === uncertain && pasted.some((l) => l.alpha[p]! >= 0.5)) ? 1 : 0));
+  return mask.some((v) => v) ? harmonizer(c.image, mask, c.width, c.height) : c.image;
+}
+
 export interface ComposeDatasetOptions {
   singles: readonly SingleObject[];
   thesaurus: Thesaurus;
@@ -251,12 +261,7 @@ export async function* composeScenes(o: ComposeDatasetOptions): AsyncGenerator<D
       layers.push(placeCutout(cut, src.classId, where.box, bg.width, bg.height, { source: src.id, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), fopa_score: where.score }));
     }
     const c = composeLayers(bg.width, bg.height, { image: bg.image, semantic: bg.semantic }, layers, { order });
-    if (o.harmonizer) {
-      // the pasted objects' pixels (uncertain ones included), not the background picture's own object
-      const pastedIds = new Set(c.instances.filter((i) => i.layer < layers.length).map((i) => i.id));
-      const mask = Uint8Array.from(c.instance, (v, p) => (pastedIds.has(v) || (v === uncertain && c.semantic[p] === uncertain && layers.some((l) => l.alpha[p]! >= 0.5)) ? 1 : 0));
-      if (mask.some((v) => v)) c.image = await o.harmonizer(c.image, mask, c.width, c.height);
-    }
+    if (o.harmonizer) c.image = await harmonizePasted(c, layers, o.harmonizer);
     yield {
       id: `cmp${String(k).padStart(7, '0')}`, imageId: k, width: c.width, height: c.height, image: c.image, semantic: c.semantic, instance: c.instance,
       instances: c.instances.map((i) => ({ ...i, extra: { depth_rank: i.id - 1, provenance: i.provenance ?? { source: bg.id } } })),

@@ -5,6 +5,11 @@
 // baseline a learned harmonizer has to beat.
 
 import { seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { Tensor, tidy } from '../engine/tensor.ts';
+import { interpolate } from '../kernels/resample.ts';
+import { nodeFs } from '../io/fs.ts';
+import { RainNet, harmonize } from '../models/rainnet.ts';
+import { PCTNet } from '../models/pct_net.ts';
 import { renderLayers, sampleScene } from '../world/scene.ts';
 import { type Split, splitSeed } from '../world/splits.ts';
 import { composeLayers, uncertain } from './compose.ts';
@@ -124,4 +129,56 @@ export async function harmonizationTable(harmonizers: Record<string, Harmonizer>
     }
   }
   return Object.entries(sums).map(([method, s]) => ({ method, ...s }));
+}
+
+/** A harmonizer's output planes [1, 3, H, W] as RGB bytes, mapped back by `toByte(value, channel)`. */
+async function planesToBytes(out: Tensor, width: number, height: number, toByte: (v: number, c: number) => number): Promise<Uint8Array> {
+  const v = await out.toArray();
+  out.dispose();
+  const bytes = new Uint8Array(3 * width * height);
+  for (let q = 0; q < width * height; q++) for (let c = 0; c < 3; c++) bytes[3 * q + c] = Math.round(Math.min(255, Math.max(0, toByte(v[c * width * height + q]!, c))));
+  return bytes;
+}
+
+/** A RainNet as a harmonizer: bytes → [−1, 1] → G(x, m)·m + x·(1 − m) → bytes. */
+export function rainNetHarmonizer(net: RainNet): Harmonizer {
+  return (composite, mask, width, height) => {
+    const out = tidy(() => {
+      const comp = Tensor.fromArray(Float32Array.from({ length: 3 * width * height }, (_, i) => composite[3 * (i % (width * height)) + Math.floor(i / (width * height))]! / 127.5 - 1), [1, 3, height, width]);
+      const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
+      return harmonize(net.forward(comp, m), comp, m);
+    });
+    return planesToBytes(out, width, height, (v) => (v + 1) * 127.5);
+  };
+}
+
+/** A PCT-Net as a harmonizer: bytes → [0, 1], normalised, its `low` resolution by bilinear → the full-resolution output → bytes. */
+export function pctNetHarmonizer(net: PCTNet, low: number): Harmonizer {
+  return (composite, mask, width, height) => {
+    const { mean, std } = net.config;
+    const out = tidy(() => {
+      const plane = (i: number) => Math.floor(i / (width * height));
+      const full = Tensor.fromArray(Float32Array.from({ length: 3 * width * height }, (_, i) => (composite[3 * (i % (width * height)) + plane(i)]! / 255 - mean[plane(i)]!) / std[plane(i)]!), [1, 3, height, width]);
+      const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
+      const small = (t: Tensor) => interpolate(t, { size: [low, low], mode: 'bilinear' });
+      return net.forward(small(full), full, small(m), m).imagesFullres;
+    });
+    return planesToBytes(out, width, height, (v, c) => 255 * (v * std[c]! + mean[c]!));
+  };
+}
+
+/** A harmonizer by name: none, reinhard, rainnet:DIR or pct-net:DIR (PCT-Net's low resolution from its config.json, 256 by default). `what` names the option in errors. */
+export function harmonizerFromName(name: string, what = 'harmonizer'): Harmonizer {
+  if (name === 'none') return (c) => c;
+  if (name === 'reinhard') return (c, m) => reinhardHarmonize(c, m);
+  const colon = name.indexOf(':');
+  const [kind, dir] = [name.slice(0, colon), name.slice(colon + 1)];
+  if (colon > 0 && dir && (kind === 'rainnet' || kind === 'pct-net')) {
+    const fs = nodeFs(`${what} ${name}`);
+    if (!fs.existsSync(`${dir}/config.json`)) throw new Error(`${what}: ${dir} has no config.json (not a ${kind === 'rainnet' ? 'RainNet' : 'PCT-Net'} folder)`);
+    if (kind === 'rainnet') return rainNetHarmonizer(RainNet.fromPretrained(dir));
+    const low = Number(JSON.parse(new TextDecoder().decode(fs.readFileSync(`${dir}/config.json`))).low_resolution ?? 256);
+    return pctNetHarmonizer(PCTNet.fromPretrained(dir), low);
+  }
+  throw new Error(`${what}: expected none, reinhard, rainnet:DIR or pct-net:DIR, got '${name}'`);
 }

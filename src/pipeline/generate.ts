@@ -1,0 +1,464 @@
+// Free-Mask as one resumable, shardable job: per output image, everything follows from (seed, index) alone:
+// (1) a single-object picture and its attention mask from the diffusion model, (4) the mask refined by an
+// AffinityNet walk, (2)+(3) further objects of classes the thesaurus fits to the background, each generated the
+// same way, cut out and placed by FOPA, (5) the pasted objects harmonized, (7) the generated picture's own objects
+// split into instances. Finished images are kept one by one in `<out>.partial`, so a killed run resumes where it
+// stopped; a shard (image k belongs to shard k mod N) is a dataset of its own, and `mergeDatasets` joins shards into
+// the bytes a single run writes. Timings live in manifest.json alone.
+
+import { manualSeed, seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { nodeFs, writeFileAtomic } from '../io/fs.ts';
+import { AffinityNet, affinityNetFine } from '../models/affinity_net.ts';
+import type { ObPlaNet } from '../models/fopa.ts';
+import type { IrnNet } from '../models/irn/model.ts';
+import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
+import { type CocoAnnotation, type CocoFile, parseCoco } from '../data/coco.ts';
+import { instanceAnnotations } from '../data/dataset.ts';
+import { makeVocFolders, vocFolders, writeVocSample } from '../data/voc.ts';
+import { classes as worldClasses, type BackgroundKind } from '../world/classes.ts';
+import { scenePrompt } from '../world/scene.ts';
+import type { AttentionMaskConfig } from './attention_mask.ts';
+import { type Layer, composeLayers, cutOut, harmonizePasted, placeCutout, uncertain } from './compose.ts';
+import { ZOO_ATTENTION_PRESET } from './evaluate_diffusion.ts';
+import type { Harmonizer } from './harmonize.ts';
+import { type InstanceMethod, instancesFromSemantic, objectMap } from './instances.ts';
+import { placeObject } from './placement.ts';
+import { defaultBand, fineRefinement, refineMask, trainAffinityNet } from './refine.ts';
+import { generateSingleObject } from './single_object.ts';
+import { type BackgroundWeight, type TextEmbedder, type Thesaurus, drawWeighted, lookupClass, shapeWorldThesaurus } from './thesaurus.ts';
+
+/** The stages after stage 1 that can be switched off (the ablation table runs the same job with fewer). */
+export type GenerateStage = 'refine' | 'compose' | 'harmonize' | 'instances';
+export const generateStages: readonly GenerateStage[] = ['refine', 'compose', 'harmonize', 'instances'];
+
+/** A class the job can draw: its label, the words its prompt uses, the backgrounds it fits (weights sum to 1). */
+export interface GenerateClass {
+  id: number;
+  name: string;
+  word: string;
+  backgrounds: readonly BackgroundWeight[];
+  /** How the thesaurus matched it (name or nearest by embedding, with the score). */
+  match?: { thesaurusClass: string; how: 'name' | 'embedding'; score: number };
+}
+
+export interface ClassList {
+  /** What it was made from: 'shapeworld', 'voc', a file, a comma list. */
+  source: string;
+  thesaurus: string;
+  classes: readonly GenerateClass[];
+  /** The prompt of a class on a background; it contains the class's word (its tokens give the mask). */
+  prompt: (c: GenerateClass, background: string) => string;
+}
+
+const normalised = (b: readonly BackgroundWeight[]) => {
+  const total = b.reduce((a, x) => a + x.weight, 0);
+  return b.map((x) => ({ background: x.background, weight: x.weight / total }));
+};
+
+/** ShapeWorld's classes (VOC ids) with the prompts the zoo's Stable Diffusion was trained on ("a photo of a boat on water"). */
+export function shapeWorldClassList(): ClassList {
+  return {
+    source: 'shapeworld', thesaurus: shapeWorldThesaurus.name,
+    classes: worldClasses.map((c) => ({ id: c.id, name: c.name, word: c.words[0], backgrounds: normalised(shapeWorldThesaurus.entries.get(c.name)!) })),
+    prompt: (c, background) => scenePrompt([{ classId: c.id }], background as BackgroundKind),
+  };
+}
+
+/** How VOC's run-together names read in a prompt. */
+const vocWords: Record<string, string> = { diningtable: 'dining table', pottedplant: 'potted plant', tvmonitor: 'tv monitor' };
+
+/**
+ * A class list from names (ids 1, 2, … in the given order): each class's backgrounds from `thesaurus` by its
+ * normalised name, else (with `embed`) from the nearest known class, the match recorded; an error names a class
+ * that fits nothing. Prompts: "a photo of a {class}, {background}".
+ */
+export async function classListFromNames(names: readonly string[], thesaurus: Thesaurus, source: string, embed?: TextEmbedder): Promise<ClassList> {
+  const clean = names.map((n) => n.trim());
+  if (clean.length === 0) throw new Error(`--classes: no class names in '${source}'`);
+  if (clean.includes('')) throw new Error(`--classes: '' is not a class name (in '${source}')`);
+  if (clean.length > 254) throw new Error(`--classes: ${clean.length} classes; at most 254 fit an 8-bit mask`);
+  const dup = clean.find((n, i) => clean.indexOf(n) !== i);
+  if (dup) throw new Error(`--classes: '${dup}' is listed twice`);
+  const classes: GenerateClass[] = [];
+  for (const [i, name] of clean.entries()) {
+    const m = await lookupClass(thesaurus, name, embed).catch((e: Error) => {
+      throw new Error(`--classes: class '${name}': ${e.message}`);
+    });
+    const backgrounds = m.backgrounds.filter((b) => b.weight > 0);
+    if (backgrounds.length === 0) throw new Error(`--classes: class '${name}' fits no background in thesaurus ${thesaurus.name}`);
+    classes.push({ id: i + 1, name, word: vocWords[name] ?? name, backgrounds: normalised(backgrounds), match: { thesaurusClass: m.match, how: m.how, score: m.score } });
+  }
+  return {
+    source, thesaurus: thesaurus.name, classes,
+    prompt: (c, background) => `a photo of ${/^[aeiou]/i.test(c.word) ? 'an' : 'a'} ${c.word}, ${background}`,
+  };
+}
+
+export interface GenerateOptions {
+  /** The dataset folder to write (complete when it exists; the work in progress is in `<out>.partial`). */
+  out: string;
+  count: number;
+  seed?: number;
+  pipe: StableDiffusionPipeline;
+  classes: ClassList;
+  /** Stages after stage 1 (default all); 'compose' needs `fopa`, 'harmonize' a `harmonizer`. */
+  stages?: readonly GenerateStage[];
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  /** How attention becomes a mask (default: the zoo's preset). */
+  mask?: AttentionMaskConfig;
+  /** Share of images that get pasted objects (default 0.5), and how many, [min, max] (default [1, 2]). */
+  multi?: number;
+  objects?: [number, number];
+  order?: 'paste' | 'ground';
+  fopa?: ObPlaNet;
+  /** FOPA's input size (default: the picture's). */
+  fopaSize?: number;
+  harmonizer?: { name: string; run: Harmonizer };
+  /** How the generated picture's own objects become instances (default: 'irn' with `irn`, else 'components'). */
+  instanceMethod?: InstanceMethod;
+  irn?: IrnNet;
+  /** This job's part: images k with k mod count = index (default the whole). */
+  shard?: { index: number; count: number };
+  /** What else identifies the run (model folder hashes, …): a rerun must give the same to resume. */
+  identity?: Record<string, unknown>;
+  onImage?: (done: number, total: number, id: string) => void;
+}
+
+/** One finished image as the job keeps it: the COCO entries, the prompt and where every part came from. */
+interface ImageRecord {
+  index: number;
+  id: string;
+  image: CocoFile['images'][number];
+  annotations: CocoAnnotation[];
+  prompt: string;
+  provenance: Record<string, unknown>;
+  seconds: Record<string, number>;
+}
+
+const encoder = new TextEncoder();
+const json = (v: unknown) => encoder.encode(`${JSON.stringify(v)}\n`);
+const imageIdOf = (index: number) => `gen${String(index).padStart(7, '0')}`;
+
+/** Everything that decides the bytes of the output (a resumed run must match it). */
+function settingsOf(o: GenerateOptions): Record<string, unknown> {
+  const [W, H] = [o.pipe.sampleSize[1] * o.pipe.vaeScaleFactor, o.pipe.sampleSize[0] * o.pipe.vaeScaleFactor];
+  return {
+    count: o.count, seed: o.seed ?? 0, size: [W, H], stages: generateStages.filter((s) => (o.stages ?? generateStages).includes(s)),
+    classes: { source: o.classes.source, thesaurus: o.classes.thesaurus, list: o.classes.classes },
+    numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET,
+    multi: o.multi ?? 0.5, objects: o.objects ?? [1, 2], order: o.order ?? 'paste', fopaSize: o.fopaSize ?? W,
+    harmonizer: o.harmonizer?.name ?? null, instanceMethod: o.instanceMethod ?? (o.irn ? 'irn' : 'components'),
+    identity: o.identity ?? {},
+  };
+}
+
+function checkOptions(o: GenerateOptions, stages: readonly GenerateStage[]): void {
+  if (!o.out) throw new Error('--out: a directory is required');
+  if (!Number.isInteger(o.count) || o.count < 1) throw new Error(`--count: expected a positive integer, got ${o.count}`);
+  const bad = stages.find((s) => !generateStages.includes(s));
+  if (bad) throw new Error(`--stages: unknown stage '${bad}' (expected ${generateStages.join(', ')})`);
+  const { index, count } = o.shard ?? { index: 0, count: 1 };
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(index) || index < 0 || index >= count) throw new Error(`--shard: expected K/N with 0 ≤ K < N, got ${index}/${count}`);
+  if (count > o.count) throw new Error(`--shard: ${count} shards for ${o.count} images leaves shard(s) empty; use at most ${o.count}`);
+  const multi = o.multi ?? 0.5;
+  if (!(multi >= 0 && multi <= 1)) throw new Error(`--multi: expected a share from 0 to 1, got ${multi}`);
+  const [lo, hi] = o.objects ?? [1, 2];
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 1 && hi >= lo)) throw new Error(`--objects: expected N or MIN-MAX with 1 ≤ MIN ≤ MAX, got ${lo}-${hi}`);
+  if (stages.includes('compose') && !o.fopa) throw new Error("--stages: 'compose' needs a FOPA model (--fopa DIR)");
+  if (stages.includes('harmonize') && !o.harmonizer) throw new Error("--stages: 'harmonize' needs a harmonizer (--harmonizer)");
+  const method = o.instanceMethod ?? (o.irn ? 'irn' : 'components');
+  if (stages.includes('instances') && method !== 'components' && !o.irn) throw new Error(`--instances: method '${method}' needs an instance model (--irn DIR)`);
+}
+
+/** A single-object picture of class `c` on `background` from `seed`: bytes, its mask (the class id, 255 uncertain), refined when asked. */
+async function singleObject(o: GenerateOptions, c: GenerateClass, background: string, seed: number, refine: boolean, seconds: Record<string, number>) {
+  let t = performance.now();
+  const prompt = o.classes.prompt(c, background);
+  const g = await generateSingleObject(o.pipe, c.word, { prompt, seed, numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET, classId: c.id });
+  try {
+    const [H, W] = g.image.shape.slice(2) as [number, number];
+    const values = await g.image.toArray();
+    const image = new Uint8Array(3 * W * H);
+    for (let q = 0; q < W * H; q++) for (let ch = 0; ch < 3; ch++) image[3 * q + ch] = Math.round(255 * Math.min(1, Math.max(0, values[ch * W * H + q]!)));
+    seconds.single = (seconds.single ?? 0) + (performance.now() - t) / 1000;
+    let mask = g.mask;
+    if (refine && mask.some((v) => v === c.id)) {
+      t = performance.now();
+      // psa trains its AffinityNet on the CAMs it refines; here on this picture's own mask, from a seed of its own
+      manualSeed(subSeed(seed, 0x52454649));
+      const net = new AffinityNet(affinityNetFine);
+      try {
+        await trainAffinityNet(net, [{ image: g.image, mask }], { ...fineRefinement.train, batchSize: 1 });
+        mask = await refineMask(net, g.image, mask, fineRefinement.walk, defaultBand);
+      } finally {
+        net.dispose();
+      }
+      seconds.refine = (seconds.refine ?? 0) + (performance.now() - t) / 1000;
+    }
+    return { prompt, width: W, height: H, image, mask };
+  } finally {
+    g.image.dispose();
+  }
+}
+
+/** Image `index` of the job: every draw from (seed, index); stages switched off skip their work, not their draws. */
+async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[], index: number): Promise<{ record: ImageRecord; semantic: Uint8Array; instance: Uint8Array; image: Uint8Array }> {
+  const seed = o.seed ?? 0;
+  const rand = seededRandom(subSeed(seed, index));
+  const list = o.classes.classes;
+  const main = list[Math.floor(rand() * list.length)]!;
+  const { background } = drawWeighted(main.backgrounds, rand);
+  // the pasted objects: how many, and their classes among those that fit this background
+  const multi = rand() < (o.multi ?? 0.5);
+  const [lo, hi] = o.objects ?? [1, 2];
+  const m = lo + Math.floor(rand() * (hi - lo + 1));
+  const fitting = list.flatMap((c) => c.backgrounds.filter((b) => b.background === background).map((b) => ({ c, weight: b.weight })));
+  const total = fitting.reduce((a, f) => a + f.weight, 0);
+  const extra = Array.from({ length: m }, () => drawWeighted(fitting.map((f) => ({ ...f, weight: f.weight / total })), rand).c);
+  const seconds: Record<string, number> = {};
+  const refine = stages.includes('refine');
+  const s0 = await singleObject(o, main, background, subSeed(seed, index, 0), refine, seconds);
+  const { width: W, height: H } = s0;
+  const provenance: Record<string, unknown> = { class: main.name, background, prompt: s0.prompt, seed: subSeed(seed, index, 0) };
+  const layers: Layer[] = [];
+  const pasted: Record<string, unknown>[] = [];
+  if (stages.includes('compose') && multi) {
+    for (const [j, c] of extra.entries()) {
+      const objectSeed = subSeed(seed, index, j + 1);
+      const s = await singleObject(o, c, background, objectSeed, refine, seconds);
+      const t = performance.now();
+      const what = { class: c.name, prompt: s.prompt, seed: objectSeed };
+      if (!s.mask.some((v) => v === c.id)) {
+        pasted.push({ ...what, skipped: 'its attention mask is empty' });
+        continue;
+      }
+      const cut = cutOut({ id: `${imageIdOf(index)}/${j + 1}`, width: W, height: H, image: s.image, semantic: s.mask, classId: c.id, background });
+      const bg = { width: W, height: H, channels: 3 as const, data: s0.image };
+      const where = await placeObject(o.fopa!, bg, cut, subSeed(seed, index, j + 1, 0x504c4143), { size: o.fopaSize ?? W, what: `a ${c.name}` }).catch((e: Error) => e);
+      seconds.compose = (seconds.compose ?? 0) + (performance.now() - t) / 1000;
+      if (where instanceof Error) {
+        if (!/no location/.test(where.message)) throw where;
+        pasted.push({ ...what, skipped: 'no placement left' });
+        continue;
+      }
+      const place = { ...what, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), fopa_score: Number(where.score.toFixed(6)) };
+      pasted.push(place);
+      layers.push(placeCutout(cut, c.id, where.box, W, H, place));
+    }
+  }
+  let t = performance.now();
+  const c = composeLayers(W, H, { image: s0.image, semantic: s0.mask }, layers, { order: o.order ?? 'paste' });
+  seconds.compose = (seconds.compose ?? 0) + (performance.now() - t) / 1000;
+  if (stages.includes('harmonize') && layers.length) {
+    t = performance.now();
+    c.image = await harmonizePasted(c, layers, o.harmonizer!.run);
+    seconds.harmonize = (performance.now() - t) / 1000;
+  }
+  let instances = c.instances.map((i) => ({ id: i.id, classId: i.classId, bbox: i.bbox, area: i.area, extra: { provenance: i.provenance ?? {} } }));
+  let instance = c.instance;
+  const ownPixels = c.instances.filter((i) => i.layer >= layers.length);
+  const method = o.instanceMethod ?? (o.irn ? 'irn' : 'components');
+  if (stages.includes('instances') && ownPixels.length) {
+    // the pasted objects are exact instances already; the generated picture's own class regions may hold several objects
+    t = performance.now();
+    const own = new Set(ownPixels.map((i) => i.id));
+    const semantic = Uint8Array.from(c.semantic, (v, p) => (own.has(c.instance[p]!) ? v : 0));
+    const detections = await instancesFromSemantic({ width: W, height: H, image: c.image, semantic }, method, o.irn);
+    const split = objectMap(semantic, detections);
+    // pasted instances keep their ids (near to far, in front); the picture's own fragments follow
+    const front = c.instances.filter((i) => i.layer < layers.length);
+    const offset = front.length;
+    instance = Uint8Array.from(c.instance, (v, p) => (own.has(v) ? (split[p] === uncertain ? uncertain : split[p]! + offset) : v));
+    const boxes = new Map<number, [number, number, number, number, number]>();
+    instance.forEach((v, p) => {
+      if (v <= offset || v === uncertain) return;
+      const [x, y] = [p % W, Math.floor(p / W)];
+      const b = boxes.get(v) ?? [W, H, 0, 0, 0];
+      boxes.set(v, [Math.min(b[0], x), Math.min(b[1], y), Math.max(b[2], x + 1), Math.max(b[3], y + 1), b[4] + 1]);
+    });
+    const fragments = [...boxes].sort((a, b) => a[0] - b[0]).map(([id, b]) => ({ id, classId: c.semantic[instance.indexOf(id)]!, bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]] as [number, number, number, number], area: b[4], extra: { provenance: { source: 'generated', method } } }));
+    instances = [...instances.filter((i) => i.id <= offset), ...fragments];
+    seconds.instances = (performance.now() - t) / 1000;
+  }
+  provenance.pasted = pasted;
+  provenance.instances = stages.includes('instances') ? method : 'layers';
+  const id = imageIdOf(index);
+  const sample = { id, imageId: index, width: W, height: H, instance, instances };
+  const prompt = s0.prompt;
+  return {
+    record: {
+      index, id, prompt, provenance, seconds,
+      image: { id: index, file_name: `${vocFolders.images}/${id}.png`, width: W, height: H, prompt, background, class: main.name },
+      annotations: instanceAnnotations(sample),
+    },
+    semantic: c.semantic, instance, image: c.image,
+  };
+}
+
+/** What a finished dataset's manifest says. */
+export interface GenerateManifest {
+  generator: 'freemask generate';
+  settings: Record<string, unknown>;
+  shard: { index: number; count: number };
+  categories: { id: number; name: string }[];
+  count: number;
+  images: { index: number; id: string; provenance: Record<string, unknown> }[];
+  /** Seconds per image and stage: the only part that differs between runs. */
+  timings: { id: string; seconds: Record<string, number> }[];
+  complete: true;
+}
+
+/** Writes the dataset's shared files from its images' records (any order) and renames `tmp` to `out`. */
+function finishDataset(tmp: string, out: string, settings: Record<string, unknown>, shard: { index: number; count: number }, records: ImageRecord[]): GenerateManifest {
+  const fs = nodeFs(`finishing ${out}`);
+  records.sort((a, b) => a.index - b.index);
+  const list = (settings.classes as { list: GenerateClass[] }).list;
+  const categories = list.map((c) => ({ id: c.id, name: c.name }));
+  const coco: CocoFile = {
+    info: { description: 'freemask generate', version: '1' }, images: records.map((r) => r.image),
+    annotations: records.flatMap((r) => r.annotations), categories: categories.map((c) => ({ ...c, supercategory: 'object' })),
+  };
+  fs.mkdirSync(`${tmp}/${vocFolders.sets}`, { recursive: true });
+  fs.mkdirSync(`${tmp}/annotations`, { recursive: true });
+  writeFileAtomic(`${tmp}/${vocFolders.sets}/train.txt`, encoder.encode(records.map((r) => `${r.id}\n`).join('')));
+  writeFileAtomic(`${tmp}/annotations/instances_train.json`, encoder.encode(JSON.stringify(coco)));
+  writeFileAtomic(`${tmp}/prompts.jsonl`, encoder.encode(records.map((r) => JSON.stringify({ id: r.id, seed: r.index, prompt: r.prompt }) + '\n').join('')));
+  const manifest: GenerateManifest = {
+    generator: 'freemask generate', settings, shard, categories, count: records.length,
+    images: records.map((r) => ({ index: r.index, id: r.id, provenance: r.provenance })),
+    timings: records.map((r) => ({ id: r.id, seconds: Object.fromEntries(Object.entries(r.seconds).map(([k, v]) => [k, Number(v.toFixed(3))])) })),
+    complete: true,
+  };
+  writeFileAtomic(`${tmp}/manifest.json`, encoder.encode(JSON.stringify(manifest, null, 1) + '\n'));
+  fs.rmSync(`${tmp}/records`, { recursive: true, force: true });
+  fs.rmSync(`${tmp}/settings.json`, { force: true });
+  fs.renameSync(tmp, out);
+  return manifest;
+}
+
+/** The manifest of a finished generate dataset at `dir`, or undefined when `dir` is not one. */
+export function readGenerateManifest(dir: string): GenerateManifest | undefined {
+  const fs = nodeFs(`reading ${dir}`);
+  if (!fs.existsSync(`${dir}/manifest.json`)) return undefined;
+  const m = JSON.parse(new TextDecoder().decode(fs.readFileSync(`${dir}/manifest.json`))) as GenerateManifest;
+  return m.generator === 'freemask generate' && m.complete === true ? m : undefined;
+}
+
+/**
+ * Generates the dataset (or this shard of it) into `out`. Resumes `<out>.partial` when it holds the same
+ * settings; returns at once when `out` is already this run's finished dataset; refuses any other existing `out`.
+ */
+export async function generateDataset(o: GenerateOptions): Promise<GenerateManifest> {
+  const stages = o.stages ?? generateStages;
+  checkOptions(o, stages);
+  const fs = nodeFs(`generating ${o.out}`);
+  const out = o.out.replace(/\/+$/, '');
+  const shard = o.shard ?? { index: 0, count: 1 };
+  const settings = settingsOf(o);
+  const same = (s: unknown) => JSON.stringify(s) === JSON.stringify(settings);
+  if (fs.existsSync(out)) {
+    const m = readGenerateManifest(out);
+    if (m && same(m.settings) && m.shard.index === shard.index && m.shard.count === shard.count) return m;
+    throw new Error(`--out: ${out} already exists and holds ${m ? 'a generated dataset with other settings' : 'something else'}; choose a new directory (nothing there was changed)`);
+  }
+  const parent = out.includes('/') ? out.replace(/\/[^/]*$/, '') || '/' : '.';
+  if (!fs.existsSync(parent)) throw new Error(`--out: parent directory ${parent} does not exist`);
+  const tmp = `${out}.partial`;
+  const identity = { settings, shard };
+  if (fs.existsSync(tmp)) {
+    const saved = fs.existsSync(`${tmp}/settings.json`) ? new TextDecoder().decode(fs.readFileSync(`${tmp}/settings.json`)) : '';
+    if (saved !== JSON.stringify(identity)) throw new Error(`--out: ${tmp} holds an unfinished run with other settings (or is not one); rerun that run's command, or remove ${tmp}`);
+  } else {
+    makeVocFolders(`${tmp}.new`);
+    fs.mkdirSync(`${tmp}.new/records`);
+    writeFileAtomic(`${tmp}.new/settings.json`, encoder.encode(JSON.stringify(identity)));
+    fs.renameSync(`${tmp}.new`, tmp);
+  }
+  const mine = Array.from({ length: o.count }, (_, k) => k).filter((k) => k % shard.count === shard.index);
+  const records: ImageRecord[] = [];
+  for (const [done, index] of mine.entries()) {
+    const path = `${tmp}/records/${imageIdOf(index)}.json`;
+    if (fs.existsSync(path)) {
+      records.push(JSON.parse(new TextDecoder().decode(fs.readFileSync(path))) as ImageRecord);
+    } else {
+      const g = await generateImage(o, stages, index);
+      await writeVocSample(tmp, { id: g.record.id, width: g.record.image.width, height: g.record.image.height, image: g.image, semantic: g.semantic, objects: g.instance });
+      // the record last: an image without one is redone
+      writeFileAtomic(path, json(g.record));
+      records.push(g.record);
+    }
+    o.onImage?.(done + 1, mine.length, imageIdOf(index));
+  }
+  return finishDataset(tmp, out, settings, shard, records);
+}
+
+/**
+ * Joins the shards of one generate run (every shard 0..N−1 of the same settings, each finished) into `out`:
+ * the same bytes as one machine's run, manifest timings aside.
+ */
+export function mergeDatasets(dirs: readonly string[], out: string): GenerateManifest {
+  const fs = nodeFs(`merging into ${out}`);
+  if (dirs.length === 0) throw new Error('merge: no shard folders given');
+  if (fs.existsSync(out)) throw new Error(`--out: ${out} already exists; choose a new directory`);
+  const manifests = dirs.map((d) => {
+    const m = readGenerateManifest(d);
+    if (!m) throw new Error(`merge: ${d} is not a finished generate dataset (no complete manifest.json)`);
+    return m;
+  });
+  const settings = JSON.stringify(manifests[0]!.settings);
+  const n = manifests[0]!.shard.count;
+  manifests.forEach((m, i) => {
+    if (JSON.stringify(m.settings) !== settings) throw new Error(`merge: ${dirs[i]} was generated with other settings than ${dirs[0]}`);
+    if (m.shard.count !== n) throw new Error(`merge: ${dirs[i]} is shard ${m.shard.index}/${m.shard.count}, ${dirs[0]} one of ${n}`);
+  });
+  const seen = manifests.map((m) => m.shard.index);
+  const missing = Array.from({ length: n }, (_, k) => k).filter((k) => !seen.includes(k));
+  const twice = seen.find((k, i) => seen.indexOf(k) !== i);
+  if (twice !== undefined) throw new Error(`merge: shard ${twice}/${n} is given twice`);
+  if (missing.length) throw new Error(`merge: shard(s) ${missing.map((k) => `${k}/${n}`).join(', ')} missing`);
+  const tmp = `${out.replace(/\/+$/, '')}.partial-merge`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  makeVocFolders(tmp);
+  const records: ImageRecord[] = [];
+  try {
+    manifests.forEach((m, i) => {
+      const dir = dirs[i]!;
+      const coco = parseCoco(new TextDecoder().decode(fs.readFileSync(`${dir}/annotations/instances_train.json`)), `${dir}/annotations/instances_train.json`);
+      const prompts = new Map(new TextDecoder().decode(fs.readFileSync(`${dir}/prompts.jsonl`)).split('\n').filter((l) => l).map((l) => {
+        const p = JSON.parse(l) as { id: string; prompt: string };
+        return [p.id, p.prompt];
+      }));
+      const seconds = new Map(m.timings.map((t) => [t.id, t.seconds]));
+      for (const e of m.images) {
+        for (const folder of [vocFolders.images, vocFolders.semantic, vocFolders.objects]) fs.copyFileSync(`${dir}/${folder}/${e.id}.png`, `${tmp}/${folder}/${e.id}.png`);
+        records.push({
+          index: e.index, id: e.id, provenance: e.provenance, prompt: prompts.get(e.id)!, seconds: seconds.get(e.id) ?? {},
+          image: coco.images.find((im) => im.id === e.index)!, annotations: coco.annotations.filter((a) => a.image_id === e.index),
+        });
+      }
+    });
+    return finishDataset(tmp, out, manifests[0]!.settings, { index: 0, count: 1 }, records);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Reads `SLURM_ARRAY_TASK_ID`/`SLURM_ARRAY_TASK_COUNT` or Kubernetes Indexed Jobs' `JOB_COMPLETION_INDEX` (with `completions`). */
+export function shardFromEnvironment(env: Record<string, string | undefined>, completions?: number): { index: number; count: number } | undefined {
+  const int = (v: string, what: string) => {
+    if (!/^\d+$/.test(v)) throw new Error(`${what}: expected a non-negative integer, got '${v}'`);
+    return Number(v);
+  };
+  if (env.SLURM_ARRAY_TASK_ID !== undefined) {
+    if (env.SLURM_ARRAY_TASK_COUNT === undefined) throw new Error('SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (submit with --array=0-N)');
+    const first = env.SLURM_ARRAY_TASK_MIN !== undefined ? int(env.SLURM_ARRAY_TASK_MIN, 'SLURM_ARRAY_TASK_MIN') : 0;
+    return { index: int(env.SLURM_ARRAY_TASK_ID, 'SLURM_ARRAY_TASK_ID') - first, count: int(env.SLURM_ARRAY_TASK_COUNT, 'SLURM_ARRAY_TASK_COUNT') };
+  }
+  if (env.JOB_COMPLETION_INDEX !== undefined) {
+    if (completions === undefined) throw new Error('JOB_COMPLETION_INDEX is set: pass the Job\'s completions as --shard-count N');
+    return { index: int(env.JOB_COMPLETION_INDEX, 'JOB_COMPLETION_INDEX'), count: completions };
+  }
+  return undefined;
+}
