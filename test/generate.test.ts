@@ -194,4 +194,6 @@ test('generate as a library call: named classes through the VOC thesaurus, stage
   fopa.dispose();
 });
 
+test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
 test.run();
