@@ -149,30 +149,11 @@ async function trainSegmenter(): Promise<void> {
       augment: { size: [crop, crop], scale: [0.8, 1.25] },
     });
   }
-  await runTraining(trainer, async () => {
+  await F.trainWithCheckpoints(trainer, async () => {
     await trainer.saveCheckpoint(f.out!);
     await F.writePng(`${f.out}/loss.png`, F.lossCurve(trainer.log.loss));
   }, { minutes: numberFlag(f, 'save-minutes', 5) });
   console.log(`saved ${f.out} (config.json, model.safetensors, checkpoint.safetensors, loss.png) at step ${trainer.step}`);
-}
-
-/**
- * Runs `trainer` to its last step, saving every `minutes` of wall time and at the end (a killed run loses at
- * most that much), printing progress every `every` steps.
- */
-async function runTraining(trainer: F.Trainer, save: () => Promise<void>, { minutes = 5, every = 10 } = {}): Promise<void> {
-  const { steps } = trainer.options;
-  const t0 = performance.now();
-  let saved = performance.now();
-  await trainer.train(async (r) => {
-    if (r.step % every === 0 || r.step === steps) {
-      console.log(`step ${r.step}/${steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    }
-    if (performance.now() - saved > minutes * 60_000 || r.step === steps) {
-      await save();
-      saved = performance.now();
-    }
-  });
 }
 
 /** A number flag, or an error naming it. */
@@ -247,7 +228,7 @@ async function trainDiffusion(): Promise<void> {
   }
   const params = vae.parameters().reduce((n, p) => n + p.size, 0);
   console.log(`training the VAE (${(params / 1e6).toFixed(3)} M parameters) on ${images.length} images, batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
-  await runTraining(trainer, async () => {
+  await F.trainWithCheckpoints(trainer, async () => {
     mkdirSync(dir, { recursive: true });
     await trainer.saveCheckpoint(checkpoint);
     await F.writePng(`${dir}/loss.png`, F.lossCurve(trainer.log.loss));
@@ -334,7 +315,7 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
   }
   const count = (m: F.Module) => (m.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3);
   console.log(`training the text encoder (${count(model.textEncoder)} M parameters) and UNet (${count(model.unet)} M) on ${images.length} prompted images, batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
-  await runTraining(trainer, async () => {
+  await F.trainWithCheckpoints(trainer, async () => {
     await trainer.saveCheckpoint(checkpoint);
     await F.writePng(`${f.out}/text_to_image.loss.png`, F.lossCurve(trainer.log.loss));
   }, { minutes: numberFlag(f, 'save-minutes', 5) });
@@ -540,6 +521,40 @@ async function merge(): Promise<void> {
   console.log(`merged ${dirs.length} shards into ${f.out}: ${m.count} images`);
 }
 
+async function curate(): Promise<void> {
+  const f = flags({
+    data: 'DIR: a generated dataset (VOC layout; required)', out: 'DIR: rounds, scores and models (required; rerun to resume)', rounds: 'R: filtering rounds after round 0 (default 2)',
+    steps: 'N training steps per round (default 500)', batch: 'N (default 4)', lr: 'X (default 1e-3)', rule: 'any (Free-Mask\'s), all or mean (default any)', threshold: 'X: IoU to keep (default 0.5)',
+    val: 'DIR: a truth folder; each round\'s model gets its mIoU there', segmenter: 'FILE: a Mask2Former config.json (default: the tiny ShapeWorld config)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)',
+  });
+  if (!f.data) throw new Error('--data: required (a dataset folder, e.g. written by `freemask generate`)');
+  if (!f.out) throw new Error('--out: required (a folder for the rounds)');
+  const rule = (f.rule ?? 'any') as F.KeepRule;
+  if (!F.keepRules.includes(rule)) throw new Error(`--rule: expected ${F.keepRules.join(', ')}, got '${f.rule}'`);
+  const threshold = f.threshold === undefined ? 0.5 : Number(f.threshold);
+  await getDevice();
+  const samples = await F.readVocSamples(f.data);
+  const val = f.val ? await F.readVocSamples(f.val) : undefined;
+  const manifest = F.readGenerateManifest(f.data);
+  const labels = Math.max(F.vocClassNames.length, ...(manifest?.categories.map((c) => c.id + 1) ?? []));
+  let config = defaultSegmenterConfig(labels);
+  if (f.segmenter) {
+    try {
+      config = JSON.parse(readFileSync(f.segmenter, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new Error(`--segmenter: cannot read ${f.segmenter}: ${(e as Error).message}`);
+    }
+  }
+  const crop = samples[0]!.height;
+  const rounds = await F.curate({
+    samples, val, out: f.out, rounds: intFlag(f, 'rounds', 2), config, steps: intFlag(f, 'steps', 500), rule, threshold, seed: intFlag(f, 'seed', 0),
+    train: { batchSize: intFlag(f, 'batch', 4), lr: numberFlag(f, 'lr', 1e-3), clipNorm: 0, weightDecay: 0.05, backboneMultiplier: 1, augment: { size: [crop, crop], scale: [0.8, 1.25] } },
+    saveMinutes: numberFlag(f, 'save-minutes', 5), log: (l) => console.error(l),
+  });
+  for (const r of rounds) console.log(`round ${r.round}: trained on ${r.kept}, dropped ${r.dropped}${r.miou !== undefined ? `, val mIoU ${(100 * r.miou).toFixed(2)}` : ''}`);
+  console.log(`${f.out}: kept.json (the final samples), round-*/scores.json (per-sample, per-class IoU), round-${rounds.length - 1}/ (the last model)`);
+}
+
 async function trainFopa(): Promise<void> {
   const f = flags({ out: 'DIR: the FOPA folder (required)', steps: 'N (default 3000)', batch: 'N (default 8)', lr: 'X (default 1e-3)', size: 'N input size (default 64)', widths: 'W1,W2,W3,W4 (default 16,32,64,128)', count: 'N training samples (default 100000)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (!f.out) throw new Error('--out: required (the FOPA folder: checkpoint, config.json, model.safetensors)');
@@ -564,7 +579,7 @@ async function trainFopa(): Promise<void> {
     console.log(`resumed ${checkpoint} at step ${trainer.step}`);
   }
   console.log(`training FOPA (widths ${config.widths.join(', ')}, ${(net.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3)} M parameters) on ShapeWorld placements at ${size}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
-  await runTraining(trainer, async () => {
+  await F.trainWithCheckpoints(trainer, async () => {
     mkdirSync(f.out!, { recursive: true });
     await trainer.saveCheckpoint(checkpoint);
     writeFileSync(`${f.out}/config.json`, JSON.stringify({ _class_name: 'ObPlaNet_resnet18', widths: config.widths, ks: config.ks, input_size: size }, null, 2));
@@ -690,7 +705,7 @@ async function trainHarmonizer(): Promise<void> {
   }
   const net = task.model;
   console.log(`training ${kind} (${(net.parameters().reduce((n, p) => n + p.size, 0) / 1e6).toFixed(3)} M parameters) on ShapeWorld pairs at ${size}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
-  await runTraining(trainer, async () => {
+  await F.trainWithCheckpoints(trainer, async () => {
     mkdirSync(f.out!, { recursive: true });
     await trainer.saveCheckpoint(checkpoint);
     writeFileSync(`${f.out}/config.json`, JSON.stringify(configJson, null, 2));
@@ -727,7 +742,7 @@ async function trainInstances(): Promise<void> {
   }
   const trainable = net.branches.parameters().reduce((n, p) => n + p.size, 0);
   console.log(`training the instance branches (${(trainable / 1e6).toFixed(3)} M parameters; frozen Swin backbone) on ShapeWorld train scenes' class maps at ${64 * net.config.inputScale}², batch ${trainer.options.batchSize}, steps ${trainer.step}..${steps}`);
-  await runTraining(trainer, async () => {
+  await F.trainWithCheckpoints(trainer, async () => {
     mkdirSync(f.out!, { recursive: true });
     await trainer.saveCheckpoint(checkpoint);
     // the shipped weights carry IRNet's mean shift (the mean displacement over train scenes); the checkpoint keeps training's
@@ -944,9 +959,10 @@ const summaries: Record<string, string> = {
   instances: 'add an instance layer (SegmentationObject + COCO) to a VOC-layout folder',
   generate: 'the whole Free-Mask pipeline: a dataset of images + semantic and instance masks from a class list (resumable, shardable)',
   merge: 'join the shards of one generate run (freemask merge DIR... --out DIR)',
+  curate: 'the active-learning loop: train Mask2Former, drop samples whose mask disagrees with it, retrain (resumable)',
 };
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances, generate, merge };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances, generate, merge, curate };
 const run = commands[command];
 if (!run) {
   if (command === '--help' || command === '-h' || command === 'help') {

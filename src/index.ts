@@ -61,7 +61,7 @@ export {
 export { Mask2FormerForUniversalSegmentation, type Mask2FormerOutput, type Mask2FormerLogits, type ForwardOptions as Mask2FormerForwardOptions } from './models/mask2former/model.ts';
 export { parseMask2FormerConfig, mask2formerConfigJson, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
 export { Mask2FormerTrainer, parameterGroups, type TrainOptions as Mask2FormerTrainOptions } from './models/mask2former/train.ts';
-export { Trainer, scheduleFactor, resolveTrainerOptions, checkpointOptions, openCheckpoint, type TrainTask, type TrainerOptions, type TrainGroup, type Batch, type StepResult } from './train/trainer.ts';
+export { Trainer, trainWithCheckpoints, scheduleFactor, resolveTrainerOptions, checkpointOptions, openCheckpoint, type TrainTask, type TrainerOptions, type TrainGroup, type Batch, type StepResult } from './train/trainer.ts';
 export { ExponentialMovingAverage } from './train/ema.ts';
 export { evaluateSegmenter, type SegmenterEvaluation } from './models/mask2former/evaluate.ts';
 export { readVocSamples, sceneSample, sampleTargets, pixelValues, loadSample, drawAugment, imagenetMean, imagenetStd, type SegmentationSample, type AugmentOptions, type AugmentDraw } from './models/mask2former/data.ts';
@@ -90,6 +90,7 @@ export {
 } from './pipeline/refine.ts';
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';
 export { generateDataset, mergeDatasets, readGenerateManifest, shardFromEnvironment, shapeWorldClassList, classListFromNames, generateStages, type GenerateStage, type GenerateOptions, type GenerateManifest, type GenerateClass, type ClassList } from './pipeline/generate.ts';
+export { curate, classIous, keepSample, keepRules, type KeepRule, type CurateOptions, type CurateRound, type SampleScore } from './pipeline/curate.ts';
 export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawWeighted, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';

@@ -319,3 +319,22 @@ export function openCheckpoint(path: string): SafetensorsReader {
   if (!nodeFs(`resuming from ${path}`).existsSync(path)) throw new Error(`resume: ${path} does not exist (no checkpoint saved there)`);
   return loadSafetensors(path);
 }
+
+/**
+ * Runs `trainer` to its last step, saving every `minutes` of wall time and at the end (a killed run loses at
+ * most that much), logging progress every `every` steps.
+ */
+export async function trainWithCheckpoints(trainer: Trainer, save: () => Promise<void>, { minutes = 5, every = 10, log = (line: string) => console.log(line) }: { minutes?: number; every?: number; log?: (line: string) => void } = {}): Promise<void> {
+  const { steps } = trainer.options;
+  const t0 = performance.now();
+  let saved = performance.now();
+  await trainer.train(async (r) => {
+    if (r.step % every === 0 || r.step === steps) {
+      log(`step ${r.step}/${steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    }
+    if (performance.now() - saved > minutes * 60_000 || r.step === steps) {
+      await save();
+      saved = performance.now();
+    }
+  });
+}
