@@ -555,6 +555,13 @@ async function curate(): Promise<void> {
   console.log(`${f.out}: kept.json (the final samples), round-*/scores.json (per-sample, per-class IoU), round-${rounds.length - 1}/ (the last model)`);
 }
 
+async function gallery(): Promise<void> {
+  const f = flags({ curate: 'DIR: a freemask curate folder: its last round\'s kept/dropped and IoUs' }, {}, 'DIR');
+  if (givenPositionals.length !== 1) throw new Error(`gallery: expected one dataset folder, got ${givenPositionals.length ? givenPositionals.join(' ') : 'none'} (freemask gallery DIR)`);
+  const r = await F.writeGallery(givenPositionals[0]!, { curate: f.curate });
+  console.log(`wrote ${r.path}: ${r.items} images (open it in a browser; no server needed)`);
+}
+
 async function trainFopa(): Promise<void> {
   const f = flags({ out: 'DIR: the FOPA folder (required)', steps: 'N (default 3000)', batch: 'N (default 8)', lr: 'X (default 1e-3)', size: 'N input size (default 64)', widths: 'W1,W2,W3,W4 (default 16,32,64,128)', count: 'N training samples (default 100000)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (!f.out) throw new Error('--out: required (the FOPA folder: checkpoint, config.json, model.safetensors)');
@@ -959,10 +966,11 @@ const summaries: Record<string, string> = {
   instances: 'add an instance layer (SegmentationObject + COCO) to a VOC-layout folder',
   generate: 'the whole Free-Mask pipeline: a dataset of images + semantic and instance masks from a class list (resumable, shardable)',
   merge: 'join the shards of one generate run (freemask merge DIR... --out DIR)',
+  gallery: 'a static index.html of a dataset folder: pictures, mask overlays, curate verdicts, filters',
   curate: 'the active-learning loop: train Mask2Former, drop samples whose mask disagrees with it, retrain (resumable)',
 };
 
-const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances, generate, merge, curate };
+const commands: Record<string, () => Promise<void>> = { demo, world, eval: evaluate, 'train-segmenter': trainSegmenter, 'eval-segmenter': evalSegmenter, 'train-diffusion': trainDiffusion, 'eval-diffusion': evalDiffusion, compose, 'train-fopa': trainFopa, 'eval-fopa': evalFopa, 'export-half': exportHalf, ship, 'eval-harmonization': evalHarmonization, 'train-harmonizer': trainHarmonizer, 'train-instances': trainInstances, 'eval-instances': evalInstances, instances, generate, merge, curate, gallery };
 const run = commands[command];
 if (!run) {
   if (command === '--help' || command === '-h' || command === 'help') {

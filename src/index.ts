@@ -91,6 +91,7 @@ export {
 export { generateSingleObject, type SingleObjectOptions, type SingleObjectResult } from './pipeline/single_object.ts';
 export { generateDataset, mergeDatasets, readGenerateManifest, shardFromEnvironment, shapeWorldClassList, classListFromNames, generateStages, type GenerateStage, type GenerateOptions, type GenerateManifest, type GenerateClass, type ClassList } from './pipeline/generate.ts';
 export { curate, classIous, keepSample, keepRules, type KeepRule, type CurateOptions, type CurateRound, type SampleScore } from './pipeline/curate.ts';
+export { writeGallery, type GalleryItem } from './pipeline/gallery.ts';
 export { normaliseClassName, makeThesaurus, thesaurusFromJson, vocThesaurus, shapeWorldThesaurus, cityscapesThesaurus, lookupClass, classesByBackground, drawWeighted, clipTextEmbedder, type Thesaurus, type BackgroundWeight, type ThesaurusMatch, type TextEmbedder } from './pipeline/thesaurus.ts';
 export { ObPlaNet, obPlaNetConfig, obPlaNetResnet18, fopaInputs, type ObPlaNetConfig, type ObPlaNetOutput, type ObPlaNetForwardOptions } from './models/fopa.ts';
 export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlacements, samplePlacement, placeObject, type Cutout, type ScaleHeatmap, type Placement, type PlacementOptions } from './pipeline/placement.ts';
