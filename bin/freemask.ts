@@ -90,14 +90,16 @@ function intFlag(f: Record<string, string>, name: string, fallback?: number): nu
 }
 
 async function world(): Promise<void> {
-  const f = flags({ split: 'S: train, val or test (required)', count: 'N: images (required)', out: 'DIR: a new folder (required)', mode: 'scene or single (default scene)', size: 'N: side in pixels (default 64)', first: 'K: first index in the split (default 0)' });
+  const f = flags({ split: 'S: train, val or test (required)', count: 'N: images (required)', out: 'DIR: a new folder (required)', mode: 'scene or single (default scene)', size: 'N: side in pixels (default 64)', first: 'K: first index in the split (default 0)' }, { quiet: 'no progress on stderr' });
   if (!f.split) throw new Error('--split: required (train, val or test)');
   if (!f.out) throw new Error('--out: required (a directory that does not exist yet)');
   const t0 = performance.now();
+  const count = intFlag(f, 'count');
+  const show = progress(t0);
   const m = await writeWorldDataset({
-    split: f.split as Split, count: intFlag(f, 'count'), out: f.out, mode: (f.mode ?? 'scene') as WorldMode,
+    split: f.split as Split, count, out: f.out, mode: (f.mode ?? 'scene') as WorldMode,
     size: intFlag(f, 'size', 64), first: intFlag(f, 'first', 0),
-  });
+  }, show && ((done) => show(done, count)));
   console.log(`wrote ${m.count} ${m.mode} images of split ${m.split} (seeds ${m.seeds.first}..${m.seeds.last}, ${m.size}×${m.size}) to ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
@@ -492,24 +494,28 @@ async function generate(): Promise<void> {
   const identity: Record<string, unknown> = { model: folderHash(model), ...(fopaDir && { fopa: folderHash(fopaDir) }), ...(irnDir && { irn: folderHash(irnDir) }) };
   const hdir = /^(rainnet|pct-net):(.+)$/.exec(harmonizerName)?.[2];
   if (stages.includes('harmonize') && hdir && existsSync(hdir)) identity.harmonizer = folderHash(hdir);
-  const quiet = switches.has('--quiet') || !process.stderr.isTTY;
   const t0 = performance.now();
   const m = await F.generateDataset({
     out: f.out, count, seed: intFlag(f, 'seed', 0), pipe, classes, stages, numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
     multi, objects: [Number(range[1]), Number(range[2] ?? range[1])], order, fopa: fopaDir ? F.ObPlaNet.fromPretrained(fopaDir) : undefined,
     harmonizer: stages.includes('harmonize') ? { name: harmonizerName, run: F.harmonizerFromName(harmonizerName, '--harmonizer') } : undefined,
     instanceMethod: (f.instances ?? (irnDir ? 'irn' : 'components')) as F.InstanceMethod, irn: irnDir ? F.IrnNet.fromPretrained(irnDir) : undefined,
-    shard, identity, onImage: quiet ? undefined : progress(t0),
+    shard, identity, onImage: progress(t0),
   });
   console.log(`${f.out}: ${m.count} images${shard ? ` (shard ${shard.index}/${shard.count})` : ''}, ${m.images.reduce((a, i) => a + (i.provenance.pasted as unknown[]).length, 0)} pasted objects, stages ${stages.join(', ') || 'none'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
-/** Progress with ETA on stderr: "12/100 gen0000011 (3.2 s/image, ETA 4m41s)". */
-function progress(t0: number): (done: number, total: number, id: string) => void {
+/** Progress with ETA on stderr when it is a terminal and --quiet is not given: "12/100 gen0000011 (3.2 s/image, ETA 4m41s)". */
+function progress(t0: number): ((done: number, total: number, id?: string) => void) | undefined {
+  if (switches.has('--quiet') || !process.stderr.isTTY) return undefined;
+  let shown = 0;
   return (done, total, id) => {
+    // at most ten updates a second
+    if (performance.now() - shown < 100 && done < total) return;
+    shown = performance.now();
     const per = (performance.now() - t0) / 1000 / done;
     const eta = Math.round(per * (total - done));
-    process.stderr.write(`\r${done}/${total} ${id} (${per.toFixed(1)} s/image, ETA ${Math.floor(eta / 60)}m${String(eta % 60).padStart(2, '0')}s)${done === total ? '\n' : ''}`);
+    process.stderr.write(`\r${done}/${total}${id ? ` ${id}` : ''} (${per.toFixed(2)} s/image, ETA ${Math.floor(eta / 60)}m${String(eta % 60).padStart(2, '0')}s)${done === total ? '\n' : ''}`);
   };
 }
 
@@ -792,7 +798,7 @@ async function evalInstances(): Promise<void> {
 
 /** Adds an instance layer (SegmentationObject + annotations/instances.json) to a VOC-layout folder. */
 async function instances(): Promise<void> {
-  const f = flags({ data: 'DIR: a VOC-layout folder (required)', model: 'DIR: an instance model folder', method: 'components, displacement or irn (default irn with --model, else components)', split: 'S: only this ImageSets split' }, { overwrite: 'replace an existing instance layer' });
+  const f = flags({ data: 'DIR: a VOC-layout folder (required)', model: 'DIR: an instance model folder', method: 'components, displacement or irn (default irn with --model, else components)', split: 'S: only this ImageSets split' }, { overwrite: 'replace an existing instance layer', quiet: 'no progress on stderr' });
   if (!f.data) throw new Error('--data: required (a VOC-layout folder with SegmentationClass maps)');
   const method = (f.method ?? (f.model ? 'irn' : 'components')) as F.InstanceMethod;
   if (!F.instanceMethods.includes(method)) throw new Error(`--method: expected one of ${F.instanceMethods.join(', ')}, got '${method}'`);
@@ -800,7 +806,7 @@ async function instances(): Promise<void> {
   if (f.model && !existsSync(`${f.model}/config.json`)) throw new Error(`--model: ${f.model} has no config.json (not an instance model folder)`);
   await getDevice();
   const net = f.model ? F.IrnNet.fromPretrained(f.model) : undefined;
-  const r = await F.addInstancesToFolder(f.data, method, net, { overwrite: switches.has('--overwrite'), split: f.split });
+  const r = await F.addInstancesToFolder(f.data, method, net, { overwrite: switches.has('--overwrite'), split: f.split, onImage: progress(performance.now()) });
   console.log(`wrote ${r.instances} instances of ${r.images} images into ${f.data} (${F.vocFolders.objects}/, annotations/instances.json; method ${method})`);
 }
 
