@@ -166,12 +166,6 @@ function numberFlag(f: Record<string, string>, name: string, fallback: number): 
   return v;
 }
 
-/** The zoo's VAE: 64×64 RGB → 16×16×4 latents, 0.68 M parameters (4.3 s per step of 16 images on 2 cores). */
-const zooVaeConfig = {
-  in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [16, 32, 64], layers_per_block: 1, norm_num_groups: 8,
-  down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'], up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
-};
-
 /** Pictures (and prompts) of one or more dataset folders written by `freemask world`, given comma-separated. */
 async function readPromptedImages(dirs: string): Promise<(F.RgbImage & { prompt: string })[]> {
   const out: (F.RgbImage & { prompt: string })[] = [];
@@ -222,7 +216,7 @@ async function trainDiffusion(): Promise<void> {
   } else {
     if (existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
     F.manualSeed(intFlag(f, 'seed', 0));
-    vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader(f.config ? readConfigFlag(f.config) : zooVaeConfig, f.config ?? 'the zoo VAE config')));
+    vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader(f.config ? readConfigFlag(f.config) : F.zooVaeConfig, f.config ?? 'the zoo VAE config')));
     trainer = new F.Trainer(F.autoencoderTask(vae, images), {
       steps, batchSize: intFlag(f, 'batch', 16), lr: numberFlag(f, 'lr', 5e-4), seed: intFlag(f, 'seed', 0),
       warmupSteps: 50, warmupFactor: 0.1, schedule: 'cosine', weightDecay: 0.01, clipNorm: 1,
@@ -243,27 +237,6 @@ async function trainDiffusion(): Promise<void> {
   console.log(`wrote ${dir} (config.json with scaling_factor ${scaling.toFixed(5)}, diffusion_pytorch_model.safetensors, checkpoint.safetensors, loss.png)`);
 }
 
-/**
- * The zoo's text encoder and UNet. CLIP: the real 49408-token vocabulary, width 32 (its token table, 1.58 M
- * numbers, is most of the model: ShapeWorld's ~60 words need no more), 3 layers; positions for the longest
- * training prompt. UNet: [32, 64, 64] channels, cross-attention at 16×16 and 8×8 (and the 4×4 mid block),
- * about 1.5 M parameters (1.9 s per step of 16 latents on 2 cores).
- */
-function zooTextToImageConfigs(maxLength: number): { unet: Record<string, unknown>; textEncoder: Record<string, unknown> } {
-  return {
-    textEncoder: {
-      architectures: ['CLIPTextModel'], model_type: 'clip_text_model', vocab_size: 49408, hidden_size: 32, intermediate_size: 128,
-      num_hidden_layers: 3, num_attention_heads: 4, max_position_embeddings: maxLength, hidden_act: 'quick_gelu', layer_norm_eps: 1e-5,
-      bos_token_id: 49406, eos_token_id: 49407, pad_token_id: 49407, projection_dim: 32, torch_dtype: 'float32',
-    },
-    unet: {
-      sample_size: 16, in_channels: 4, out_channels: 4, block_out_channels: [32, 64, 64], layers_per_block: 1,
-      down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-      attention_head_dim: 4, cross_attention_dim: 32, norm_num_groups: 16,
-    },
-  };
-}
-
 /** `train-diffusion --stage unet`: the text encoder and UNet on the VAE's cached latents of the images. */
 async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage & { prompt: string })[]): Promise<void> {
   const vaeDir = `${f.out}/vae`;
@@ -282,7 +255,7 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
     // positions for the longest prompt (with start and end tokens), rounded up to a multiple of 8
     const probe = await F.CLIPTokenizer.fromPretrained();
     const longest = Math.max(...images.map((i) => probe.encodeTokens(i.prompt).length)) + 2;
-    configs = zooTextToImageConfigs(Math.ceil(longest / 8) * 8);
+    configs = F.zooTextToImageConfigs(Math.ceil(longest / 8) * 8);
   }
   const tokenizer = await F.CLIPTokenizer.fromPretrained(undefined, { maxLength: Number(configs.textEncoder.max_position_embeddings) });
   const t0 = performance.now();
