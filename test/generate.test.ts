@@ -191,6 +191,10 @@ test('generate as a library call: named classes through the VOC thesaurus, stage
   assert.ok(none.images.every((i) => (i.provenance.pasted as unknown[]).length === 0));
   assert.ok(all.images.some((i) => (i.provenance.pasted as unknown[]).length > 0));
   assert.match(String(all.images[0]!.provenance.prompt), /^a photo of an? (TV monitors|boat), /);
+  // the control: random placement needs no FOPA and says so per object
+  const random = await generateDataset({ ...base, fopa: undefined, placement: 'random', stages: ['compose'], out: `${dir}/lib-random` });
+  const placed = random.images.flatMap((i) => (i.provenance.pasted as { placement?: string; box?: number[] }[]).filter((p) => p.box));
+  assert.ok(placed.length > 0 && placed.every((p) => p.placement === 'random' && p.box![0]! >= 0 && p.box![0]! + p.box![2]! <= 64));
   fopa.dispose();
 });
 

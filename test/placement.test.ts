@@ -7,7 +7,7 @@ import './helpers.ts';
 import { manualSeed } from '../src/engine/random-cpu.ts';
 import type { Image } from '../src/io/image.ts';
 import { ObPlaNet, obPlaNetConfig } from '../src/models/fopa.ts';
-import { type Cutout, fopaScales, placeObject, placementHeatmaps, samplePlacement, scaledForeground, scaledSize, topPlacements } from '../src/pipeline/placement.ts';
+import { type Cutout, fopaScales, placeObject, placementHeatmaps, randomPlacement, samplePlacement, scaledForeground, scaledSize, topPlacements } from '../src/pipeline/placement.ts';
 
 const bg: Image = { width: 48, height: 32, channels: 3, data: Uint8Array.from({ length: 48 * 32 * 3 }, (_, i) => (i * 37) % 256) };
 // a 10×20 object: an ellipse mask over a gradient
@@ -62,6 +62,24 @@ test('heat maps per scale: border zeroed, batched equals one at a time; top 50 r
   const error = await placeObject(net, bg, cut, 7, { size, scales: [1], what: 'the boat' }).then(() => '', (e: Error) => e.message);
   assert.match(error, /no location on the 48×32 background can hold the boat at any scale/);
   net.dispose();
+});
+
+test('random placement (the control): a usable scale, the box inside the background, seeded, every scale reached', () => {
+  const cut: Cutout = { image: { width: 10, height: 20, channels: 3, data: new Uint8Array(600) }, mask: new Uint8Array(200).fill(255) };
+  const scales = new Set<number>();
+  for (let seed = 0; seed < 400; seed++) {
+    const p = randomPlacement(64, 48, cut, seed);
+    assert.ok(fopaScales.includes(p.scale));
+    const [w, h] = scaledSize(64, 48, 10, 20, p.scale);
+    assert.equal([p.box[2], p.box[3]], [w, h]);
+    assert.ok(p.box[0] >= 0 && p.box[1] >= 0 && p.box[0] + w <= 64 && p.box[1] + h <= 48, `box ${p.box} inside`);
+    assert.ok(Number.isNaN(p.score));
+    scales.add(p.scale);
+  }
+  assert.is(scales.size, fopaScales.filter((s) => scaledSize(64, 48, 10, 20, s).every((d) => d >= 1)).length);
+  assert.equal(randomPlacement(64, 48, cut, 7), randomPlacement(64, 48, cut, 7));
+  const speck: Cutout = { image: { width: 1, height: 200, channels: 3, data: new Uint8Array(600) }, mask: new Uint8Array(200).fill(255) };
+  assert.throws(() => randomPlacement(8, 8, speck, 0), /under a pixel at every scale/);
 });
 
 test.run();

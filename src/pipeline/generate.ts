@@ -22,7 +22,7 @@ import { type Layer, composeLayers, cutOut, harmonizePasted, placeCutout, uncert
 import { ZOO_ATTENTION_PRESET } from './evaluate_diffusion.ts';
 import type { Harmonizer } from './harmonize.ts';
 import { type InstanceMethod, instancesFromSemantic, objectMap } from './instances.ts';
-import { placeObject } from './placement.ts';
+import { placeObject, randomPlacement } from './placement.ts';
 import { defaultBand, fineRefinement, refineMask, trainAffinityNet } from './refine.ts';
 import { generateSingleObject } from './single_object.ts';
 import { type BackgroundWeight, type TextEmbedder, type Thesaurus, drawWeighted, lookupClass, shapeWorldThesaurus } from './thesaurus.ts';
@@ -112,6 +112,8 @@ export interface GenerateOptions {
   objects?: [number, number];
   order?: 'paste' | 'ground';
   fopa?: ObPlaNet;
+  /** Where pasted objects go: FOPA's search (default), or uniformly at random (the control). */
+  placement?: 'fopa' | 'random';
   /** FOPA's input size (default: the picture's). */
   fopaSize?: number;
   harmonizer?: { name: string; run: Harmonizer };
@@ -147,7 +149,7 @@ function settingsOf(o: GenerateOptions): Record<string, unknown> {
     count: o.count, seed: o.seed ?? 0, size: [W, H], stages: generateStages.filter((s) => (o.stages ?? generateStages).includes(s)),
     classes: { source: o.classes.source, thesaurus: o.classes.thesaurus, list: o.classes.classes },
     numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET,
-    multi: o.multi ?? 0.5, objects: o.objects ?? [1, 2], order: o.order ?? 'paste', fopaSize: o.fopaSize ?? W,
+    multi: o.multi ?? 0.5, objects: o.objects ?? [1, 2], order: o.order ?? 'paste', placement: o.placement ?? 'fopa', fopaSize: o.fopaSize ?? W,
     harmonizer: o.harmonizer?.name ?? null, instanceMethod: o.instanceMethod ?? (o.irn ? 'irn' : 'components'),
     identity: o.identity ?? {},
   };
@@ -165,7 +167,8 @@ function checkOptions(o: GenerateOptions, stages: readonly GenerateStage[]): voi
   if (!(multi >= 0 && multi <= 1)) throw new Error(`--multi: expected a share from 0 to 1, got ${multi}`);
   const [lo, hi] = o.objects ?? [1, 2];
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 1 && hi >= lo)) throw new Error(`--objects: expected N or MIN-MAX with 1 ≤ MIN ≤ MAX, got ${lo}-${hi}`);
-  if (stages.includes('compose') && !o.fopa) throw new Error("--stages: 'compose' needs a FOPA model (--fopa DIR)");
+  if (o.placement !== undefined && o.placement !== 'fopa' && o.placement !== 'random') throw new Error(`--placement: expected fopa or random, got '${o.placement}'`);
+  if (stages.includes('compose') && (o.placement ?? 'fopa') === 'fopa' && !o.fopa) throw new Error("--stages: 'compose' needs a FOPA model (--fopa DIR) or --placement random");
   if (stages.includes('harmonize') && !o.harmonizer) throw new Error("--stages: 'harmonize' needs a harmonizer (--harmonizer)");
   const method = o.instanceMethod ?? (o.irn ? 'irn' : 'components');
   if (stages.includes('instances') && method !== 'components' && !o.irn) throw new Error(`--instances: method '${method}' needs an instance model (--irn DIR)`);
@@ -235,14 +238,15 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
       }
       const cut = cutOut({ id: `${imageIdOf(index)}/${j + 1}`, width: W, height: H, image: s.image, semantic: s.mask, classId: c.id, background });
       const bg = { width: W, height: H, channels: 3 as const, data: s0.image };
-      const where = await placeObject(o.fopa!, bg, cut, subSeed(seed, index, j + 1, 0x504c4143), { size: o.fopaSize ?? W, what: `a ${c.name}` }).catch((e: Error) => e);
+      const placeSeed = subSeed(seed, index, j + 1, 0x504c4143);
+      const where = o.placement === 'random' ? randomPlacement(W, H, cut, placeSeed) : await placeObject(o.fopa!, bg, cut, placeSeed, { size: o.fopaSize ?? W, what: `a ${c.name}` }).catch((e: Error) => e);
       seconds.compose = (seconds.compose ?? 0) + (performance.now() - t) / 1000;
       if (where instanceof Error) {
         if (!/no location/.test(where.message)) throw where;
         pasted.push({ ...what, skipped: 'no placement left' });
         continue;
       }
-      const place = { ...what, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), fopa_score: Number(where.score.toFixed(6)) };
+      const place = { ...what, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), ...(Number.isNaN(where.score) ? { placement: 'random' } : { fopa_score: Number(where.score.toFixed(6)) }) };
       pasted.push(place);
       layers.push(placeCutout(cut, c.id, where.box, W, H, place));
     }

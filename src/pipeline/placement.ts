@@ -146,6 +146,20 @@ export function samplePlacement(candidates: readonly Placement[], seed: number):
   return candidates[Math.floor(seededRandom(seed)() * candidates.length)];
 }
 
+/**
+ * The control for FOPA: a scale drawn uniformly from the release's 16 (those at which the object is at least a pixel)
+ * and a centre drawn uniformly where the object stays inside the background (the search's border rule); score NaN.
+ */
+export function randomPlacement(bgW: number, bgH: number, cut: Cutout, seed: number): Placement {
+  const rand = seededRandom(seed);
+  const usable = fopaScales.filter((s) => scaledSize(bgW, bgH, cut.image.width, cut.image.height, s).every((d) => d >= 1));
+  if (usable.length === 0) throw new Error(`randomPlacement: the object (${cut.image.width}×${cut.image.height}) is under a pixel at every scale of ${bgW}×${bgH}`);
+  const scale = usable[Math.floor(rand() * usable.length)]!;
+  const [w, h] = scaledSize(bgW, bgH, cut.image.width, cut.image.height, scale);
+  const cx = w / 2 + rand() * (bgW - w), cy = h / 2 + rand() * (bgH - h);
+  return { scale, box: [cx - w / 2, cy - h / 2, w, h], score: NaN };
+}
+
 /** A placement of `cut` on `bg`: the release's search end to end; throws, naming the object, when no location is left. */
 export async function placeObject(net: ObPlaNet, bg: Image, cut: Cutout, seed: number, options: PlacementOptions & { top?: number; what?: string } = {}): Promise<Placement> {
   const maps = await placementHeatmaps(net, bg, cut, options);
