@@ -434,7 +434,7 @@ async function generate(): Promise<void> {
     model: 'DIR: a diffusers Stable Diffusion folder (default weights/shapeworld-sd)', classes: 'shapeworld, voc, FILE (JSON list or one per line) or a,b,c (default shapeworld)',
     thesaurus: 'voc, shapeworld, cityscapes or FILE.json for named classes (default voc)', count: 'N images (required)', seed: 'N (default 0)', out: 'DIR: the dataset folder (required)',
     stages: `comma list of ${F.generateStages.join(', ')} (default all)`, steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)',
-    multi: 'X share of images with pasted objects (default 0.5)', objects: 'N or MIN-MAX pasted objects (default 1-2)', order: 'paste or ground (default paste)',
+    multi: 'X share of images with further objects (default 0.5)', 'multi-by': 'compose (pasted, Free-Mask) or prompt (named in the prompt, drawn by the model; default compose)', objects: 'N or MIN-MAX pasted objects (default 1-2)', order: 'paste or ground (default paste)',
     fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', placement: 'fopa or random (the control; default fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default reinhard)',
     instances: 'components, displacement or irn (default irn with --irn or the zoo\'s, else components)', irn: 'DIR: instance model (default weights/shapeworld-irn)',
     shard: 'K/N: generate shard K of N (also read from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with --shard-count)', 'shard-count': 'N: the Kubernetes Job\'s completions',
@@ -458,7 +458,9 @@ async function generate(): Promise<void> {
   const model = modelFolder(f, 'model', 'shapeworld-sd', 'model_index.json');
   const placement = f.placement ?? 'fopa';
   if (placement !== 'fopa' && placement !== 'random') throw new Error(`--placement: expected fopa or random, got '${placement}'`);
-  const fopaDir = stages.includes('compose') && placement === 'fopa' ? modelFolder(f, 'fopa', 'shapeworld-fopa', 'config.json') : undefined;
+  const multiBy = f['multi-by'] ?? 'compose';
+  if (multiBy !== 'compose' && multiBy !== 'prompt') throw new Error(`--multi-by: expected compose or prompt, got '${multiBy}'`);
+  const fopaDir = stages.includes('compose') && placement === 'fopa' && multiBy === 'compose' ? modelFolder(f, 'fopa', 'shapeworld-fopa', 'config.json') : undefined;
   const wantsIrn = stages.includes('instances') && (f.instances ?? (f.irn || existsSync(`${zooPath('shapeworld-irn')}/config.json`) ? 'irn' : 'components')) !== 'components';
   const irnDir = wantsIrn ? modelFolder(f, 'irn', 'shapeworld-irn', 'config.json') : undefined;
   const harmonizerName = f.harmonizer ?? 'reinhard';
@@ -472,7 +474,7 @@ async function generate(): Promise<void> {
   const t0 = performance.now();
   const m = await F.generateDataset({
     out: f.out, count, seed: intFlag(f, 'seed', 0), pipe, classes, stages, numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
-    multi, objects: [Number(range[1]), Number(range[2] ?? range[1])], order, placement, fopa: fopaDir ? F.ObPlaNet.fromPretrained(fopaDir) : undefined,
+    multi, objects: [Number(range[1]), Number(range[2] ?? range[1])], order, placement, multiBy, fopa: fopaDir ? F.ObPlaNet.fromPretrained(fopaDir) : undefined,
     harmonizer: stages.includes('harmonize') ? { name: harmonizerName, run: F.harmonizerFromName(harmonizerName, '--harmonizer') } : undefined,
     instanceMethod: (f.instances ?? (irnDir ? 'irn' : 'components')) as F.InstanceMethod, irn: irnDir ? F.IrnNet.fromPretrained(irnDir) : undefined,
     shard, identity, onImage: progress(t0),

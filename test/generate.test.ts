@@ -191,6 +191,13 @@ test('generate as a library call: named classes through the VOC thesaurus, stage
   assert.ok(none.images.every((i) => (i.provenance.pasted as unknown[]).length === 0));
   assert.ok(all.images.some((i) => (i.provenance.pasted as unknown[]).length > 0));
   assert.match(String(all.images[0]!.provenance.prompt), /^a photo of an? (TV monitors|boat), /);
+  // further objects named in the prompt instead: one picture, the classes drawn by the model, nothing pasted
+  const indoor = await classListFromNames(['cat', 'TV monitors'], vocThesaurus, 'test');
+  const prompted = await generateDataset({ ...base, count: 6, classes: indoor, objects: [2, 2], fopa: undefined, multiBy: 'prompt', stages: ['compose'], out: `${dir}/lib-prompt` });
+  assert.ok(prompted.images.every((i) => (i.provenance.pasted as unknown[]).length === 0));
+  const named = prompted.images.find((i) => (i.provenance.prompted as string[] | undefined)?.length === 2);
+  assert.ok(named, 'an image with two classes in its prompt');
+  assert.match(String(named!.provenance.prompt), /^a photo of an? (TV monitors|cat) and an? (TV monitors|cat), indoor$/);
   // the control: random placement needs no FOPA and says so per object
   const random = await generateDataset({ ...base, fopa: undefined, placement: 'random', stages: ['compose'], out: `${dir}/lib-random` });
   const placed = random.images.flatMap((i) => (i.provenance.pasted as { placement?: string; box?: number[] }[]).filter((p) => p.box));

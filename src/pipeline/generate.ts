@@ -24,7 +24,7 @@ import type { Harmonizer } from './harmonize.ts';
 import { type InstanceMethod, instancesFromSemantic, objectMap } from './instances.ts';
 import { placeObject, randomPlacement } from './placement.ts';
 import { defaultBand, fineRefinement, refineMask, trainAffinityNet } from './refine.ts';
-import { generateSingleObject } from './single_object.ts';
+import { generateObjects } from './single_object.ts';
 import { type BackgroundWeight, type TextEmbedder, type Thesaurus, drawWeighted, lookupClass, shapeWorldThesaurus } from './thesaurus.ts';
 
 /** The stages after stage 1 that can be switched off (the ablation table runs the same job with fewer). */
@@ -46,8 +46,8 @@ export interface ClassList {
   source: string;
   thesaurus: string;
   classes: readonly GenerateClass[];
-  /** The prompt of a class on a background; it contains the class's word (its tokens give the mask). */
-  prompt: (c: GenerateClass, background: string) => string;
+  /** The prompt of one or more classes on a background; it contains each class's word (its tokens give the mask). */
+  prompt: (classes: readonly GenerateClass[], background: string) => string;
 }
 
 const normalised = (b: readonly BackgroundWeight[]) => {
@@ -60,7 +60,7 @@ export function shapeWorldClassList(): ClassList {
   return {
     source: 'shapeworld', thesaurus: shapeWorldThesaurus.name,
     classes: worldClasses.map((c) => ({ id: c.id, name: c.name, word: c.words[0], backgrounds: normalised(shapeWorldThesaurus.entries.get(c.name)!) })),
-    prompt: (c, background) => scenePrompt([{ classId: c.id }], background as BackgroundKind),
+    prompt: (cs, background) => scenePrompt(cs.map((c) => ({ classId: c.id })), background as BackgroundKind),
   };
 }
 
@@ -70,7 +70,7 @@ const vocWords: Record<string, string> = { diningtable: 'dining table', pottedpl
 /**
  * A class list from names (ids 1, 2, … in the given order): each class's backgrounds from `thesaurus` by its
  * normalised name, else (with `embed`) from the nearest known class, the match recorded; an error names a class
- * that fits nothing. Prompts: "a photo of a {class}, {background}".
+ * that fits nothing. Prompts: "a photo of a {class}, {background}" ("a photo of a cat and a dog, indoor" for several).
  */
 export async function classListFromNames(names: readonly string[], thesaurus: Thesaurus, source: string, embed?: TextEmbedder): Promise<ClassList> {
   const clean = names.map((n) => n.trim());
@@ -90,7 +90,10 @@ export async function classListFromNames(names: readonly string[], thesaurus: Th
   }
   return {
     source, thesaurus: thesaurus.name, classes,
-    prompt: (c, background) => `a photo of ${/^[aeiou]/i.test(c.word) ? 'an' : 'a'} ${c.word}, ${background}`,
+    prompt: (cs, background) => {
+      const named = cs.map((c) => `${/^[aeiou]/i.test(c.word) ? 'an' : 'a'} ${c.word}`);
+      return `a photo of ${named.length > 1 ? `${named.slice(0, -1).join(', ')} and ${named[named.length - 1]}` : named[0]}, ${background}`;
+    },
   };
 }
 
@@ -107,8 +110,10 @@ export interface GenerateOptions {
   guidanceScale?: number;
   /** How attention becomes a mask (default: the zoo's preset). */
   mask?: AttentionMaskConfig;
-  /** Share of images that get pasted objects (default 0.5), and how many, [min, max] (default [1, 2]). */
+  /** Share of images that get further objects (default 0.5), and how many, [min, max] (default [1, 2]). */
   multi?: number;
+  /** How further objects get in: pasted by the composition stage (default, Free-Mask), or named in the prompt and drawn by the diffusion model itself. */
+  multiBy?: 'compose' | 'prompt';
   objects?: [number, number];
   order?: 'paste' | 'ground';
   fopa?: ObPlaNet;
@@ -149,7 +154,7 @@ function settingsOf(o: GenerateOptions): Record<string, unknown> {
     count: o.count, seed: o.seed ?? 0, size: [W, H], stages: generateStages.filter((s) => (o.stages ?? generateStages).includes(s)),
     classes: { source: o.classes.source, thesaurus: o.classes.thesaurus, list: o.classes.classes },
     numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET,
-    multi: o.multi ?? 0.5, objects: o.objects ?? [1, 2], order: o.order ?? 'paste', placement: o.placement ?? 'fopa', fopaSize: o.fopaSize ?? W,
+    multi: o.multi ?? 0.5, multiBy: o.multiBy ?? 'compose', objects: o.objects ?? [1, 2], order: o.order ?? 'paste', placement: o.placement ?? 'fopa', fopaSize: o.fopaSize ?? W,
     harmonizer: o.harmonizer?.name ?? null, instanceMethod: o.instanceMethod ?? (o.irn ? 'irn' : 'components'),
     identity: o.identity ?? {},
   };
@@ -168,17 +173,18 @@ function checkOptions(o: GenerateOptions, stages: readonly GenerateStage[]): voi
   const [lo, hi] = o.objects ?? [1, 2];
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 1 && hi >= lo)) throw new Error(`--objects: expected N or MIN-MAX with 1 ≤ MIN ≤ MAX, got ${lo}-${hi}`);
   if (o.placement !== undefined && o.placement !== 'fopa' && o.placement !== 'random') throw new Error(`--placement: expected fopa or random, got '${o.placement}'`);
-  if (stages.includes('compose') && (o.placement ?? 'fopa') === 'fopa' && !o.fopa) throw new Error("--stages: 'compose' needs a FOPA model (--fopa DIR) or --placement random");
+  if (o.multiBy !== undefined && o.multiBy !== 'compose' && o.multiBy !== 'prompt') throw new Error(`--multi-by: expected compose or prompt, got '${o.multiBy}'`);
+  if (stages.includes('compose') && (o.multiBy ?? 'compose') === 'compose' && (o.placement ?? 'fopa') === 'fopa' && !o.fopa) throw new Error("--stages: 'compose' needs a FOPA model (--fopa DIR) or --placement random");
   if (stages.includes('harmonize') && !o.harmonizer) throw new Error("--stages: 'harmonize' needs a harmonizer (--harmonizer)");
   const method = o.instanceMethod ?? (o.irn ? 'irn' : 'components');
   if (stages.includes('instances') && method !== 'components' && !o.irn) throw new Error(`--instances: method '${method}' needs an instance model (--irn DIR)`);
 }
 
-/** A single-object picture of class `c` on `background` from `seed`: bytes, its mask (the class id, 255 uncertain), refined when asked. */
-async function singleObject(o: GenerateOptions, c: GenerateClass, background: string, seed: number, refine: boolean, seconds: Record<string, number>) {
+/** A picture of classes `cs` on `background` from `seed`: bytes, its mask (class ids, 255 uncertain), refined when asked. */
+async function singleObject(o: GenerateOptions, cs: readonly GenerateClass[], background: string, seed: number, refine: boolean, seconds: Record<string, number>) {
   let t = performance.now();
-  const prompt = o.classes.prompt(c, background);
-  const g = await generateSingleObject(o.pipe, c.word, { prompt, seed, numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET, classId: c.id });
+  const prompt = o.classes.prompt(cs, background);
+  const g = await generateObjects(o.pipe, cs.map((c) => ({ word: c.word, classId: c.id })), { prompt, seed, numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET });
   try {
     const [H, W] = g.image.shape.slice(2) as [number, number];
     const values = await g.image.toArray();
@@ -186,7 +192,7 @@ async function singleObject(o: GenerateOptions, c: GenerateClass, background: st
     for (let q = 0; q < W * H; q++) for (let ch = 0; ch < 3; ch++) image[3 * q + ch] = Math.round(255 * Math.min(1, Math.max(0, values[ch * W * H + q]!)));
     seconds.single = (seconds.single ?? 0) + (performance.now() - t) / 1000;
     let mask = g.mask;
-    if (refine && mask.some((v) => v === c.id)) {
+    if (refine && mask.some((v) => v !== 0 && v !== uncertain)) {
       t = performance.now();
       // psa trains its AffinityNet on the CAMs it refines; here on this picture's own mask, from a seed of its own
       manualSeed(subSeed(seed, 0x52454649));
@@ -221,15 +227,18 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
   const extra = Array.from({ length: m }, () => drawWeighted(fitting.map((f) => ({ ...f, weight: f.weight / total })), rand).c);
   const seconds: Record<string, number> = {};
   const refine = stages.includes('refine');
-  const s0 = await singleObject(o, main, background, subSeed(seed, index, 0), refine, seconds);
+  // with multiBy 'prompt' the further classes are named in the first picture's prompt instead of pasted
+  const byPrompt = (o.multiBy ?? 'compose') === 'prompt' && multi && stages.includes('compose');
+  const drawn = byPrompt ? [main, ...extra].filter((c, i, all) => all.indexOf(c) === i) : [main];
+  const s0 = await singleObject(o, drawn, background, subSeed(seed, index, 0), refine, seconds);
   const { width: W, height: H } = s0;
-  const provenance: Record<string, unknown> = { class: main.name, background, prompt: s0.prompt, seed: subSeed(seed, index, 0) };
+  const provenance: Record<string, unknown> = { class: main.name, ...(byPrompt && { prompted: drawn.map((c) => c.name) }), background, prompt: s0.prompt, seed: subSeed(seed, index, 0) };
   const layers: Layer[] = [];
   const pasted: Record<string, unknown>[] = [];
-  if (stages.includes('compose') && multi) {
+  if (stages.includes('compose') && multi && !byPrompt) {
     for (const [j, c] of extra.entries()) {
       const objectSeed = subSeed(seed, index, j + 1);
-      const s = await singleObject(o, c, background, objectSeed, refine, seconds);
+      const s = await singleObject(o, [c], background, objectSeed, refine, seconds);
       const t = performance.now();
       const what = { class: c.name, prompt: s.prompt, seed: objectSeed };
       if (!s.mask.some((v) => v === c.id)) {

@@ -40,10 +40,23 @@ export interface SingleObjectResult {
 
 /** One image of `className` with its mask from the attention of the sampling run that made it. */
 export async function generateSingleObject(pipe: StableDiffusionPipeline, className: string, o: SingleObjectOptions = {}): Promise<SingleObjectResult> {
-  const { numInferenceSteps = 50, guidanceScale = 7.5, mask = DATASET_DIFFUSION_PRESET, classId = 1 } = o;
   const prompt = o.prompt ?? `a photo of a ${className}`;
-  const tokens = pipe.tokenizer.tokenSpans(prompt, className).flat();
-  if (tokens.length === 0) throw new Error(`generateSingleObject: the prompt "${prompt}" does not contain "${className}"`);
+  const r = await generateObjects(pipe, [{ word: className, classId: o.classId ?? 1 }], { ...o, prompt });
+  return { prompt, image: r.image, heat: r.heat[0]!, mask: r.mask, ...(r.records && { records: r.records }) };
+}
+
+/**
+ * One image of several classes drawn by the diffusion model itself from one `prompt` that names each (`word`), with
+ * their mask from the attention of that run: a pixel takes the class whose heat is highest among those confident
+ * there (attentionMask's rule). Each word's tokens give its class's map; an error names a word the prompt lacks.
+ */
+export async function generateObjects(pipe: StableDiffusionPipeline, objects: readonly { word: string; classId: number }[], o: SingleObjectOptions & { prompt: string }): Promise<Omit<SingleObjectResult, 'heat'> & { heat: Float32Array[] }> {
+  const { numInferenceSteps = 50, guidanceScale = 7.5, mask = DATASET_DIFFUSION_PRESET, prompt } = o;
+  const classes = objects.map(({ word, classId }) => {
+    const tokens = pipe.tokenizer.tokenSpans(prompt, word).flat();
+    if (tokens.length === 0) throw new Error(`generateObjects: the prompt "${prompt}" does not contain "${word}"`);
+    return { id: classId, tokens };
+  });
   const capture = new AttentionCapture({ cross: true, self: !!mask.selfAttention, mode: 'per-layer' });
   const promptEmbeds = pipe.encodePrompt([prompt]);
   let latents: Tensor | undefined;
@@ -55,12 +68,12 @@ export async function generateSingleObject(pipe: StableDiffusionPipeline, classN
     // with guidance the UNet saw [unconditional; conditional]: the prompt's maps are batch element 1
     records = recordsFromCapture(capture, guidanceScale > 1 ? 1 : 0);
     const [H, W] = image.shape.slice(2) as [number, number];
-    const result = await attentionMask(records, [{ id: classId, tokens }], [H, W], mask).catch((e: Error) => {
+    const result = await attentionMask(records, classes, [H, W], mask).catch((e: Error) => {
       image.dispose();
       throw e;
     });
     handedOver = !!o.keepRecords;
-    return { prompt, image, heat: result.heat[0]!, mask: result.mask, ...(handedOver ? { records } : {}) };
+    return { prompt, image, heat: result.heat, mask: result.mask, ...(handedOver ? { records } : {}) };
   } finally {
     if (!handedOver) for (const r of records) r.probs.dispose();
     capture.dispose();
