@@ -126,6 +126,13 @@ test('generate: killed with SIGKILL at random moments and rerun, the folder is b
   assert.ok(kills >= 1, 'the run was killed at least once');
   assertSameDataset(`${dir}/a`, out);
   assert.not.ok(fs.existsSync(`${out}.partial`), 'no partial folder left');
+  // killed while finishing (manifest written, bookkeeping and a write's temporary file still there, not renamed)
+  fs.cpSync(`${dir}/a`, `${dir}/fin.partial`, { recursive: true });
+  fs.mkdirSync(`${dir}/fin.partial/records`);
+  fs.writeFileSync(`${dir}/fin.partial/JPEGImages/gen0000001.png.1-0.tmp`, 'half');
+  const r = run([...common(`${dir}/fin`), '--quiet']);
+  assert.is(r.status, 0, r.stderr);
+  assertSameDataset(`${dir}/a`, `${dir}/fin`);
 });
 
 test('generate: shards from separate processes (flag, Slurm, Kubernetes) merge into the single run', async () => {

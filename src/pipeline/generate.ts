@@ -343,11 +343,28 @@ function finishDataset(tmp: string, out: string, settings: Record<string, unknow
     timings: records.map((r) => ({ id: r.id, seconds: Object.fromEntries(Object.entries(r.seconds).map(([k, v]) => [k, Number(v.toFixed(3))])) })),
     complete: true,
   };
+  // the manifest last: a partial folder that has one is finished and only needs cleaning and renaming
   writeFileAtomic(`${tmp}/manifest.json`, encoder.encode(JSON.stringify(manifest, null, 1) + '\n'));
+  moveFinished(tmp, out);
+  return manifest;
+}
+
+/** Drops the job's bookkeeping (per-image records, settings) from a finished `tmp` and renames it to `out`. */
+function moveFinished(tmp: string, out: string): void {
+  const fs = nodeFs(`finishing ${out}`);
   fs.rmSync(`${tmp}/records`, { recursive: true, force: true });
   fs.rmSync(`${tmp}/settings.json`, { force: true });
   fs.renameSync(tmp, out);
-  return manifest;
+}
+
+/** Removes the temporary files of writes a kill interrupted (writeFileAtomic's `*.tmp`), which would otherwise end up in the dataset. */
+function removeInterruptedWrites(dir: string): void {
+  const fs = nodeFs(`cleaning ${dir}`);
+  for (const name of fs.readdirSync(dir)) {
+    const p = `${dir}/${name}`;
+    if (fs.statSync(p).isDirectory()) removeInterruptedWrites(p);
+    else if (name.endsWith('.tmp')) fs.rmSync(p, { force: true });
+  }
 }
 
 /** The manifest of a finished generate dataset at `dir`, or undefined when `dir` is not one. */
@@ -380,9 +397,19 @@ export async function generateDataset(o: GenerateOptions): Promise<GenerateManif
   const tmp = `${out}.partial`;
   const identity = { settings, shard };
   if (fs.existsSync(tmp)) {
+    // killed while finishing: the manifest was written, only the cleaning and the rename are left
+    const finished = readGenerateManifest(tmp);
+    if (finished && same(finished.settings) && finished.shard.index === shard.index && finished.shard.count === shard.count) {
+      removeInterruptedWrites(tmp);
+      moveFinished(tmp, out);
+      return finished;
+    }
     const saved = fs.existsSync(`${tmp}/settings.json`) ? new TextDecoder().decode(fs.readFileSync(`${tmp}/settings.json`)) : '';
     if (saved !== JSON.stringify(identity)) throw new Error(`--out: ${tmp} holds an unfinished run with other settings (or is not one); rerun that run's command, or remove ${tmp}`);
+    removeInterruptedWrites(tmp);
   } else {
+    // a folder a kill left before it became the partial folder holds nothing of value
+    fs.rmSync(`${tmp}.new`, { recursive: true, force: true });
     makeVocFolders(`${tmp}.new`);
     fs.mkdirSync(`${tmp}.new/records`);
     writeFileAtomic(`${tmp}.new/settings.json`, encoder.encode(JSON.stringify(identity)));
