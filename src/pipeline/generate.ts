@@ -282,7 +282,8 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
     // pasted instances keep their ids (near to far, in front); the picture's own fragments follow
     const front = c.instances.filter((i) => i.layer < layers.length);
     const offset = front.length;
-    instance = Uint8Array.from(c.instance, (v, p) => (own.has(v) ? (split[p] === uncertain ? uncertain : split[p]! + offset) : v));
+    // ids stop at 254 (8-bit maps, 255 uncertain): fragments beyond it become uncertain, as objectMap does
+    instance = Uint8Array.from(c.instance, (v, p) => (own.has(v) ? (split[p] === uncertain || split[p]! + offset >= uncertain ? uncertain : split[p]! + offset) : v));
     const boxes = new Map<number, [number, number, number, number, number]>();
     instance.forEach((v, p) => {
       if (v <= offset || v === uncertain) return;
