@@ -98,7 +98,7 @@ export { fopaScales, scaledSize, scaledForeground, placementHeatmaps, topPlaceme
 export { composeLayers, placeCutout, cutOut, harmonizePasted, composeScenes, readSingleObjects, type SingleObject, type ComposeDatasetOptions, type Layer as CompositionLayer, type Composite, type ComposedInstance, type ComposeOptions } from './pipeline/compose.ts';
 export { placementSample, fopaTask, evaluatePlacement, placementSheet, type PlacementSample, type PlacementEvaluation, type PlacementLabelOptions } from './train/fopa.ts';
 export { RainNet, RAIN, rainNetConfig, harmonize, type RainNetConfig } from './models/rainnet.ts';
-export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, rainNetHarmonizer, pctNetHarmonizer, harmonizerFromName, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
+export { harmonizationPair, reinhardHarmonize, harmonizationScores, harmonizationTable, harmonizationSheet, rainNetHarmonizer, pctNetHarmonizer, harmonizerFromName, type Harmonizer, rgbToLab, labToRgb, type HarmonizationPair, type HarmonizationScores } from './pipeline/harmonize.ts';
 export { rainNetPair, rainNetTask, pctNetTask } from './train/harmonizer.ts';
 export { pctTransform, pct, pctParamCount, PCTNet, pctNetConfig, maskWeightedMse, type PctTransformType, type PctOptions, type PCTNetConfig, type PCTNetOutput, type PCTNetForwardOptions } from './models/pct_net.ts';
 export { PathIndex, searchPaths, edgeToAffinity, affinityDense, propagateToEdge, type SearchPath } from './models/irn/indexing.ts';

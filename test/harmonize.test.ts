@@ -11,7 +11,7 @@ import { RainNet, harmonize } from '../src/models/rainnet.ts';
 import { pctNetTask, rainNetPair, rainNetTask } from '../src/train/harmonizer.ts';
 import { PCTNet, pctNetConfig } from '../src/models/pct_net.ts';
 import { Trainer } from '../src/train/trainer.ts';
-import { harmonizationPair, harmonizationScores, harmonizationTable, labToRgb, reinhardHarmonize, rgbToLab } from '../src/pipeline/harmonize.ts';
+import { harmonizationPair, harmonizationScores, harmonizationTable, labToRgb, rainNetHarmonizer, reinhardHarmonize, rgbToLab } from '../src/pipeline/harmonize.ts';
 
 test('ShapeWorld pairs: target = the scene as rendered, exact mask, the composite differs only where the object covers', () => {
   let changed = 0;
@@ -93,6 +93,15 @@ test('RainNet trains on the pairs (L1 of the blended output falls on a fixed bat
   blended.forEach((v, i) => {
     if (!mask[i % 65536]) assert.is(v, comp[i]);
   });
+  // as a harmonizer at 64² (seen at 256²): only the object's pixels change, and they do change
+  const q = harmonizationPair('val', 3, 64);
+  const out = await rainNetHarmonizer(net)(q.composite, q.mask, 64, 64);
+  let changed = 0;
+  out.forEach((v, i) => {
+    if (!q.mask[Math.floor(i / 3)]) assert.is(v, q.composite[i], `pixel ${Math.floor(i / 3)} outside the mask`);
+    else if (v !== q.composite[i]) changed++;
+  });
+  assert.ok(changed > 0, 'the object is recoloured');
   t.optimizer.dispose();
   net.dispose();
 });

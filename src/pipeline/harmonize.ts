@@ -7,6 +7,7 @@
 import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
 import { interpolate } from '../kernels/resample.ts';
+import { type Image, sideBySide, stacked } from '../io/image.ts';
 import { nodeFs } from '../io/fs.ts';
 import { RainNet, harmonize } from '../models/rainnet.ts';
 import { PCTNet } from '../models/pct_net.ts';
@@ -131,6 +132,19 @@ export async function harmonizationTable(harmonizers: Record<string, Harmonizer>
   return Object.entries(sums).map(([method, s]) => ({ method, ...s }));
 }
 
+/** One row per pair of `indices`: the composite, each harmonizer's result (in the map's order), the target. */
+export async function harmonizationSheet(harmonizers: Record<string, Harmonizer>, split: Split, indices: readonly number[], size = 64): Promise<Image> {
+  const rows: Image[] = [];
+  for (const i of indices) {
+    const p = harmonizationPair(split, i, size);
+    const rgb = (data: Uint8Array): Image => ({ width: p.width, height: p.height, channels: 3, data });
+    const outs: Image[] = [];
+    for (const h of Object.values(harmonizers)) outs.push(rgb(await h(p.composite, p.mask, p.width, p.height)));
+    rows.push(sideBySide([rgb(p.composite), ...outs, rgb(p.target)]));
+  }
+  return stacked(rows);
+}
+
 /** A harmonizer's output planes [1, 3, H, W] as RGB bytes, mapped back by `toByte(value, channel)`. */
 async function planesToBytes(out: Tensor, width: number, height: number, toByte: (v: number, c: number) => number): Promise<Uint8Array> {
   const v = await out.toArray();
@@ -140,13 +154,20 @@ async function planesToBytes(out: Tensor, width: number, height: number, toByte:
   return bytes;
 }
 
-/** A RainNet as a harmonizer: bytes → [−1, 1] → G(x, m)·m + x·(1 − m) → bytes. */
+/**
+ * A RainNet as a harmonizer: bytes → [−1, 1] → G(x, m)·m + x·(1 − m) → bytes. A picture whose sides are not multiples
+ * of 256 (RainNet's eight stride-2 levels) is seen at the next multiples (composite bilinear, mask nearest, as the
+ * release resizes to 256) and G comes back to the picture's size before the blend, so pixels outside the mask stay.
+ */
 export function rainNetHarmonizer(net: RainNet): Harmonizer {
   return (composite, mask, width, height) => {
     const out = tidy(() => {
       const comp = Tensor.fromArray(Float32Array.from({ length: 3 * width * height }, (_, i) => composite[3 * (i % (width * height)) + Math.floor(i / (width * height))]! / 127.5 - 1), [1, 3, height, width]);
       const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
-      return harmonize(net.forward(comp, m), comp, m);
+      const size: [number, number] = [Math.ceil(height / 256) * 256, Math.ceil(width / 256) * 256];
+      if (size[0] === height && size[1] === width) return harmonize(net.forward(comp, m), comp, m);
+      const g = net.forward(interpolate(comp, { size, mode: 'bilinear' }), interpolate(m, { size, mode: 'nearest' }));
+      return harmonize(interpolate(g, { size: [height, width], mode: 'bilinear' }), comp, m);
     });
     return planesToBytes(out, width, height, (v) => (v + 1) * 127.5);
   };
