@@ -435,7 +435,7 @@ async function generate(): Promise<void> {
     thesaurus: 'voc, shapeworld, cityscapes or FILE.json for named classes (default voc)', count: 'N images (required)', seed: 'N (default 0)', out: 'DIR: the dataset folder (required)',
     stages: `comma list of ${F.generateStages.join(', ')} (default all)`, steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)',
     multi: 'X share of images with further objects (default 0.5)', 'multi-by': 'compose (pasted, Free-Mask) or prompt (named in the prompt, drawn by the model; default compose)', objects: 'N or MIN-MAX pasted objects (default 1-2)', order: 'paste or ground (default paste)',
-    fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', placement: 'fopa or random (the control; default fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default the zoo\'s RainNet, weights/shapeworld-rainnet)',
+    fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', placement: 'fopa or random (the control; default fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default the zoo\'s PCT-Net, weights/shapeworld-pctnet)',
     instances: 'components, displacement or irn (default irn with --irn or the zoo\'s, else components)', irn: 'DIR: instance model (default weights/shapeworld-irn)',
     shard: 'K/N: generate shard K of N (also read from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with --shard-count)', 'shard-count': 'N: the Kubernetes Job\'s completions',
   }, { quiet: 'no progress on stderr' });
@@ -463,8 +463,8 @@ async function generate(): Promise<void> {
   const fopaDir = stages.includes('compose') && placement === 'fopa' && multiBy === 'compose' ? modelFolder(f, 'fopa', 'shapeworld-fopa', 'config.json') : undefined;
   const wantsIrn = stages.includes('instances') && (f.instances ?? (f.irn || existsSync(`${zooPath('shapeworld-irn')}/config.json`) ? 'irn' : 'components')) !== 'components';
   const irnDir = wantsIrn ? modelFolder(f, 'irn', 'shapeworld-irn', 'config.json') : undefined;
-  // the zoo's RainNet beats doing nothing and Reinhard on ShapeWorld (its model card); none when it is not there
-  const harmonizerName = f.harmonizer ?? (existsSync(`${zooPath('shapeworld-rainnet')}/config.json`) ? `rainnet:${zooPath('shapeworld-rainnet')}` : 'none');
+  // the zoo's PCT-Net beats RainNet, doing nothing and Reinhard on ShapeWorld (its model card); none when it is not there
+  const harmonizerName = f.harmonizer ?? (existsSync(`${zooPath('shapeworld-pctnet')}/config.json`) ? `pct-net:${zooPath('shapeworld-pctnet')}` : 'none');
   await getDevice();
   const pipe = await F.StableDiffusionPipeline.fromPretrained(model, { unet: F.UNet2DConditionModel, vae: F.AutoencoderKL });
   const classes = await classListFlag(f.classes ?? 'shapeworld', thesaurusFlag(f.thesaurus ?? 'voc'), F.clipTextEmbedder(pipe.tokenizer, pipe.textEncoder));
