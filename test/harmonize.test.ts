@@ -102,6 +102,8 @@ test('RainNet trains on the pairs (L1 of the blended output falls on a fixed bat
     else if (v !== q.composite[i]) changed++;
   });
   assert.ok(changed > 0, 'the object is recoloured');
+  assert.throws(() => rainNetHarmonizer(net)(q.composite, q.mask.subarray(0, 100), 64, 64), /RainNet harmonizer: the mask has 100 values, expected 64×64/);
+  assert.throws(() => rainNetHarmonizer(net)(q.composite.subarray(0, 4096), q.mask, 64, 64), /the composite has 4096 bytes, expected 64×64×3 \(RGB\)/);
   t.optimizer.dispose();
   net.dispose();
 });

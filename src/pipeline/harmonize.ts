@@ -145,6 +145,12 @@ export async function harmonizationSheet(harmonizers: Record<string, Harmonizer>
   return stacked(rows);
 }
 
+/** A harmonizer's inputs checked: RGB bytes and a mask of the picture's size, or an error naming `what`. */
+function checkHarmonizerInput(composite: Uint8Array, mask: Uint8Array, width: number, height: number, what: string): void {
+  if (composite.length !== 3 * width * height) throw new Error(`${what}: the composite has ${composite.length} bytes, expected ${width}×${height}×3 (RGB)`);
+  if (mask.length !== width * height) throw new Error(`${what}: the mask has ${mask.length} values, expected ${width}×${height}`);
+}
+
 /** A harmonizer's output planes [1, 3, H, W] as RGB bytes, mapped back by `toByte(value, channel)`. */
 async function planesToBytes(out: Tensor, width: number, height: number, toByte: (v: number, c: number) => number): Promise<Uint8Array> {
   const v = await out.toArray();
@@ -161,6 +167,7 @@ async function planesToBytes(out: Tensor, width: number, height: number, toByte:
  */
 export function rainNetHarmonizer(net: RainNet): Harmonizer {
   return (composite, mask, width, height) => {
+    checkHarmonizerInput(composite, mask, width, height, 'RainNet harmonizer');
     const out = tidy(() => {
       const comp = Tensor.fromArray(Float32Array.from({ length: 3 * width * height }, (_, i) => composite[3 * (i % (width * height)) + Math.floor(i / (width * height))]! / 127.5 - 1), [1, 3, height, width]);
       const m = Tensor.fromArray(Float32Array.from(mask), [1, 1, height, width]);
@@ -176,6 +183,7 @@ export function rainNetHarmonizer(net: RainNet): Harmonizer {
 /** A PCT-Net as a harmonizer: bytes → [0, 1], normalised, its `low` resolution by bilinear → the full-resolution output → bytes. */
 export function pctNetHarmonizer(net: PCTNet, low: number): Harmonizer {
   return (composite, mask, width, height) => {
+    checkHarmonizerInput(composite, mask, width, height, 'PCT-Net harmonizer');
     const { mean, std } = net.config;
     const out = tidy(() => {
       const plane = (i: number) => Math.floor(i / (width * height));
