@@ -3,6 +3,7 @@
 // the generated image) and stage 1's mask quality (IoU of the attention mask, before and after AffinityNet
 // refinement, against the oracle's pixels of that class), for every (class, background) pair the world allows.
 
+import { tensorToImage } from '../io/image.ts';
 import { noGrad } from '../engine/autograd.ts';
 import { Tensor, tidy } from '../engine/tensor.ts';
 import { memoryStats, resetPeakMemory } from '../engine/tensor.ts';
@@ -141,9 +142,7 @@ export async function evaluateTextToImage(pipe: StableDiffusionPipeline, oracle:
       for (let k = 0; k < samplesPerPair; k++) {
         const g = await generateSingleObject(pipe, p.word, { prompt: p.prompt, seed: seed + 7919 * generated.length, numInferenceSteps, guidanceScale, mask: preset, classId: p.classId });
         const [H, W] = g.image.shape.slice(2) as [number, number];
-        const values = await g.image.toArray();
-        const rgb: RgbImage = { id: `${p.className}-${p.background}-${k}`, width: W, height: H, image: new Uint8Array(3 * H * W) };
-        for (let q = 0; q < H * W; q++) for (let c = 0; c < 3; c++) rgb.image[3 * q + c] = Math.round(255 * Math.min(1, Math.max(0, values[c * H * W + q]!)));
+        const rgb: RgbImage = { id: `${p.className}-${p.background}-${k}`, width: W, height: H, image: (await tensorToImage(g.image)).data as Uint8Array };
         const labels = await oracleLabels(oracle, rgb);
         generated.push({ pair: r, image: g.image, rgb, heat: g.heat, mask: g.mask, oracle: labels });
         o.onImage?.(generated.length, total);

@@ -6,6 +6,7 @@
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { encodePng } from '../io/png.ts';
 import { parseCoco } from '../data/coco.ts';
+import { readWorldPrompts } from '../data/dataset.ts';
 import { vocPalette, vocIds } from '../data/voc.ts';
 import { vocClassNames } from '../world/classes.ts';
 import { readVocSample } from '../models/mask2former/data.ts';
@@ -56,13 +57,7 @@ export async function writeGallery(dir: string, { curate }: { curate?: string } 
   const cocoFile = fs.existsSync(`${dir}/annotations`) ? fs.readdirSync(`${dir}/annotations`).find((f) => /^instances_.*\.json$/.test(f)) : undefined;
   const coco = cocoFile ? parseCoco(new TextDecoder().decode(fs.readFileSync(`${dir}/annotations/${cocoFile}`)), `${dir}/annotations/${cocoFile}`) : undefined;
   const names = new Map<number, string>(coco ? coco.categories.map((c) => [c.id, c.name]) : vocClassNames.map((n, i) => [i, n]));
-  const prompts = new Map<string, string>();
-  if (fs.existsSync(`${dir}/prompts.jsonl`)) {
-    for (const line of new TextDecoder().decode(fs.readFileSync(`${dir}/prompts.jsonl`)).split('\n')) if (line.trim()) {
-      const p = JSON.parse(line) as { id: string; prompt: string };
-      prompts.set(p.id, p.prompt);
-    }
-  }
+  const prompts = fs.existsSync(`${dir}/prompts.jsonl`) ? readWorldPrompts(dir) : new Map<string, string>();
   const manifest = fs.existsSync(`${dir}/manifest.json`) ? JSON.parse(new TextDecoder().decode(fs.readFileSync(`${dir}/manifest.json`))) as { images?: { id: string; provenance?: { pasted?: { box?: unknown }[] } }[] } : {};
   const pastedOf = new Map((manifest.images ?? []).map((i) => [i.id, (i.provenance?.pasted ?? []).filter((p) => p.box).length]));
   const verdicts = curate ? curateScores(curate) : undefined;

@@ -8,12 +8,13 @@
 
 import { manualSeed, seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
+import { tensorToImage } from '../io/image.ts';
 import { AffinityNet, affinityNetFine } from '../models/affinity_net.ts';
 import type { ObPlaNet } from '../models/fopa.ts';
 import type { IrnNet } from '../models/irn/model.ts';
 import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
 import { type CocoAnnotation, type CocoFile, parseCoco } from '../data/coco.ts';
-import { instanceAnnotations } from '../data/dataset.ts';
+import { instanceAnnotations, readWorldPrompts } from '../data/dataset.ts';
 import { makeVocFolders, vocFolders, writeVocSample } from '../data/voc.ts';
 import { classes as worldClasses, type BackgroundKind } from '../world/classes.ts';
 import { scenePrompt } from '../world/scene.ts';
@@ -187,9 +188,7 @@ async function singleObject(o: GenerateOptions, cs: readonly GenerateClass[], ba
   const g = await generateObjects(o.pipe, cs.map((c) => ({ word: c.word, classId: c.id })), { prompt, seed, numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET });
   try {
     const [H, W] = g.image.shape.slice(2) as [number, number];
-    const values = await g.image.toArray();
-    const image = new Uint8Array(3 * W * H);
-    for (let q = 0; q < W * H; q++) for (let ch = 0; ch < 3; ch++) image[3 * q + ch] = Math.round(255 * Math.min(1, Math.max(0, values[ch * W * H + q]!)));
+    const image = (await tensorToImage(g.image)).data as Uint8Array;
     seconds.single = (seconds.single ?? 0) + (performance.now() - t) / 1000;
     let mask = g.mask;
     if (refine && mask.some((v) => v !== 0 && v !== uncertain)) {
@@ -466,10 +465,7 @@ export function mergeDatasets(dirs: readonly string[], out: string): GenerateMan
     manifests.forEach((m, i) => {
       const dir = dirs[i]!;
       const coco = parseCoco(new TextDecoder().decode(fs.readFileSync(`${dir}/annotations/instances_train.json`)), `${dir}/annotations/instances_train.json`);
-      const prompts = new Map(new TextDecoder().decode(fs.readFileSync(`${dir}/prompts.jsonl`)).split('\n').filter((l) => l).map((l) => {
-        const p = JSON.parse(l) as { id: string; prompt: string };
-        return [p.id, p.prompt];
-      }));
+      const prompts = readWorldPrompts(dir);
       const seconds = new Map(m.timings.map((t) => [t.id, t.seconds]));
       for (const e of m.images) {
         for (const folder of [vocFolders.images, vocFolders.semantic, vocFolders.objects]) fs.copyFileSync(`${dir}/${folder}/${e.id}.png`, `${tmp}/${folder}/${e.id}.png`);
