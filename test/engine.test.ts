@@ -8,6 +8,7 @@ import { Tensor, f16ToF32, f32ToF16, keep, memoryStats, tidy, trimPool } from '.
 import { backward, noGrad } from '../src/engine/autograd.ts';
 import { bindGroupFor, liveBindGroupCount, profileReport, resetProfile, setProfiling, sync } from '../src/engine/queue.ts';
 import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import * as F from '../src/index.ts';
 
 test('fromArray / toArray round trip for every dtype', async () => {
@@ -181,3 +182,14 @@ testIf(timestamps, "the adapter has no 'timestamp-query' feature")('profiling ag
 });
 
 test.run();
+
+test("Dawn's start-up warnings stay off stderr; what the process writes before and after still reaches it", () => {
+  const script = "const { getDevice } = await import('./src/engine/device.ts'); process.stderr.write('before\\n'); await getDevice(); process.stderr.write('after\\n');";
+  const run = (env: Record<string, string>) =>
+    spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const quiet = run({});
+  assert.is(quiet.status, 0, quiet.stderr);
+  assert.is(quiet.stderr, 'before\nafter\n');
+  // the switch that keeps them shows they are there to hide
+  assert.match(run({ FREEMASK_DAWN_LOG: '1' }).stderr, /before\n(.*artificially reduced.*\n)+after\n/);
+});

@@ -38,9 +38,52 @@ async function requestAdapter(): Promise<GPUAdapter> {
     const dawn = await import('webgpu');
     Object.assign(globalThis, dawn.globals);
     gpu = dawn.create([]) as GPU;
+    const dawnGpu = gpu;
+    return keepAdapter(dawnGpu, await withoutNativeWarnings(() => dawnGpu.requestAdapter({ powerPreference: 'high-performance' })));
   }
   if (!gpu) throw new Error('WebGPU is not available: neither navigator.gpu nor the `webgpu` package could be loaded');
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  return keepAdapter(gpu, await gpu.requestAdapter({ powerPreference: 'high-performance' }));
+}
+
+type FsLike = {
+  openSync(path: string, flags: string): number;
+  closeSync(fd: number): void;
+  fstatSync(fd: number): unknown;
+};
+
+/**
+ * Runs `start` with file descriptor 2 on /dev/null. Dawn prints two warnings from native code straight to fd 2
+ * whenever it creates an adapter ("maxDynamic…BuffersPerPipelineLayout artificially reduced…"), which tell a user
+ * nothing. Node cannot dup2, so the original stderr is reopened through /proc/self/fd (append mode: a redirected
+ * file is not overwritten) and takes fd 2 back as the lowest free descriptor. FREEMASK_DAWN_LOG=1 keeps them.
+ */
+async function withoutNativeWarnings<T>(start: () => Promise<T>): Promise<T> {
+  const fs = proc?.getBuiltinModule?.('node:fs') as FsLike | undefined;
+  if (!fs || proc?.env.FREEMASK_DAWN_LOG === '1') return start();
+  let saved: number;
+  try {
+    // fds 0 and 1 must be open, or closing 2 would not hand 2 back to the next open
+    fs.fstatSync(0);
+    fs.fstatSync(1);
+    saved = fs.openSync('/proc/self/fd/2', 'a');
+  } catch {
+    return start();
+  }
+  const reopen = (path: string): void => {
+    fs.closeSync(2);
+    const fd = fs.openSync(path, 'a');
+    if (fd !== 2) fs.closeSync(fd);
+  };
+  reopen('/dev/null');
+  try {
+    return await start();
+  } finally {
+    reopen(`/proc/self/fd/${saved}`);
+    fs.closeSync(saved);
+  }
+}
+
+function keepAdapter(gpu: GPU, adapter: GPUAdapter | null): GPUAdapter {
   instance = gpu;
   adapterRef = adapter ?? undefined;
   if (!adapter) {
