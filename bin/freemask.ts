@@ -438,6 +438,7 @@ async function generate(): Promise<void> {
     fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', placement: 'fopa or random (the control; default fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default the zoo\'s PCT-Net, weights/shapeworld-pctnet)',
     instances: 'components, displacement or irn (default irn with --irn or the zoo\'s, else components)', irn: 'DIR: instance model (default weights/shapeworld-irn)',
     shard: 'K/N: generate shard K of N (also read from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with --shard-count)', 'shard-count': 'N: the Kubernetes Job\'s completions',
+    cache: 'DIR: stage-1 pictures and masks shared between runs that differ only in later stages (changes no output)',
   }, { quiet: 'no progress on stderr' });
   if (!f.out) throw new Error('--out: required (the dataset folder to write)');
   const count = intFlag(f, 'count');
@@ -478,7 +479,7 @@ async function generate(): Promise<void> {
     multi, objects: [Number(range[1]), Number(range[2] ?? range[1])], order, placement, multiBy, fopa: fopaDir ? F.ObPlaNet.fromPretrained(fopaDir) : undefined,
     harmonizer: stages.includes('harmonize') ? { name: harmonizerName, run: F.harmonizerFromName(harmonizerName, '--harmonizer') } : undefined,
     instanceMethod: (f.instances ?? (irnDir ? 'irn' : 'components')) as F.InstanceMethod, irn: irnDir ? F.IrnNet.fromPretrained(irnDir) : undefined,
-    shard, identity, onImage: progress(t0),
+    shard, identity, onImage: progress(t0), cache: f.cache ? { dir: f.cache, model: identity.model as string } : undefined,
   });
   console.log(`${f.out}: ${m.count} images${shard ? ` (shard ${shard.index}/${shard.count})` : ''}, ${m.images.reduce((a, i) => a + (i.provenance.pasted as unknown[]).length, 0)} pasted objects, stages ${stages.join(', ') || 'none'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }

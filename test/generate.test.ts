@@ -198,6 +198,16 @@ test('generate as a library call: named classes through the VOC thesaurus, stage
   assert.ok(none.images.every((i) => (i.provenance.pasted as unknown[]).length === 0));
   assert.ok(all.images.some((i) => (i.provenance.pasted as unknown[]).length > 0));
   assert.match(String(all.images[0]!.provenance.prompt), /^a photo of an? (TV monitors|boat), /);
+  // the stage-1 cache changes no byte; a second run takes every picture and (refined) mask from it, sampling nothing
+  const cache = { dir: `${dir}/cache`, model: 'tiny' };
+  await generateDataset({ ...base, out: `${dir}/lib-cached`, cache });
+  assertSameDataset(`${dir}/lib-all`, `${dir}/lib-cached`);
+  const entries = fs.readdirSync(cache.dir).length;
+  assert.ok(entries >= 8, `pictures, masks and refined masks cached (${entries} files)`);
+  const noSampling = Object.assign(Object.create(pipe), { sample: () => { throw new Error('sampled despite the cache'); } }) as StableDiffusionPipeline;
+  await generateDataset({ ...base, pipe: noSampling, out: `${dir}/lib-cached2`, cache });
+  assertSameDataset(`${dir}/lib-all`, `${dir}/lib-cached2`);
+  assert.is(fs.readdirSync(cache.dir).length, entries);
   // further objects named in the prompt instead: one picture, the classes drawn by the model, nothing pasted
   const indoor = await classListFromNames(['cat', 'TV monitors'], vocThesaurus, 'test');
   const prompted = await generateDataset({ ...base, count: 6, classes: indoor, objects: [2, 2], fopa: undefined, multiBy: 'prompt', stages: ['compose'], out: `${dir}/lib-prompt` });

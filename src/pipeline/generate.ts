@@ -8,14 +8,15 @@
 
 import { manualSeed, seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
-import { tensorToImage } from '../io/image.ts';
+import { imageToTensor, tensorToImage } from '../io/image.ts';
+import { decodePng, decodeIndexedPng, encodeIndexedPng, encodePng } from '../io/png.ts';
 import { AffinityNet, affinityNetFine } from '../models/affinity_net.ts';
 import type { ObPlaNet } from '../models/fopa.ts';
 import type { IrnNet } from '../models/irn/model.ts';
 import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
 import { type CocoAnnotation, type CocoFile, parseCoco } from '../data/coco.ts';
 import { instanceAnnotations, readWorldPrompts } from '../data/dataset.ts';
-import { makeVocFolders, vocFolders, writeVocSample } from '../data/voc.ts';
+import { makeVocFolders, vocFolders, vocPalette, writeVocSample } from '../data/voc.ts';
 import { classes as worldClasses, type BackgroundKind } from '../world/classes.ts';
 import { scenePrompt } from '../world/scene.ts';
 import type { AttentionMaskConfig } from './attention_mask.ts';
@@ -130,6 +131,12 @@ export interface GenerateOptions {
   shard?: { index: number; count: number };
   /** What else identifies the run (model folder hashes, …): a rerun must give the same to resume. */
   identity?: Record<string, unknown>;
+  /**
+   * A folder of stage-1 results (picture, attention mask, refined mask) shared between runs, keyed by `model` (what
+   * identifies the diffusion model, e.g. its folder's hash), the prompt, the seed and the sampling and mask settings:
+   * jobs that differ only in later stages (the ablation rows) sample each picture once. It changes no output byte.
+   */
+  cache?: { dir: string; model: string };
   onImage?: (done: number, total: number, id: string) => void;
 }
 
@@ -185,29 +192,76 @@ function checkOptions(o: GenerateOptions, stages: readonly GenerateStage[]): voi
 async function singleObject(o: GenerateOptions, cs: readonly GenerateClass[], background: string, seed: number, refine: boolean, seconds: Record<string, number>) {
   let t = performance.now();
   const prompt = o.classes.prompt(cs, background);
-  const g = await generateObjects(o.pipe, cs.map((c) => ({ word: c.word, classId: c.id })), { prompt, seed, numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET });
-  try {
-    const [H, W] = g.image.shape.slice(2) as [number, number];
-    const image = (await tensorToImage(g.image)).data as Uint8Array;
-    seconds.single = (seconds.single ?? 0) + (performance.now() - t) / 1000;
-    let mask = g.mask;
-    if (refine && mask.some((v) => v !== 0 && v !== uncertain)) {
-      t = performance.now();
-      // psa trains its AffinityNet on the CAMs it refines; here on this picture's own mask, from a seed of its own
+  const objects = cs.map((c) => ({ word: c.word, classId: c.id }));
+  const sampling = { prompt, seed, numInferenceSteps: o.numInferenceSteps ?? 20, guidanceScale: o.guidanceScale ?? 5, mask: o.mask ?? ZOO_ATTENTION_PRESET };
+  const cache = o.cache && stageCache(o.cache);
+  const key = cache?.key({ model: o.cache!.model, objects, ...sampling });
+  let drawn = key ? await cache!.read(key) : undefined;
+  if (!drawn) {
+    const g = await generateObjects(o.pipe, objects, sampling);
+    try {
+      const [H, W] = g.image.shape.slice(2) as [number, number];
+      drawn = { width: W, height: H, image: (await tensorToImage(g.image)).data as Uint8Array, mask: g.mask };
+    } finally {
+      g.image.dispose();
+    }
+    if (key) await cache!.write(key, drawn);
+  }
+  seconds.single = (seconds.single ?? 0) + (performance.now() - t) / 1000;
+  const { width, height, image } = drawn;
+  let mask = drawn.mask;
+  if (refine && mask.some((v) => v !== 0 && v !== uncertain)) {
+    t = performance.now();
+    const refinedKey = key && cache!.key({ refines: key, fineRefinement, defaultBand });
+    const cached = refinedKey ? await cache!.read(refinedKey) : undefined;
+    if (cached) mask = cached.mask;
+    else {
+      // psa trains its AffinityNet on the CAMs it refines; here on this picture's own mask (the 8-bit picture the
+      // dataset holds), from a seed of its own
       manualSeed(subSeed(seed, 0x52454649));
       const net = new AffinityNet(affinityNetFine);
+      const pixels = imageToTensor({ width, height, channels: 3, data: image });
       try {
-        await trainAffinityNet(net, [{ image: g.image, mask }], { ...fineRefinement.train, batchSize: 1 });
-        mask = await refineMask(net, g.image, mask, fineRefinement.walk, defaultBand);
+        await trainAffinityNet(net, [{ image: pixels, mask }], { ...fineRefinement.train, batchSize: 1 });
+        mask = await refineMask(net, pixels, mask, fineRefinement.walk, defaultBand);
       } finally {
         net.dispose();
+        pixels.dispose();
       }
-      seconds.refine = (seconds.refine ?? 0) + (performance.now() - t) / 1000;
+      if (refinedKey) await cache!.write(refinedKey, { width, height, image, mask });
     }
-    return { prompt, width: W, height: H, image, mask };
-  } finally {
-    g.image.dispose();
+    seconds.refine = (seconds.refine ?? 0) + (performance.now() - t) / 1000;
   }
+  return { prompt, width, height, image, mask };
+}
+
+interface Drawn {
+  width: number;
+  height: number;
+  image: Uint8Array;
+  mask: Uint8Array;
+}
+
+/** The stage-1 cache in `dir`: `<key>.png` (the picture) and `<key>.mask.png` (its mask), the mask written last. */
+function stageCache({ dir }: { dir: string }) {
+  const fs = nodeFs(`the stage-1 cache ${dir}`);
+  const crypto = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process?.getBuiltinModule?.('node:crypto') as { createHash(a: string): { update(s: string): { digest(e: string): string } } };
+  fs.mkdirSync(dir, { recursive: true });
+  return {
+    key: (what: unknown) => crypto.createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 32),
+    async read(key: string): Promise<Drawn | undefined> {
+      const path = `${dir}/${key}`;
+      if (!fs.existsSync(`${path}.mask.png`)) return undefined;
+      const picture = await decodePng(fs.readFileSync(`${path}.png`), `${path}.png`);
+      const mask = decodeIndexedPng(fs.readFileSync(`${path}.mask.png`), `${path}.mask.png`);
+      return { width: picture.width, height: picture.height, image: picture.data as Uint8Array, mask: mask.indices };
+    },
+    async write(key: string, d: Drawn): Promise<void> {
+      const path = `${dir}/${key}`;
+      writeFileAtomic(`${path}.png`, await encodePng({ width: d.width, height: d.height, channels: 3, data: d.image }));
+      writeFileAtomic(`${path}.mask.png`, encodeIndexedPng({ width: d.width, height: d.height, indices: d.mask, palette: vocPalette }));
+    },
+  };
 }
 
 /** Image `index` of the job: every draw from (seed, index); stages switched off skip their work, not their draws. */
