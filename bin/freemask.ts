@@ -508,7 +508,7 @@ async function merge(): Promise<void> {
 
 async function curate(): Promise<void> {
   const f = flags({
-    data: 'DIR: a generated dataset (VOC layout; required)', out: 'DIR: rounds, scores and models (required; rerun to resume)', rounds: 'R: filtering rounds after round 0 (default 2)',
+    data: 'DIR[,DIR…]: generated datasets (VOC layout; required)', out: 'DIR: rounds, scores and models (required; rerun to resume)', rounds: 'R: filtering rounds after round 0 (default 2)',
     steps: 'N training steps per round (default 500)', batch: 'N (default 4)', lr: 'X (default 1e-3)', rule: 'any (Free-Mask\'s), all or mean (default any)', threshold: 'X: IoU to keep (default 0.5)',
     val: 'DIR: a truth folder; each round\'s model gets its mIoU there', segmenter: 'FILE: a Mask2Former config.json (default: the tiny ShapeWorld config)', seed: 'N (default 0)', 'save-minutes': 'M (default 5)',
   });
@@ -518,10 +518,11 @@ async function curate(): Promise<void> {
   if (!F.keepRules.includes(rule)) throw new Error(`--rule: expected ${F.keepRules.join(', ')}, got '${f.rule}'`);
   const threshold = f.threshold === undefined ? 0.5 : Number(f.threshold);
   await getDevice();
-  const samples = await F.readVocSamples(f.data);
+  const dirs = f.data.split(',');
+  // with several folders an id names its folder too (the same id may be in two)
+  const samples = (await Promise.all(dirs.map(async (dir) => (await F.readVocSamples(dir)).map((s) => (dirs.length > 1 ? { ...s, id: `${dir}/${s.id}` } : s))))).flat();
   const val = f.val ? await F.readVocSamples(f.val) : undefined;
-  const manifest = F.readGenerateManifest(f.data);
-  const labels = Math.max(F.vocClassNames.length, ...(manifest?.categories.map((c) => c.id + 1) ?? []));
+  const labels = Math.max(F.vocClassNames.length, ...dirs.flatMap((dir) => F.readGenerateManifest(dir)?.categories.map((c) => c.id + 1) ?? []));
   let config = defaultSegmenterConfig(labels);
   if (f.segmenter) {
     try {

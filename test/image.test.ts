@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import { type Image, heatmapToImage, imageToLabels, imageToTensor, maskToImage, sideBySide, stacked, tensorToImage } from '../src/io/image.ts';
-import { curveAxes, lossCurve } from '../src/io/plot.ts';
+import { barChart, curveAxes, drawText, lossCurve } from '../src/io/plot.ts';
 import { decodePng, encodePng, maskToPng, readPng, writePng } from '../src/io/png.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -134,6 +134,30 @@ test('stacked and sideBySide lay images out with gaps; a loss curve draws its mo
   const dark = (x: number, y: number) => c.data[3 * (y * 50 + x) + 2] === 160 && c.data[3 * (y * 50 + x)] === 20;
   assert.ok(dark(25, 19), 'the average of 0.1 sits on the bottom row');
   assert.ok(!dark(25, 10));
+});
+
+test('drawText: a minus sign at scale 2 is a 10×2 bar on the glyph\'s middle row; unknown characters are named', () => {
+  const img: Image = { width: 12, height: 14, channels: 3, data: new Uint8Array(12 * 14 * 3).fill(255) };
+  assert.is(drawText(img, '-', 0, 0, [0, 0, 0], 2), 12);
+  const dark = (x: number, y: number) => img.data[3 * (y * 12 + x)] === 0;
+  for (let y = 0; y < 14; y++) for (let x = 0; x < 12; x++) assert.is(dark(x, y), x < 10 && (y === 6 || y === 7), `pixel ${x},${y}`);
+  assert.throws(() => drawText(img, 'a~', 0, 0, [0, 0, 0]), /no glyph for '~'/);
+});
+
+test('barChart: bar heights are proportional to the values over max; each series has its colour', () => {
+  const chart = barChart([{ label: 'A', values: [0.5, 1] }, { label: 'B', values: [0, 0.25] }], { series: ['X', 'Y'], max: 1, width: 200, height: 120 });
+  const colourAt = (x: number, y: number) => Array.from(chart.data.subarray(3 * (y * 200 + x), 3 * (y * 200 + x) + 3));
+  // the plot spans rows 24 (value 1) to 100 (value 0); group A spans x 36..114, bars 31 px wide from x 43
+  const height = (x: number) => {
+    let n = 0;
+    for (let y = 99; y >= 0 && colourAt(x, y).join() === colourAt(x, 99).join(); y--) n++;
+    return n;
+  };
+  assert.equal(colourAt(50, 99), [31, 119, 180]);
+  assert.equal(colourAt(80, 99), [255, 127, 14]);
+  assert.is(height(50), 38, 'half of 76 rows');
+  assert.is(height(80), 76, 'the whole plot');
+  assert.is(height(160), 19, 'a quarter (group B, second series)');
 });
 
 test.run();

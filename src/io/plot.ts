@@ -1,6 +1,7 @@
-// Loss curves as pictures for model cards: per-step values in light grey, their moving average in dark blue,
-// over grid lines at every power of ten (log scale; fainter ones at 2× and 5×) and at every tenth of the steps. No text: the card that
-// shows the picture states the axes (`curveAxes`).
+// Charts as pictures. Loss curves for model cards: per-step values in light grey, their moving average in dark blue,
+// over grid lines at every power of ten (log scale; fainter ones at 2× and 5×) and at every tenth of the steps; no
+// text: the card that shows the picture states the axes (`curveAxes`). Grouped bar charts (the ablation table), labelled
+// with a 5×7 pixel font.
 
 import type { Image } from './image.ts';
 
@@ -58,4 +59,92 @@ export function lossCurve(values: readonly number[], { width = 480, height = 240
   });
   line(smooth, [20, 60, 160]);
   return { width, height, channels: 3, data };
+}
+
+/** A 5×7 pixel font (rows top to bottom, '#' lit) for the labels of charts: digits, capitals and a few signs. */
+const glyphs: Record<string, string> = {
+  '0': ' ### #   ##  ### # ###  ##   # ### ', '1': '  #   ##    #    #    #    #   ### ', '2': ' ### #   #    #   #   #   #   #####',
+  '3': '#####   #   #     #    ##   # ### ', '4': '   #   ##  # # #  # #####   #    # ', '5': '######    ####     #    ##   # ### ',
+  '6': '  ##  #   #    #### #   ##   # ### ', '7': '#####    #   #   #   #    #    #   ', '8': ' ### #   ##   # ### #   ##   # ### ',
+  '9': ' ### #   ##   # ####    #   #  ##  ', A: ' ### #   ##   #######   ##   ##   #', B: '#### #   ##   ##### #   ##   ##### ',
+  C: ' ### #   ##    #    #    #   # ### ', D: '#### #   ##   ##   ##   ##   ##### ', E: '######    #    #### #    #    #####',
+  F: '######    #    #### #    #    #    ', G: ' ### #   ##    # ####   ##   # ####', H: '#   ##   ##   #######   ##   ##   #',
+  I: ' ###   #    #    #    #    #   ### ', J: '  ###   #    #    #    #  #  #  ## ', K: '#   ##  # # #  ##   # #  #  # #   #',
+  L: '#    #    #    #    #    #    #####', M: '#   ### ### # ## # ##   ##   ##   #', N: '#   ##   ###  ## # ##  ###   ##   #',
+  O: ' ### #   ##   ##   ##   ##   # ### ', P: '#### #   ##   ##### #    #    #    ', Q: ' ### #   ##   ##   ## # ##  #  ## #',
+  R: '#### #   ##   ##### # #  #  # #   #', S: ' #####    #     ###     #    #### ', T: '#####  #    #    #    #    #    #  ',
+  U: '#   ##   ##   ##   ##   ##   # ### ', V: '#   ##   ##   ##   ##   # # #   #  ', W: '#   ##   ##   ## # ## # ## # # # # ',
+  X: '#   ##   # # #   #   # # #   ##   #', Y: '#   ##   # # #   #    #    #    #  ', Z: '#####    #   #   #   #   #    #####',
+  '.': '                          ##   ## ', '%': '##   ##  #   #   #   #   #  ##   ##', '-': '               #####               ',
+  '/': '         #   #   #   #   #         ', ' ': '                                   ',
+};
+
+type Rgb = readonly [number, number, number];
+
+/** Draws `text` (capitals, digits, . % - /) with its top-left corner at (x, y), each font pixel `scale`² pixels; returns the width drawn. */
+export function drawText(img: Image, text: string, x: number, y: number, color: Rgb, scale = 1): number {
+  let cx = x;
+  for (const ch of text.toUpperCase()) {
+    const g = glyphs[ch];
+    if (g === undefined) throw new Error(`drawText: no glyph for '${ch}' (capitals, digits and . % - / only)`);
+    for (let k = 0; k < 35; k++) {
+      if (g[k] !== '#') continue;
+      for (let dy = 0; dy < scale; dy++) for (let dx = 0; dx < scale; dx++) {
+        const [px, py] = [cx + (k % 5) * scale + dx, y + Math.floor(k / 5) * scale + dy];
+        if (px < 0 || py < 0 || px >= img.width || py >= img.height) continue;
+        img.data.set(color, 3 * (py * img.width + px));
+      }
+    }
+    cx += 6 * scale;
+  }
+  return cx - x;
+}
+
+export interface BarChartOptions {
+  /** The name of each value of a group (legend), in order. */
+  series: readonly string[];
+  /** The value at the top of the axis (default the largest value). */
+  max?: number;
+  width?: number;
+  height?: number;
+}
+
+const seriesColors: readonly Rgb[] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189]];
+
+/**
+ * Grouped bars: one group per entry (its label under it), one bar per series (legend on top), each bar's value in
+ * percent of 1 above it, grid lines at every tenth of `max` labelled in percent.
+ */
+export function barChart(groups: readonly { label: string; values: readonly number[] }[], { series, max, width = 720, height = 320 }: BarChartOptions): Image {
+  const img: Image = { width, height, channels: 3, data: new Uint8Array(width * height * 3).fill(255) };
+  const top = max ?? Math.max(...groups.flatMap((g) => g.values.filter(Number.isFinite)), 1e-9);
+  const [left, right, upper, lower] = [36, 8, 24, height - 20];
+  const yOf = (v: number) => Math.round(lower - ((lower - upper) * Math.min(Math.max(v, 0), top)) / top);
+  const fill = (x0: number, y0: number, x1: number, y1: number, c: Rgb) => {
+    for (let y = Math.max(0, y0); y < Math.min(height, y1); y++) for (let x = Math.max(0, x0); x < Math.min(width, x1); x++) img.data.set(c, 3 * (y * width + x));
+  };
+  for (let k = 0; k <= 10; k++) {
+    const y = yOf((top * k) / 10);
+    fill(left, y, width - right, y + 1, k === 0 ? [120, 120, 120] : [225, 225, 225]);
+    if (k % 2 === 0) drawText(img, String(Math.round((100 * top * k) / 10)), 2, y - 3, [90, 90, 90]);
+  }
+  let lx = left;
+  series.forEach((name, s) => {
+    fill(lx, 6, lx + 10, 16, seriesColors[s % seriesColors.length]!);
+    lx += 14 + drawText(img, name, lx + 14, 8, [60, 60, 60]) + 16;
+  });
+  const groupWidth = (width - left - right) / groups.length;
+  const barWidth = Math.max(1, Math.floor((groupWidth * 0.8) / series.length));
+  groups.forEach((g, i) => {
+    const x0 = Math.round(left + i * groupWidth + groupWidth * 0.1);
+    g.values.forEach((v, s) => {
+      if (!Number.isFinite(v)) return;
+      const x = x0 + s * barWidth;
+      fill(x, yOf(v), x + barWidth - 1, lower, seriesColors[s % seriesColors.length]!);
+      const text = String(Math.round(100 * v));
+      drawText(img, text, x + Math.floor((barWidth - 1 - 6 * text.length + 1) / 2), yOf(v) - 9, [60, 60, 60]);
+    });
+    drawText(img, g.label, Math.round(left + i * groupWidth + (groupWidth - 6 * g.label.length + 1) / 2), lower + 6, [30, 30, 30]);
+  });
+  return img;
 }
