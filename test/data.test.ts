@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeRle, maskToRle, parseCoco, rleFromString, rleToMask, rleToString, type CocoFile } from '../src/data/coco.ts';
 import { readVocLabels, vocIds, vocPalette } from '../src/data/voc.ts';
-import { sceneAnnotations, writeWorldDataset } from '../src/data/dataset.ts';
+import { objectBoxes, sceneAnnotations, writeWorldDataset } from '../src/data/dataset.ts';
 import { decodeIndexedPng, decodePng, encodeIndexedPng, encodePng } from '../src/io/png.ts';
 import { evaluateFolders } from '../src/metrics/evaluate.ts';
 import { generateScene } from '../src/world/scene.ts';
@@ -182,6 +182,12 @@ test('CLI: eval prints the table; bad arguments exit 1 naming the argument', () 
   assert.match(fromConfig.stdout, /wrote 3 scene images of split val .*32×32/);
   fs.writeFileSync(config, JSON.stringify({ split: 'val', colour: 'red' }));
   assert.match(cli('world', '--config', config).stderr, /--config: .*world\.json: "colour" is not an option of world/);
+});
+
+test('objectBoxes: each id\'s COCO box and pixel count; background and uncertain are no objects', () => {
+  // 4 wide: id 1 at (1,0) (2,1); id 2 at (0,2); 255 and 0 elsewhere
+  const map = [0, 1, 0, 255, 0, 0, 1, 0, 2, 0, 0, 255];
+  assert.equal([...objectBoxes(map, 4)], [[1, { bbox: [1, 0, 2, 2], area: 2 }], [2, { bbox: [0, 2, 1, 1], area: 1 }]]);
 });
 
 test.run();

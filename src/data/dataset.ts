@@ -130,6 +130,20 @@ export async function writeWorldDataset(options: WorldDatasetOptions, onProgress
   }));
 }
 
+/** Each object id's box ([x, y, width, height], COCO's) and pixel count in an object map (0 background and 255 uncertain are no objects). */
+export function objectBoxes(map: ArrayLike<number>, width: number): Map<number, { bbox: [number, number, number, number]; area: number }> {
+  const spans = new Map<number, [number, number, number, number, number]>();
+  for (let p = 0; p < map.length; p++) {
+    const v = map[p]!;
+    if (v === 0 || v === 255) continue;
+    const [x, y] = [p % width, Math.floor(p / width)];
+    const b = spans.get(v);
+    if (b) [b[0], b[1], b[2], b[3], b[4]] = [Math.min(b[0], x), Math.min(b[1], y), Math.max(b[2], x + 1), Math.max(b[3], y + 1), b[4] + 1];
+    else spans.set(v, [x, y, x + 1, y + 1, 1]);
+  }
+  return new Map([...spans].map(([id, b]) => [id, { bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]], area: b[4] }]));
+}
+
 /** COCO annotations (compressed RLE) of a sample's instances; ids are image id · 256 + instance id. */
 export function instanceAnnotations(s: Pick<DatasetSample, 'imageId' | 'width' | 'height' | 'instance' | 'instances'>): CocoAnnotation[] {
   return s.instances.map((inst) => ({

@@ -7,7 +7,7 @@
 
 import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { parseCoco } from '../data/coco.ts';
-import type { DatasetSample } from '../data/dataset.ts';
+import { type DatasetSample, objectBoxes } from '../data/dataset.ts';
 import { nodeFs } from '../io/fs.ts';
 import { readVocSamples } from '../models/mask2former/data.ts';
 import { type Image, pilResize } from '../io/image.ts';
@@ -112,7 +112,6 @@ export function composeLayers(width: number, height: number, background: { image
   const idOf = new Int32Array(layers.length).fill(uncertain);
   kept.forEach((k, r) => (idOf[k] = r + 1));
   const semantic = new Uint8Array(n), instance = new Uint8Array(n);
-  const boxes = kept.map(() => [width, height, 0, 0]);
   for (let p = 0; p < n; p++) {
     const k = owner[p]!;
     if (k < 0) {
@@ -127,14 +126,10 @@ export function composeLayers(width: number, height: number, background: { image
     }
     semantic[p] = layers[k]!.classId;
     instance[p] = id;
-    const b = boxes[id - 1]!, x = p % width, y = Math.floor(p / width);
-    [b[0], b[1], b[2], b[3]] = [Math.min(b[0]!, x), Math.min(b[1]!, y), Math.max(b[2]!, x + 1), Math.max(b[3]!, y + 1)];
   }
+  const boxes = objectBoxes(instance, width);
   const image = Uint8Array.from(rgb, (v) => Math.round(Math.min(255, Math.max(0, v))));
-  const instances = kept.map((k, r): ComposedInstance => {
-    const b = boxes[r]!;
-    return { id: r + 1, classId: layers[k]!.classId, bbox: [b[0]!, b[1]!, b[2]! - b[0]!, b[3]! - b[1]!], area: area[k]!, layer: k, ...(layers[k]!.provenance && { provenance: layers[k]!.provenance }) };
-  });
+  const instances = kept.map((k, r): ComposedInstance => ({ id: r + 1, classId: layers[k]!.classId, ...boxes.get(r + 1)!, layer: k, ...(layers[k]!.provenance && { provenance: layers[k]!.provenance }) }));
   return { width, height, image, semantic, instance, instances };
 }
 

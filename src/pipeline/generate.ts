@@ -15,7 +15,7 @@ import type { ObPlaNet } from '../models/fopa.ts';
 import type { IrnNet } from '../models/irn/model.ts';
 import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
 import { type CocoAnnotation, type CocoFile, parseCoco } from '../data/coco.ts';
-import { instanceAnnotations, readWorldPrompts } from '../data/dataset.ts';
+import { instanceAnnotations, objectBoxes, readWorldPrompts } from '../data/dataset.ts';
 import { makeVocFolders, vocFolders, vocPalette, writeVocSample } from '../data/voc.ts';
 import { classes as worldClasses, type BackgroundKind } from '../world/classes.ts';
 import { scenePrompt } from '../world/scene.ts';
@@ -337,14 +337,8 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
     const offset = front.length;
     // ids stop at 254 (8-bit maps, 255 uncertain): fragments beyond it become uncertain, as objectMap does
     instance = Uint8Array.from(c.instance, (v, p) => (own.has(v) ? (split[p] === uncertain || split[p]! + offset >= uncertain ? uncertain : split[p]! + offset) : v));
-    const boxes = new Map<number, [number, number, number, number, number]>();
-    instance.forEach((v, p) => {
-      if (v <= offset || v === uncertain) return;
-      const [x, y] = [p % W, Math.floor(p / W)];
-      const b = boxes.get(v) ?? [W, H, 0, 0, 0];
-      boxes.set(v, [Math.min(b[0], x), Math.min(b[1], y), Math.max(b[2], x + 1), Math.max(b[3], y + 1), b[4] + 1]);
-    });
-    const fragments = [...boxes].sort((a, b) => a[0] - b[0]).map(([id, b]) => ({ id, classId: c.semantic[instance.indexOf(id)]!, bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]] as [number, number, number, number], area: b[4], extra: { provenance: { source: 'generated', method } } }));
+    const fragments = [...objectBoxes(instance, W)].filter(([id]) => id > offset).sort((a, b) => a[0] - b[0])
+      .map(([id, b]) => ({ id, classId: c.semantic[instance.indexOf(id)]!, ...b, extra: { provenance: { source: 'generated', method } } }));
     instances = [...instances.filter((i) => i.id <= offset), ...fragments];
     seconds.instances = (performance.now() - t) / 1000;
   }

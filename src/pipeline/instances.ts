@@ -16,7 +16,7 @@ import { type MaskApResult, type MaskInstance, maskAp } from '../metrics/maskAp.
 import { truthInstances } from '../models/mask2former/evaluate.ts';
 import { type VocSample, vocFolders, vocIds, vocPalette } from '../data/voc.ts';
 import { type CocoFile, vocCategories } from '../data/coco.ts';
-import { instanceAnnotations } from '../data/dataset.ts';
+import { instanceAnnotations, objectBoxes } from '../data/dataset.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { writeIndexedPng } from '../io/png.ts';
 
@@ -198,17 +198,11 @@ export async function addInstancesToFolder(dir: string, method: InstanceMethod, 
       writeIndexedPng(`${tmp}/${id}.png`, { width: s.width, height: s.height, indices: map, palette: vocPalette });
       const imageId = k + 1;
       coco.images.push({ id: imageId, file_name: `${vocFolders.images}/${id}.png`, width: s.width, height: s.height });
-      // each detection's box and area in the object map, in one pass (a detection wholly covered by better ones has none)
-      const boxes = detections.map(() => ({ x0: s.width, y0: s.height, x1: 0, y1: 0, area: 0 }));
-      map.forEach((v, p) => {
-        const b = boxes[v - 1];
-        if (!b) return;
-        const [x, y] = [p % s.width, Math.floor(p / s.width)];
-        [b.x0, b.y0, b.x1, b.y1, b.area] = [Math.min(b.x0, x), Math.min(b.y0, y), Math.max(b.x1, x + 1), Math.max(b.y1, y + 1), b.area + 1];
-      });
+      // each detection's box and area in the object map (a detection wholly covered by better ones has none)
+      const boxes = objectBoxes(map, s.width);
       const instances = detections.flatMap((d, j) => {
-        const b = boxes[j]!;
-        return b.area ? [{ id: j + 1, classId: d.classId, bbox: [b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0] as const, area: b.area, extra: { score: d.score } }] : [];
+        const b = boxes.get(j + 1);
+        return b ? [{ id: j + 1, classId: d.classId, ...b, extra: { score: d.score } }] : [];
       });
       coco.annotations.push(...instanceAnnotations({ imageId, width: s.width, height: s.height, instance: map, instances }));
       onImage?.(k + 1, ids.length);
