@@ -657,7 +657,8 @@ async function ship(): Promise<void> {
     steps: Number(meta.step),
     seconds: Number(card.seconds ?? meta.training_seconds ?? NaN),
     machine: String(card.machine ?? `${cpus.length} × ${cpus[0]?.model ?? 'CPU'}, WebGPU on ${deviceInfo().description}`),
-    loss: { values: log.loss, picture: 'loss.png' },
+    // the run's loss curve beside its checkpoint: loss.png, or text_to_image.loss.png for text_to_image.checkpoint.safetensors
+    loss: { values: log.loss, picture: checkpointPath.replace(/^.*\//, '').replace(/checkpoint\.safetensors$/, 'loss.png') },
   });
   writeFileSync(`${f.to}/README.md`, markdown);
   console.log(`shipped ${f.from} → ${f.to}: ${(bytes / 2 ** 20).toFixed(2)} MiB (F16), model card README.md (${meta.step} steps)`);
