@@ -92,15 +92,17 @@ function step(name: string, done: string, args: string[]): void {
 }
 
 const train = (seed: number) => ['--steps', String(steps), '--batch', String(batch), '--seed', String(seed)];
+/** A seed's generated data (and models) for these sizes: other sizes get folders of their own. */
+const runDir = (seed: number) => `${out}/n${count}-sampling${o['sampling-steps']}-seed${seed}`;
 /** The curate folder whose round `round` is this row's model: F and G are rounds 1 and 2 of E's run, which trains the rounds asked for. */
 const lastRoundOfE = Math.max(0, ...rows.map((r) => ('round' in r ? r.round : 0)));
 const modelOf = (row: Row, seed: number) => {
   const source = 'round' in row ? 'E' : row.row;
-  return { dir: `${out}/seed-${seed}/train-${source}`, round: 'round' in row ? row.round : 0, rounds: source === 'E' ? lastRoundOfE : 0 };
+  return { dir: `${runDir(seed)}/train-${source}-steps${steps}-batch${batch}`, round: 'round' in row ? row.round : 0, rounds: source === 'E' ? lastRoundOfE : 0 };
 };
 
 for (const seed of seeds) {
-  const dir = `${out}/seed-${seed}`;
+  const dir = runDir(seed);
   fs.mkdirSync(dir, { recursive: true });
   for (const row of rows) {
     let data: string;

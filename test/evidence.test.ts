@@ -30,7 +30,7 @@ test('evidence: rows oracle, A and E at toy size: data, training, measures, tabl
   assert.equal(Object.keys(result.rows[0].iou).slice(0, 2), ['background', 'aeroplane']);
   assert.equal(result.setup.imagesPerRow, 2);
   // E's data went through every stage: FOPA placed something or said why not, and the harmonizer is recorded
-  const manifest = JSON.parse(fs.readFileSync(`${dir}/work/seed-0/data-E/manifest.json`, 'utf8'));
+  const manifest = JSON.parse(fs.readFileSync(`${dir}/work/n2-sampling2-seed0/data-E/manifest.json`, 'utf8'));
   assert.equal(manifest.settings.stages, ['refine', 'compose', 'harmonize', 'instances']);
   assert.match(fs.readFileSync(`${dir}/results/ablation.md`, 'utf8'), /^\| row \| training data \(2 images; same tiny Mask2Former, 1 steps, batch 4\)/);
   const chart = await decodePng(fs.readFileSync(`${dir}/results/ablation.png`));
