@@ -13,6 +13,7 @@ import { StableDiffusionPipeline } from '../src/models/stable_diffusion.ts';
 import { readVocLabels } from '../src/data/voc.ts';
 import { classListFromNames, generateDataset, mergeDatasets, shapeWorldClassList, shardFromEnvironment } from '../src/pipeline/generate.ts';
 import { harmonizerFromName } from '../src/pipeline/harmonize.ts';
+import { writeGallery } from '../src/pipeline/gallery.ts';
 import { vocThesaurus } from '../src/pipeline/thesaurus.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -180,6 +181,17 @@ test('generate as a library call: named classes through the VOC thesaurus, stage
   await generateDataset({ ...base, pipe: noSampling, out: `${dir}/lib-cached2`, cache });
   assertSameDataset(`${dir}/lib-all`, `${dir}/lib-cached2`);
   assert.is(fs.readdirSync(cache.dir).length, entries);
+  // the pictures before the stages that changed them: kept under stages/<id>/ and shown by the gallery in order
+  const befores = all.images.map((i) => i.provenance.before as string[]);
+  assert.ok(befores.some((b) => b.includes('attention') && b.includes('refined')), 'a refined mask and its attention mask');
+  const harmonized = all.images.find((i) => (i.provenance.before as string[]).includes('composite'));
+  assert.ok(harmonized, 'an image with pasted objects, harmonized');
+  for (const i of all.images) for (const name of i.provenance.before as string[]) assert.ok(fs.existsSync(`${dir}/lib-all/stages/${i.id}/${name}.png`), `${i.id}: ${name}.png`);
+  await writeGallery(`${dir}/lib-all`);
+  const items = JSON.parse(/<script type="application\/json" id="data">(.*?)<\/script>/s.exec(fs.readFileSync(`${dir}/lib-all/index.html`, 'utf8'))![1]!);
+  const strip = items.find((i: { id: string }) => i.id === harmonized!.id).stages as { src: string; caption: string }[];
+  assert.equal(strip.map((x) => x.caption).filter((c) => c !== 'attention mask' && c !== 'refined mask'), ['stage 1', 'pasted', 'harmonized']);
+  for (const x of strip) assert.ok(fs.existsSync(`${dir}/lib-all/${x.src}`), x.src);
   // further objects named in the prompt instead: one picture, the classes drawn by the model, nothing pasted
   const indoor = await classListFromNames(['cat', 'TV monitors'], vocThesaurus, 'test');
   const prompted = await generateDataset({ ...base, count: 6, classes: indoor, objects: [2, 2], fopa: undefined, multiBy: 'prompt', stages: ['compose'], out: `${dir}/lib-prompt` });

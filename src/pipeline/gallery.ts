@@ -1,13 +1,14 @@
 // A dataset as one static page: `index.html` beside the data (opens from disk: no server, no build step), a card
-// per image with its picture, class and instance overlays, prompt, classes and provenance, and, when a curate run
-// is given, its last round's verdict and per-class IoUs. Filters (class, kept/dropped, IoU range) run in the page;
+// per image with its picture, class and instance overlays, prompt, classes and provenance, the image before and after
+// each stage that changed it (where `generate` recorded them), and, when a curate run is given, its last round's
+// verdict and per-class IoUs. Filters (class, kept/dropped, IoU range) run in the page;
 // they also read the URL's #hash (class=…&status=…&min=…&max=…) so a link can carry a view.
 
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
-import { encodePng } from '../io/png.ts';
+import { decodeIndexedPng, decodePng, encodePng } from '../io/png.ts';
 import { parseCoco } from '../data/coco.ts';
 import { readWorldPrompts } from '../data/dataset.ts';
-import { vocPalette, vocIds } from '../data/voc.ts';
+import { vocFolders, vocPalette, vocIds } from '../data/voc.ts';
 import { vocClassNames } from '../world/classes.ts';
 import { readVocSample } from '../models/mask2former/data.ts';
 import { type SampleScore } from './curate.ts';
@@ -24,6 +25,8 @@ export interface GalleryItem {
   /** the best class IoU against the curate model (what Free-Mask's 'any' rule reads), and every class's */
   iou?: number;
   ious?: Record<string, number>;
+  /** the image through the stages that changed it, in order (pictures beside the page, with what each shows) */
+  stages?: { src: string; caption: string }[];
 }
 
 /** The picture with its labels blended over it at half strength (uncertain pixels white); labels 0 are left clear. */
@@ -58,8 +61,9 @@ export async function writeGallery(dir: string, { curate }: { curate?: string } 
   const coco = cocoFile ? parseCoco(new TextDecoder().decode(fs.readFileSync(`${dir}/annotations/${cocoFile}`)), `${dir}/annotations/${cocoFile}`) : undefined;
   const names = new Map<number, string>(coco ? coco.categories.map((c) => [c.id, c.name]) : vocClassNames.map((n, i) => [i, n]));
   const prompts = fs.existsSync(`${dir}/prompts.jsonl`) ? readWorldPrompts(dir) : new Map<string, string>();
-  const manifest = fs.existsSync(`${dir}/manifest.json`) ? JSON.parse(new TextDecoder().decode(fs.readFileSync(`${dir}/manifest.json`))) as { images?: { id: string; provenance?: { pasted?: { box?: unknown }[] } }[] } : {};
+  const manifest = fs.existsSync(`${dir}/manifest.json`) ? JSON.parse(new TextDecoder().decode(fs.readFileSync(`${dir}/manifest.json`))) as { images?: { id: string; provenance?: { pasted?: { box?: unknown }[]; before?: string[] } }[] } : {};
   const pastedOf = new Map((manifest.images ?? []).map((i) => [i.id, (i.provenance?.pasted ?? []).filter((p) => p.box).length]));
+  const beforeOf = new Map((manifest.images ?? []).map((i) => [i.id, i.provenance?.before ?? []]));
   const verdicts = curate ? curateScores(curate) : undefined;
   fs.mkdirSync(`${dir}/gallery`, { recursive: true });
   const items: GalleryItem[] = [];
@@ -72,6 +76,8 @@ export async function writeGallery(dir: string, { curate }: { curate?: string } 
       id, classes: present.map((c) => names.get(c) ?? `class ${c}`), instances: s.objects ? new Set(s.objects).size - (s.objects.includes(0) ? 1 : 0) - (s.objects.includes(255) ? 1 : 0) : 0,
       ...(prompts.has(id) && { prompt: prompts.get(id) }), ...(pastedOf.has(id) && { pasted: pastedOf.get(id) }),
     };
+    const before = beforeOf.get(id) ?? [];
+    if (before.length) item.stages = await stageStrip(dir, id, s.image, before);
     const v = verdicts?.scores.get(id);
     if (verdicts && !v) throw new Error(`--curate: ${curate}/round-${verdicts.round}/scores.json has no sample '${id}' (a curate run of another dataset?)`);
     if (v) {
@@ -85,6 +91,27 @@ export async function writeGallery(dir: string, { curate }: { curate?: string } 
   const title = `${dir.replace(/\/+$/, '').replace(/^.*\//, '')}: ${items.length} images`;
   writeFileAtomic(path, new TextEncoder().encode(galleryHtml(title, items, verdicts ? `curate round ${verdicts.round}` : undefined)));
   return { path, items: items.length };
+}
+
+/**
+ * The pictures of an image through generate's stages (stages/<id>/, see generate.ts): the stage-1 picture with its
+ * attention mask and refined mask over it, the composite before harmonization, the final picture.
+ */
+async function stageStrip(dir: string, id: string, final: Uint8Array, before: readonly string[]): Promise<{ src: string; caption: string }[]> {
+  const fs = nodeFs(`reading ${dir}/stages/${id}`);
+  const file = (name: string) => `${dir}/stages/${id}/${name}.png`;
+  const picture = before.includes('picture') ? (await decodePng(fs.readFileSync(file('picture')), file('picture'))).data as Uint8Array : final;
+  const strip: { src: string; caption: string }[] = [];
+  if (before.includes('picture')) strip.push({ src: `stages/${id}/picture.png`, caption: 'stage 1' });
+  for (const [name, caption] of [['attention', 'attention mask'], ['refined', 'refined mask']] as const) {
+    if (!before.includes(name)) continue;
+    const m = decodeIndexedPng(fs.readFileSync(file(name)), file(name));
+    writeFileAtomic(`${dir}/gallery/${id}-${name}.png`, await encodePng({ width: m.width, height: m.height, channels: 3, data: overlay(picture, m.indices, m.width, m.height) }));
+    strip.push({ src: `gallery/${id}-${name}.png`, caption });
+  }
+  if (before.includes('composite')) strip.push({ src: `stages/${id}/composite.png`, caption: 'pasted' }, { src: `${vocFolders.images}/${id}.png`, caption: 'harmonized' });
+  else if (before.includes('picture')) strip.push({ src: `${vocFolders.images}/${id}.png`, caption: 'pasted' });
+  return strip;
 }
 
 const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
@@ -106,6 +133,9 @@ header { display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin-
 .badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 11px; color: #fff; background: #393; }
 .badge.dropped { background: #d33; }
 .muted { color: #777; }
+.stages { display: flex; gap: 2px; margin-top: 4px; }
+.stages figure { margin: 0; text-align: center; font-size: 10px; color: #555; }
+.stages img { width: 56px; height: 56px; margin: 0; }
 </style></head>
 <body data-shown="0" data-errors="0">
 <header>
@@ -140,6 +170,14 @@ function card(i) {
   meta.append(text('span', (i.classes.join(', ') || 'no object') + ' · ' + i.instances + ' instance' + (i.instances === 1 ? '' : 's') + (i.pasted ? ' · ' + i.pasted + ' pasted' : '')));
   if (i.ious) meta.append(document.createElement('br'), text('span', 'IoU ' + Object.entries(i.ious).map(([c, v]) => c + ' ' + v.toFixed(2)).join(', ')));
   div.append(meta);
+  if (i.stages) {
+    const strip = document.createElement('div'); strip.className = 'stages';
+    for (const s of i.stages) {
+      const fig = document.createElement('figure'); const img = document.createElement('img');
+      img.src = s.src; img.alt = s.caption; img.loading = 'lazy'; fig.append(img, text('figcaption', s.caption)); strip.append(fig);
+    }
+    div.append(strip);
+  }
   return div;
 }
 function render() {

@@ -151,6 +151,29 @@ interface ImageRecord {
   seconds: Record<string, number>;
 }
 
+/**
+ * An image's state before the stages that changed it, written to stages/<id>/<name>.png: `picture` the stage-1
+ * picture before composition, `attention` and `refined` its mask before and after refinement (class ids), `composite`
+ * the picture before harmonization.
+ */
+interface StageImages {
+  picture?: Uint8Array;
+  attention?: Uint8Array;
+  refined?: Uint8Array;
+  composite?: Uint8Array;
+}
+
+/** Writes `before`'s images of image `id` (the folder `stages/<id>`), each atomically. */
+async function writeStageImages(dir: string, id: string, width: number, height: number, before: StageImages): Promise<void> {
+  const entries = Object.entries(before) as [keyof StageImages, Uint8Array][];
+  if (!entries.length) return;
+  nodeFs(`writing ${dir}`).mkdirSync(`${dir}/stages/${id}`, { recursive: true });
+  for (const [name, data] of entries) {
+    const png = name === 'attention' || name === 'refined' ? encodeIndexedPng({ width, height, indices: data, palette: vocPalette }) : await encodePng({ width, height, channels: 3, data });
+    writeFileAtomic(`${dir}/stages/${id}/${name}.png`, png);
+  }
+}
+
 const encoder = new TextEncoder();
 const json = (v: unknown) => encoder.encode(`${JSON.stringify(v)}\n`);
 const imageIdOf = (index: number) => `gen${String(index).padStart(7, '0')}`;
@@ -232,7 +255,7 @@ async function singleObject(o: GenerateOptions, cs: readonly GenerateClass[], ba
     }
     seconds.refine = (seconds.refine ?? 0) + (performance.now() - t) / 1000;
   }
-  return { prompt, width, height, image, mask };
+  return { prompt, width, height, image, mask, attention: drawn.mask };
 }
 
 interface Drawn {
@@ -265,7 +288,7 @@ function stageCache({ dir }: { dir: string }) {
 }
 
 /** Image `index` of the job: every draw from (seed, index); stages switched off skip their work, not their draws. */
-async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[], index: number): Promise<{ record: ImageRecord; semantic: Uint8Array; instance: Uint8Array; image: Uint8Array }> {
+async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[], index: number): Promise<{ record: ImageRecord; semantic: Uint8Array; instance: Uint8Array; image: Uint8Array; before: StageImages }> {
   const seed = o.seed ?? 0;
   const rand = seededRandom(subSeed(seed, index));
   const list = o.classes.classes;
@@ -313,11 +336,16 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
       layers.push(placeCutout(cut, c.id, where.box, W, H, place));
     }
   }
+  // what the stages changed, kept so the gallery can show before and after
+  const before: StageImages = {};
+  if (layers.length) before.picture = s0.image;
+  if (refine && s0.attention !== s0.mask) [before.attention, before.refined] = [s0.attention, s0.mask];
   let t = performance.now();
   const c = composeLayers(W, H, { image: s0.image, semantic: s0.mask }, layers, { order: o.order ?? 'paste' });
   seconds.compose = (seconds.compose ?? 0) + (performance.now() - t) / 1000;
   if (stages.includes('harmonize') && layers.length) {
     t = performance.now();
+    before.composite = c.image;
     c.image = await harmonizePasted(c, layers, o.harmonizer!.run);
     seconds.harmonize = (performance.now() - t) / 1000;
   }
@@ -344,6 +372,7 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
   }
   provenance.pasted = pasted;
   provenance.instances = stages.includes('instances') ? method : 'layers';
+  provenance.before = Object.keys(before);
   const id = imageIdOf(index);
   const sample = { id, imageId: index, width: W, height: H, instance, instances };
   const prompt = s0.prompt;
@@ -353,7 +382,7 @@ async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[
       image: { id: index, file_name: `${vocFolders.images}/${id}.png`, width: W, height: H, prompt, background, class: main.name },
       annotations: instanceAnnotations(sample),
     },
-    semantic: c.semantic, instance, image: c.image,
+    semantic: c.semantic, instance, image: c.image, before,
   };
 }
 
@@ -472,6 +501,7 @@ export async function generateDataset(o: GenerateOptions): Promise<GenerateManif
     } else {
       const g = await generateImage(o, stages, index);
       await writeVocSample(tmp, { id: g.record.id, width: g.record.image.width, height: g.record.image.height, image: g.image, semantic: g.semantic, objects: g.instance });
+      await writeStageImages(tmp, g.record.id, g.record.image.width, g.record.image.height, g.before);
       // the record last: an image without one is redone
       writeFileAtomic(path, json(g.record));
       records.push(g.record);
@@ -517,6 +547,9 @@ export function mergeDatasets(dirs: readonly string[], out: string): GenerateMan
       const seconds = new Map(m.timings.map((t) => [t.id, t.seconds]));
       for (const e of m.images) {
         for (const folder of [vocFolders.images, vocFolders.semantic, vocFolders.objects]) fs.copyFileSync(`${dir}/${folder}/${e.id}.png`, `${tmp}/${folder}/${e.id}.png`);
+        const before = (e.provenance.before as string[] | undefined) ?? [];
+        if (before.length) fs.mkdirSync(`${tmp}/stages/${e.id}`, { recursive: true });
+        for (const name of before) fs.copyFileSync(`${dir}/stages/${e.id}/${name}.png`, `${tmp}/stages/${e.id}/${name}.png`);
         records.push({
           index: e.index, id: e.id, provenance: e.provenance, prompt: prompts.get(e.id)!, seconds: seconds.get(e.id) ?? {},
           image: coco.images.find((im) => im.id === e.index)!, annotations: coco.annotations.filter((a) => a.image_id === e.index),
