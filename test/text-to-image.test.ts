@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { assertClose } from './helpers.ts';
 import { Tensor, tidy } from '../src/engine/tensor.ts';
 import { noGrad } from '../src/engine/autograd.ts';
+import { manualSeed, seededRandom } from '../src/engine/random-cpu.ts';
 import { randn } from '../src/kernels/random.ts';
 import { AutoencoderKL, autoencoderConfig, autoencoderConfigJson } from '../src/models/autoencoder_kl.ts';
 import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
@@ -77,6 +78,26 @@ async function setup() {
   const tokenizer = await CLIPTokenizer.fromPretrained(undefined, { maxLength: 24 });
   return { latents, tokenizer };
 }
+
+test('min-SNR-γ: one sample\'s loss is the plain ε loss × min(SNR_t, γ)/SNR_t of the timestep its batch seed draws', async () => {
+  const { latents, tokenizer } = await setup();
+  const ac = new DDIMScheduler(sdSchedulerConfig).alphasCumprod;
+  manualSeed(3);
+  const model = build();
+  const prompts = images.map((i) => i.prompt);
+  const plain = textToImageTask(model, tokenizer, prompts, latents, { scalingFactor: 0.5, alphasCumprod: ac });
+  const weighted = textToImageTask(model, tokenizer, prompts, latents, { scalingFactor: 0.5, alphasCumprod: ac, snrGamma: 5 });
+  for (const seed of [1, 2, 3, 4]) {
+    const batch = { indices: [seed % images.length], seed, step: 0, micro: 0 };
+    const [a, b] = [await (await plain.loss(batch)).item(), await (await weighted.loss(batch)).item()];
+    // the task's first draw from seededRandom(seed) is the timestep
+    const t = Math.floor(seededRandom(seed)() * ac.length);
+    const snr = ac[t]! / (1 - ac[t]!);
+    assertClose([b], [(a * Math.min(snr, 5)) / snr], 1e-5 * Math.max(1, a), `seed ${seed}, t ${t}`);
+  }
+  assert.throws(() => textToImageTask(model, tokenizer, prompts, latents, { scalingFactor: 0.5, alphasCumprod: ac, snrGamma: 0 }), /snrGamma must be positive/);
+  model.dispose();
+});
 
 test('text-to-image training resumes bit-exactly: 3 steps = 1 step, checkpoint, fresh model, restore, 2 steps', async () => {
   const { latents, tokenizer } = await setup();

@@ -12,6 +12,7 @@ import { saveSafetensors } from '../io/safetensors.ts';
 import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { add, exp, mul } from '../kernels/elementwise.ts';
 import { mseLoss } from '../kernels/loss.ts';
+import { mean as reduceMean } from '../kernels/reduce.ts';
 import { randn } from '../kernels/random.ts';
 import { concat } from '../kernels/shape.ts';
 import type { AutoencoderKL } from '../models/autoencoder_kl.ts';
@@ -70,11 +71,17 @@ export interface TextToImageOptions {
   alphasCumprod: Float64Array;
   /** Probability of training on the empty prompt (default 0.1). */
   dropPrompt?: number;
+  /**
+   * Min-SNR-γ weighting (Hang et al. 2023, diffusers' `--snr_gamma`): each sample's ε loss × min(SNR_t, γ) / SNR_t
+   * with SNR_t = ᾱ_t / (1 − ᾱ_t), so the easy low-noise timesteps stop dominating the gradient. Default: none.
+   */
+  snrGamma?: number;
 }
 
 /** The trainer's task: `prompts[i]` describes the image whose posterior is `latents` sample i. */
 export function textToImageTask(model: TextToImageModel, tokenizer: CLIPTokenizer, prompts: readonly string[], latents: LatentCache, o: TextToImageOptions): TrainTask {
-  const { scalingFactor, alphasCumprod: ac, dropPrompt = 0.1 } = o;
+  const { scalingFactor, alphasCumprod: ac, dropPrompt = 0.1, snrGamma } = o;
+  if (snrGamma !== undefined && !(snrGamma > 0)) throw new Error(`train text-to-image: snrGamma must be positive, got ${snrGamma}`);
   const N = prompts.length;
   if (latents.moments.length !== N * 2 * latents.shape[0] * latents.shape[1] * latents.shape[2]) throw new Error(`train text-to-image: ${N} prompts but latents for ${latents.moments.length / (2 * latents.shape.reduce((a, b) => a * b))} images`);
   if (!(dropPrompt >= 0 && dropPrompt <= 1)) throw new Error(`train text-to-image: dropPrompt must be in [0, 1], got ${dropPrompt}`);
@@ -110,7 +117,10 @@ export function textToImageTask(model: TextToImageModel, tokenizer: CLIPTokenize
       const noisy = add(mul(z, coefficient(Math.sqrt)), mul(noise, coefficient((a) => Math.sqrt(1 - a))));
       const text = Int32Array.from(b.indices.flatMap((k) => (rand() < dropPrompt ? empty : ids[k]!)));
       const hidden = model.textEncoder.forward(Tensor.fromArray(text, [B, L], 'i32'));
-      return mseLoss(model.unet.forward(noisy, t, hidden), noise);
+      const prediction = model.unet.forward(noisy, t, hidden);
+      if (snrGamma === undefined) return mseLoss(prediction, noise);
+      const weights = Tensor.fromArray(Float32Array.from(t, (ti) => Math.min(ac[ti]! / (1 - ac[ti]!), snrGamma) / (ac[ti]! / (1 - ac[ti]!))), [B]);
+      return reduceMean(mul(reduceMean(mseLoss(prediction, noise, { reduction: 'none' }), [1, 2, 3]), weights));
     }),
   };
 }
