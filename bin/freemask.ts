@@ -31,6 +31,8 @@ const givenPositionals: string[] = [];
  * `--help` prints them and exits. Throws, naming the argument, on an unknown option, a stray word or a missing value.
  */
 function flags(options: Record<string, string>, switchOptions: Record<string, string> = {}, positional?: string): Record<string, string> {
+  // --config is every command's options file: a command's own config file needs another name
+  if ('config' in options) throw new Error(`freemask ${command}: an option named --config would be read as the options file`);
   const described = { ...options, config: 'FILE: a JSON object of these options (the command line wins)' };
   const names = [...Object.keys(described).map((k) => `--${k}`), ...Object.keys(switchOptions).map((k) => `--${k}`)];
   if (args.includes('--help') || args.includes('-h')) {
@@ -121,7 +123,7 @@ function defaultSegmenterConfig(numLabels: number): Record<string, unknown> {
 }
 
 async function trainSegmenter(): Promise<void> {
-  const f = flags({ data: 'DIR[,DIR…]: VOC-layout folders (required)', out: 'DIR: checkpoints and weights (required)', steps: 'N (default 1000)', batch: 'N (default 2)', lr: 'X (default 1e-3)', config: 'FILE: a Mask2Former config.json (default: the tiny ShapeWorld config)', split: 'S: only this ImageSets split', seed: 'N (default 0)', crop: 'N: augmentation crop (default: the image height)', 'save-minutes': 'M: checkpoint interval (default 5)' }, { resume: 'continue the checkpoint in --out' });
+  const f = flags({ data: 'DIR[,DIR…]: VOC-layout folders (required)', out: 'DIR: checkpoints and weights (required)', steps: 'N (default 1000)', batch: 'N (default 2)', lr: 'X (default 1e-3)', 'model-config': 'FILE: a Mask2Former config.json (default: the tiny ShapeWorld config)', split: 'S: only this ImageSets split', seed: 'N (default 0)', crop: 'N: augmentation crop (default: the image height)', 'save-minutes': 'M: checkpoint interval (default 5)' }, { resume: 'continue the checkpoint in --out' });
   if (!f.data) throw new Error('--data: required (VOC-layout folders, e.g. written by `freemask world`, comma-separated)');
   if (!f.out) throw new Error('--out: required (the folder for checkpoints)');
   const { Mask2FormerTrainer, readVocSamples, Mask2FormerForUniversalSegmentation, parseMask2FormerConfig } = F;
@@ -137,14 +139,15 @@ async function trainSegmenter(): Promise<void> {
   } else {
     if (existsSync(`${f.out}/checkpoint.safetensors`)) throw new Error(`--out: ${f.out} already holds a checkpoint; pass --resume to continue it, or choose a new folder`);
     let json = defaultSegmenterConfig(F.vocClassNames.length);
-    if (f.config) {
+    const file = f['model-config'];
+    if (file) {
       try {
-        json = JSON.parse(readFileSync(f.config, 'utf8')) as Record<string, unknown>;
+        json = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
       } catch (e) {
-        throw new Error(`--config: cannot read ${f.config}: ${(e as Error).message}`);
+        throw new Error(`--model-config: cannot read ${file}: ${(e as Error).message}`);
       }
     }
-    const config = parseMask2FormerConfig(json, f.config ?? 'default segmenter config');
+    const config = parseMask2FormerConfig(json, file ?? 'default segmenter config');
     const crop = intFlag(f, 'crop', samples[0]!.height);
     trainer = new Mask2FormerTrainer(new Mask2FormerForUniversalSegmentation(config), samples, {
       steps, batchSize: intFlag(f, 'batch', 2), lr, seed: intFlag(f, 'seed', 0), clipNorm: 0, weightDecay: 0.05, backboneMultiplier: 1,
@@ -185,12 +188,12 @@ function readConfigFlag(path: string): Record<string, unknown> {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
   } catch (e) {
-    throw new Error(`--config: cannot read ${path}: ${(e as Error).message}`);
+    throw new Error(`--model-config: cannot read ${path}: ${(e as Error).message}`);
   }
 }
 
 async function trainDiffusion(): Promise<void> {
-  const f = flags({ stage: 'vae or unet (required)', data: 'DIR[,DIR…]: folders written by `freemask world` (required)', out: 'DIR: the diffusers pipeline folder (required)', steps: 'N (default 1200 for the VAE, 10000 for the UNet)', batch: 'N (default 16)', lr: 'X (default: 5e-4 VAE, 2e-4 UNet)', config: 'FILE: model config JSON', seed: 'N (default 0)', 'save-minutes': 'M: checkpoint interval (default 5)' }, { resume: 'continue the checkpoint in --out' });
+  const f = flags({ stage: 'vae or unet (required)', data: 'DIR[,DIR…]: folders written by `freemask world` (required)', out: 'DIR: the diffusers pipeline folder (required)', steps: 'N (default 1200 for the VAE, 10000 for the UNet)', batch: 'N (default 16)', lr: 'X (default: 5e-4 VAE, 2e-4 UNet)', 'model-config': 'FILE: model config JSON (VAE: diffusers\' AutoencoderKL config; UNet: {"unet": …, "textEncoder": …})', seed: 'N (default 0)', 'save-minutes': 'M: checkpoint interval (default 5)', 'snr-gamma': 'X: min-SNR-γ loss weighting of the UNet (diffusers\' --snr_gamma; with --resume it switches the run to it from that step)' }, { resume: 'continue the checkpoint in --out' });
   if (f.stage !== 'vae' && f.stage !== 'unet') throw new Error(`--stage: expected vae or unet, got ${f.stage === undefined ? 'nothing' : `'${f.stage}'`}`);
   if (!f.data) throw new Error('--data: required (dataset folders written by `freemask world`, comma-separated)');
   if (!f.out) throw new Error('--out: required (the folder of the diffusers pipeline being trained)');
@@ -216,7 +219,7 @@ async function trainDiffusion(): Promise<void> {
   } else {
     if (existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
     F.manualSeed(intFlag(f, 'seed', 0));
-    vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader(f.config ? readConfigFlag(f.config) : F.zooVaeConfig, f.config ?? 'the zoo VAE config')));
+    vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader(f['model-config'] ? readConfigFlag(f['model-config']) : F.zooVaeConfig, f['model-config'] ?? 'the zoo VAE config')));
     trainer = new F.Trainer(F.autoencoderTask(vae, images), {
       steps, batchSize: intFlag(f, 'batch', 16), lr: numberFlag(f, 'lr', 5e-4), seed: intFlag(f, 'seed', 0),
       warmupSteps: 50, warmupFactor: 0.1, schedule: 'cosine', weightDecay: 0.01, clipNorm: 1,
@@ -250,7 +253,7 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
   const scalingFactor = vae.scalingFactor;
   let configs: { unet: Record<string, unknown>; textEncoder: Record<string, unknown> };
   if (reader) configs = { unet: JSON.parse(reader.metadata.unet_config ?? '{}'), textEncoder: JSON.parse(reader.metadata.text_encoder_config ?? '{}') };
-  else if (f.config) configs = readConfigFlag(f.config) as typeof configs;
+  else if (f['model-config']) configs = readConfigFlag(f['model-config']) as typeof configs;
   else {
     // positions for the longest prompt (with start and end tokens), rounded up to a multiple of 8
     const probe = await F.CLIPTokenizer.fromPretrained();
@@ -277,8 +280,15 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
     emb.position_embedding.weight.copyFrom(tidy(() => F.mul(F.randn(emb.position_embedding.weight.shape, { seed: 2 }), 0.01)));
   }
   const scheduler = new F.DDIMScheduler(F.sdSchedulerConfig);
-  const task = { ...F.textToImageTask(model, tokenizer, images.map((i) => i.prompt), latents, { scalingFactor, alphasCumprod: scheduler.alphasCumprod }),
-    metadata: () => ({ unet_config: JSON.stringify(configs.unet), text_encoder_config: JSON.stringify(configs.textEncoder) }) };
+  // min-SNR-γ stays in the checkpoint's metadata with the step it started at, so every later resume keeps it
+  const savedGamma = reader?.metadata.snr_gamma;
+  const snrGamma = f['snr-gamma'] !== undefined ? numberFlag(f, 'snr-gamma', 5) : savedGamma !== undefined ? Number(savedGamma) : undefined;
+  const gammaFrom = f['snr-gamma'] !== undefined && String(snrGamma) !== savedGamma ? Number(reader?.metadata.step ?? 0) : Number(reader?.metadata.snr_gamma_from ?? 0);
+  const task = { ...F.textToImageTask(model, tokenizer, images.map((i) => i.prompt), latents, { scalingFactor, alphasCumprod: scheduler.alphasCumprod, snrGamma }),
+    metadata: () => ({
+      unet_config: JSON.stringify(configs.unet), text_encoder_config: JSON.stringify(configs.textEncoder),
+      ...(snrGamma !== undefined && { snr_gamma: String(snrGamma), snr_gamma_from: String(gammaFrom) }),
+    }) };
   const trainer = new F.Trainer(task, reader ? F.checkpointOptions(reader, { steps }) : {
     steps, batchSize: intFlag(f, 'batch', 16), lr: numberFlag(f, 'lr', 2e-4), seed: intFlag(f, 'seed', 0),
     warmupSteps: 200, warmupFactor: 0.01, schedule: 'constant', weightDecay: 0.01, clipNorm: 1, emaDecay: 0.999,

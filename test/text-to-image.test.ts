@@ -99,6 +99,34 @@ test('min-SNR-γ: one sample\'s loss is the plain ε loss × min(SNR_t, γ)/SNR_
   model.dispose();
 });
 
+test('train-diffusion --snr-gamma: kept in the checkpoint from the step it started, also when a resume switches a run to it', async () => {
+  const root = new URL('..', import.meta.url).pathname;
+  const cp = process.getBuiltinModule('node:child_process');
+  const cli = (...args: string[]) => {
+    const r = cp.spawnSync(process.execPath, ['--import', 'tsx', `${root}bin/freemask.ts`, ...args], { encoding: 'utf8' });
+    assert.is(r.status, 0, r.stderr);
+  };
+  cli('world', '--split', 'train', '--count', '4', '--mode', 'single', '--size', String(S), '--out', `${dir}/cli-data`, '--quiet');
+  const vae = new AutoencoderKL(autoencoderConfig(new ConfigReader(vaeJson, 'tiny VAE')));
+  fs.writeFileSync(`${dir}/cli-config.json`, JSON.stringify({ unet: unetJson, textEncoder: { architectures: ['CLIPTextModel'], ...clipJson } }));
+  for (const run of ['gamma', 'switched']) {
+    fs.mkdirSync(`${dir}/${run}/vae`, { recursive: true });
+    fs.writeFileSync(`${dir}/${run}/vae/config.json`, JSON.stringify(autoencoderConfigJson({ ...vae.config, scaling_factor: 0.5 }, S)));
+    await saveSafetensors(`${dir}/${run}/vae/diffusion_pytorch_model.safetensors`, vae.stateDict(), { format: 'pt' });
+  }
+  vae.dispose();
+  const meta = (run: string) => openCheckpoint(`${dir}/${run}/text_to_image.checkpoint.safetensors`).metadata;
+  const train = (run: string, steps: number, ...more: string[]) => cli('train-diffusion', '--stage', 'unet', '--data', `${dir}/cli-data`, '--out', `${dir}/${run}`, '--model-config', `${dir}/cli-config.json`, '--steps', String(steps), '--batch', '2', ...more);
+  train('gamma', 1, '--snr-gamma', '5');
+  train('gamma', 2, '--resume');
+  assert.equal([meta('gamma').snr_gamma, meta('gamma').snr_gamma_from, meta('gamma').step], ['5', '0', '2']);
+  train('switched', 2);
+  assert.is(meta('switched').snr_gamma, undefined);
+  train('switched', 3, '--resume', '--snr-gamma', '3');
+  train('switched', 4, '--resume');
+  assert.equal([meta('switched').snr_gamma, meta('switched').snr_gamma_from, meta('switched').step], ['3', '2', '4']);
+});
+
 test('text-to-image training resumes bit-exactly: 3 steps = 1 step, checkpoint, fresh model, restore, 2 steps', async () => {
   const { latents, tokenizer } = await setup();
   assert.equal(latents.shape, [4, 32, 32]);
