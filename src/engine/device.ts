@@ -38,11 +38,12 @@ async function requestAdapter(): Promise<GPUAdapter> {
     const dawn = await import('webgpu');
     Object.assign(globalThis, dawn.globals);
     gpu = dawn.create([]) as GPU;
-    const dawnGpu = gpu;
-    return keepAdapter(dawnGpu, await withoutNativeWarnings(() => dawnGpu.requestAdapter({ powerPreference: 'high-performance' })));
   }
   if (!gpu) throw new Error('WebGPU is not available: neither navigator.gpu nor the `webgpu` package could be loaded');
-  return keepAdapter(gpu, await gpu.requestAdapter({ powerPreference: 'high-performance' }));
+  const found = gpu;
+  // only Dawn (Node) prints to the process's own stderr; navigator.gpu (Deno, browsers) is left alone
+  const request = () => found.requestAdapter({ powerPreference: 'high-performance' });
+  return keepAdapter(found, await (nav?.gpu ? request() : withoutNativeWarnings(request)));
 }
 
 type FsLike = {
