@@ -329,7 +329,7 @@ async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F
 }
 
 async function evalDiffusion(): Promise<void> {
-  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', val: 'N ShapeWorld val images for the VAE PSNR (default 128)' });
+  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
   if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
   if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
   await getDevice();
@@ -339,6 +339,8 @@ async function evalDiffusion(): Promise<void> {
   const pixels = size * pipe.vaeScaleFactor;
   const psnr = await F.vaeReconstructionPsnr(pipe.vae as F.AutoencoderKL, worldValidationImages(intFlag(f, 'val', 128), pixels));
   console.log(`VAE reconstruction PSNR on ShapeWorld val: ${psnr.toFixed(2)} dB`);
+  const real = await F.oracleOnRealSingles(oracle, Array.from({ length: intFlag(f, 'real', 220) }, (_, k) => F.generateScene(F.splitSeed('val', k), { mode: 'single', width: pixels })));
+  console.log(`the oracle on real ShapeWorld val singles (the ceiling of both measures): fidelity ${(100 * real.fidelity).toFixed(1)}%, IoU with the exact mask ${real.iou.toFixed(3)}`);
   const t0 = performance.now();
   const r = await F.evaluateTextToImage(pipe, oracle, {
     samplesPerPair: intFlag(f, 'samples', 4), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
@@ -350,7 +352,7 @@ async function evalDiffusion(): Promise<void> {
   console.log(`prompt fidelity ${(100 * r.fidelity).toFixed(1)}% (target ≥ 90%), attention-mask IoU ${r.iouRaw.toFixed(3)}, refined ${r.iouRefined.toFixed(3)} (target ≥ 0.7), ${r.pairs.length} pairs`);
   const speed = { 20: await F.samplingSpeed(pipe, 20), 50: await F.samplingSpeed(pipe, 50) };
   console.log(`sampling: ${speed[20].imagesPerMinute.toFixed(1)} images/min at 20 steps, ${speed[50].imagesPerMinute.toFixed(1)} at 50; peak ${(speed[50].peakBytes / 2 ** 20).toFixed(1)} MiB`);
-  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset: F.ZOO_ATTENTION_PRESET }, null, 2));
+  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, oracleOnRealSingles: real, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset: F.ZOO_ATTENTION_PRESET }, null, 2));
   if (f.sheet) {
     // the first sample of each pair
     await F.writePng(f.sheet, await evaluationSheet(r.pairs.map((p) => r.samples.find((s) => s.pair === p)!)));

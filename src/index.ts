@@ -72,7 +72,7 @@ export { UNet2DConditionModel, unetConfig, type UNet2DConditionConfig, type UNet
 export { AutoencoderKL, autoencoderConfig, autoencoderConfigJson, type AutoencoderKLConfig, type LatentDistribution } from './models/autoencoder_kl.ts';
 export { autoencoderTask, latentScalingFactor, imageBatch, gaussianKl, type RgbImage } from './train/autoencoder.ts';
 export { lossCurve, curveAxes, barChart, drawText } from './io/plot.ts';
-export { ZOO_ATTENTION_PRESET, vaeReconstructionPsnr, worldPromptPairs, oracleLabels, evaluateTextToImage, samplingSpeed, type TextToImageEvaluation, type TextToImageEvalOptions, type PairResult, type GeneratedSample } from './pipeline/evaluate_diffusion.ts';
+export { ZOO_ATTENTION_PRESET, vaeReconstructionPsnr, worldPromptPairs, oracleLabels, evaluateTextToImage, oracleOnRealSingles, samplingSpeed, type TextToImageEvaluation, type TextToImageEvalOptions, type PairResult, type GeneratedSample } from './pipeline/evaluate_diffusion.ts';
 export { TextToImageModel, zooVaeConfig, zooTextToImageConfigs, textToImageTask, encodeLatents, saveTextToImagePipeline, sdSchedulerConfig, type LatentCache, type TextToImageOptions, type PipelineParts } from './train/text_to_image.ts';
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
 export { type WeightsOptions } from './models/diffusers/loading.ts';

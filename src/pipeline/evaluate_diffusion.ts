@@ -19,7 +19,7 @@ import { semanticSegmentation } from '../models/mask2former/postprocess.ts';
 import type { StableDiffusionPipeline } from '../models/stable_diffusion.ts';
 import { type RgbImage, imageBatch } from '../train/autoencoder.ts';
 import { backgroundKinds, classes } from '../world/classes.ts';
-import { scenePrompt } from '../world/scene.ts';
+import { type Scene, scenePrompt } from '../world/scene.ts';
 import type { AttentionMaskConfig } from './attention_mask.ts';
 import { fineRefinement, refineMask, trainAffinityNet } from './refine.ts';
 import { generateSingleObject } from './single_object.ts';
@@ -85,6 +85,8 @@ export interface TextToImageEvalOptions {
   guidanceScale?: number;
   seed?: number;
   preset?: AttentionMaskConfig;
+  /** AffinityNet's training and walk (default fineRefinement). */
+  refinement?: typeof fineRefinement;
   /** Restricts the pairs (e.g. for a quick look). */
   pairs?: ReturnType<typeof worldPromptPairs>;
   onImage?: (done: number, total: number) => void;
@@ -130,7 +132,7 @@ function largestClass(labels: ArrayLike<number>): number {
 
 /** Generates every pair's samples, segments them with the oracle and refines their masks with one AffinityNet trained on all of them. */
 export async function evaluateTextToImage(pipe: StableDiffusionPipeline, oracle: Mask2FormerForUniversalSegmentation, o: TextToImageEvalOptions = {}): Promise<TextToImageEvaluation> {
-  const { samplesPerPair = 4, numInferenceSteps = 20, guidanceScale = 5, seed = 0, preset = ZOO_ATTENTION_PRESET } = o;
+  const { samplesPerPair = 4, numInferenceSteps = 20, guidanceScale = 5, seed = 0, preset = ZOO_ATTENTION_PRESET, refinement = fineRefinement } = o;
   const pairs = o.pairs ?? worldPromptPairs();
   const generated: { pair: PairResult; image: Tensor; rgb: RgbImage; heat: Float32Array; mask: Uint8Array; oracle: Uint8Array }[] = [];
   const results: PairResult[] = [];
@@ -150,10 +152,10 @@ export async function evaluateTextToImage(pipe: StableDiffusionPipeline, oracle:
     }
     const net = new AffinityNet(affinityNetFine);
     try {
-      await trainAffinityNet(net, generated.map((g) => ({ image: g.image, mask: g.mask })), fineRefinement.train);
+      await trainAffinityNet(net, generated.map((g) => ({ image: g.image, mask: g.mask })), refinement.train);
       const samples: GeneratedSample[] = [];
       for (const g of generated) {
-        const refined = await refineMask(net, g.image, g.mask, fineRefinement.walk);
+        const refined = await refineMask(net, g.image, g.mask, refinement.walk);
         const r = g.pair;
         if (largestClass(g.oracle) === r.classId) r.fidelity += 1 / r.samples;
         r.iouRaw += classIou(g.mask, g.oracle, r.classId) / r.samples;
@@ -168,6 +170,24 @@ export async function evaluateTextToImage(pipe: StableDiffusionPipeline, oracle:
   } finally {
     for (const g of generated) g.image.dispose();
   }
+}
+
+/**
+ * The ceiling of both measures under this oracle: on real single-object ShapeWorld images, the share whose
+ * largest predicted class is the drawn one, and the mean IoU of the oracle's pixels of that class against the
+ * exact mask (a perfect generator and a perfect mask would score these, not 100 % and 1).
+ */
+export async function oracleOnRealSingles(oracle: Mask2FormerForUniversalSegmentation, scenes: readonly Scene[]): Promise<{ fidelity: number; iou: number }> {
+  let fidelity = 0;
+  let iou = 0;
+  for (const [k, s] of scenes.entries()) {
+    const classId = s.instances[0]?.classId;
+    if (classId === undefined) throw new Error(`oracleOnRealSingles: scene ${k} has no visible object`);
+    const labels = await oracleLabels(oracle, { id: String(k), width: s.width, height: s.height, image: s.image });
+    if (largestClass(labels) === classId) fidelity += 1;
+    iou += maskIou(s.semantic.map((v) => (v === classId ? 1 : 0)), labels.map((v) => (v === classId ? 1 : 0)));
+  }
+  return { fidelity: fidelity / scenes.length, iou: iou / scenes.length };
 }
 
 /** Sampling speed: images per minute at `steps` denoising steps (one 64×64 image at a time), and the peak memory. */
