@@ -141,7 +141,7 @@ for (const seed of seeds) {
       const t = performance.now();
       const model = Mask2FormerForUniversalSegmentation.fromPretrained(`${m.dir}/round-${m.round}`);
       const r = await evaluateSegmenter(model, test);
-      const tfiseg = (await evaluateInstances(test, irn, { methods: ['irn'], segmenter: model })).get('irn')!;
+      const tfiseg = (await evaluateInstances(test, irn, { methods: ['irn'], predictions: r.predictions })).get('irn')!;
       model.dispose();
       const present = worldClasses.map((c) => c.id);
       const round = JSON.parse(new TextDecoder().decode(fs.readFileSync(`${m.dir}/round-${m.round}/round.json`))) as { kept: number; dropped: number };

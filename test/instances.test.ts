@@ -15,7 +15,9 @@ import { saveSafetensors } from '../src/io/safetensors.ts';
 import { IrnNet, irnConfigJson, parseIrnConfig } from '../src/models/irn/model.ts';
 import { mask2formerConfigJson, parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
 import { Mask2FormerForUniversalSegmentation } from '../src/models/mask2former/model.ts';
-import { addInstancesToFolder, instancesFromSemantic, objectMap } from '../src/pipeline/instances.ts';
+import { addInstancesToFolder, evaluateInstances, instancesFromSemantic, objectMap, predictedSemantic } from '../src/pipeline/instances.ts';
+import { evaluateSegmenter } from '../src/models/mask2former/evaluate.ts';
+import { sceneSample } from '../src/models/mask2former/data.ts';
 import { fitMeanShift, irnTask } from '../src/train/instances.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { writeWorldDataset } from '../src/data/dataset.ts';
@@ -108,6 +110,21 @@ test('fromSegmenter: the backbone is the segmenter\'s Swin, weight for weight', 
     assert.equal([...await ours[name]!.toArray()], [...await t.toArray()], name);
   }
   assert.is(net.stride, 4);
+  m.dispose();
+  net.dispose();
+});
+
+test('evaluateInstances from a segmenter = from evaluateSegmenter\'s predictions (each the segmenter\'s class map)', async () => {
+  const m = Mask2FormerForUniversalSegmentation.fromPretrained(`${dir}/segmenter`);
+  const samples = [0, 1].map((k) => sceneSample(generateScene(splitSeed('test', k), { width: 32 }), `t${k}`));
+  const r = await evaluateSegmenter(m, samples);
+  for (const [k, s] of samples.entries()) assert.equal(r.predictions[k], await predictedSemantic(m, s), `prediction ${s.id}`);
+  const methods = ['components', 'displacement'] as const;
+  const net = tinyNet(1);
+  const direct = await evaluateInstances(samples, net, { methods, segmenter: m });
+  const reused = await evaluateInstances(samples, net, { methods, predictions: r.predictions });
+  assert.equal([...reused], [...direct]);
+  await assertRejects(evaluateInstances(samples, net, { methods, predictions: r.predictions.slice(1) }), /1 predicted class maps for 2 images/);
   m.dispose();
   net.dispose();
 });

@@ -18,6 +18,8 @@ export interface SegmenterEvaluation {
   /** Mask AP of the instances (classes ≥ 1), when the samples have instance maps. */
   maskAp?: MaskApResult;
   images: number;
+  /** The predicted class map of each sample, in order (so later measures need not run the model again). */
+  predictions: Uint8Array[];
 }
 
 /** The truth instances of a sample: each instance id of its instance map, classed by the class map's majority. */
@@ -43,6 +45,7 @@ export async function evaluateSegmenter(model: Mask2FormerForUniversalSegmentati
   const confusion = new ConfusionMatrix(numLabels);
   const preds: MaskInstance[] = [];
   const truths: MaskInstance[] = [];
+  const predictions: Uint8Array[] = [];
   const wasTraining = model.training;
   model.eval();
   try {
@@ -53,7 +56,8 @@ export async function evaluateSegmenter(model: Mask2FormerForUniversalSegmentati
       pixels.dispose();
       const logits = { classQueriesLogits: out.classQueriesLogits, masksQueriesLogits: out.masksQueriesLogits };
       const labels = semanticSegmentation(logits, size);
-      confusion.add(await labels.toArray(), s.semantic, `image '${s.id}'`);
+      predictions.push(Uint8Array.from(await labels.toArray()));
+      confusion.add(predictions.at(-1)!, s.semantic, `image '${s.id}'`);
       labels.dispose();
       if (instances && s.objects) {
         truths.push(...truthInstances(s));
@@ -69,5 +73,5 @@ export async function evaluateSegmenter(model: Mask2FormerForUniversalSegmentati
     model.train(wasTraining);
   }
   const r = confusion.result();
-  return { ...r, maskAp: truths.length ? maskAp(preds, truths) : undefined, images: samples.length };
+  return { ...r, maskAp: truths.length ? maskAp(preds, truths) : undefined, images: samples.length, predictions };
 }
