@@ -987,6 +987,7 @@ try {
   await run();
 } catch (e) {
   console.error(`freemask ${command}: ${(e as Error).message}`);
-  process.exit(1);
+  // the shell's codes for a process ended by the signal (128 + its number)
+  process.exit(e instanceof F.TrainingStopped ? (e.signal === 'SIGINT' ? 130 : 143) : 1);
 }
 process.exit(0);

@@ -61,7 +61,7 @@ export {
 export { Mask2FormerForUniversalSegmentation, type Mask2FormerOutput, type Mask2FormerLogits, type ForwardOptions as Mask2FormerForwardOptions } from './models/mask2former/model.ts';
 export { parseMask2FormerConfig, mask2formerConfigJson, type Mask2FormerConfig, type SwinConfig } from './models/mask2former/config.ts';
 export { Mask2FormerTrainer, parameterGroups, type TrainOptions as Mask2FormerTrainOptions } from './models/mask2former/train.ts';
-export { Trainer, trainWithCheckpoints, scheduleFactor, resolveTrainerOptions, checkpointOptions, openCheckpoint, type TrainTask, type TrainerOptions, type TrainGroup, type Batch, type StepResult } from './train/trainer.ts';
+export { Trainer, TrainingStopped, trainWithCheckpoints, scheduleFactor, resolveTrainerOptions, checkpointOptions, openCheckpoint, type TrainTask, type TrainerOptions, type TrainGroup, type Batch, type StepResult } from './train/trainer.ts';
 export { ExponentialMovingAverage } from './train/ema.ts';
 export { evaluateSegmenter, type SegmenterEvaluation } from './models/mask2former/evaluate.ts';
 export { readVocSamples, sceneSample, sampleTargets, pixelValues, loadSample, drawAugment, imagenetMean, imagenetStd, type SegmentationSample, type AugmentOptions, type AugmentDraw } from './models/mask2former/data.ts';

@@ -127,6 +127,33 @@ test('train-diffusion --snr-gamma: kept in the checkpoint from the step it start
   assert.equal([meta('switched').snr_gamma, meta('switched').snr_gamma_from, meta('switched').step], ['3', '2', '4']);
 });
 
+test('SIGTERM stops train-diffusion after a step with its checkpoint saved and no pipeline written (exit 143); --resume goes on', async () => {
+  const root = new URL('..', import.meta.url).pathname;
+  const cp = process.getBuiltinModule('node:child_process');
+  const run = `${dir}/stopped`;
+  fs.cpSync(`${dir}/gamma/vae`, `${run}/vae`, { recursive: true });
+  const args = ['--import', 'tsx', `${root}bin/freemask.ts`, 'train-diffusion', '--stage', 'unet', '--data', `${dir}/cli-data`, '--out', run, '--model-config', `${dir}/cli-config.json`, '--batch', '2'];
+  const child = cp.spawn(process.execPath, [...args, '--steps', '100000']);
+  let stdout = '', stderr = '';
+  child.stderr.on('data', (d: Buffer) => { stderr += d; });
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+      if (/step 10\/100000/.test(stdout)) child.kill('SIGTERM');
+    });
+    child.on('exit', (c) => resolve(c));
+  });
+  assert.is(code, 143, stderr);
+  const step = Number(/stopped by SIGTERM at step (\d+), checkpoint saved/.exec(stderr)?.[1]);
+  assert.ok(step >= 10 && step < 100000, stderr);
+  assert.is(openCheckpoint(`${run}/text_to_image.checkpoint.safetensors`).metadata.step, String(step));
+  assert.not.ok(fs.existsSync(`${run}/model_index.json`) || fs.existsSync(`${run}/unet`), 'no pipeline from a stopped run');
+  const resumed = cp.spawnSync(process.execPath, [...args, '--steps', String(step + 1), '--resume'], { encoding: 'utf8' });
+  assert.is(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stdout, new RegExp(`resumed .* at step ${step}`));
+  assert.ok(fs.existsSync(`${run}/model_index.json`) && fs.existsSync(`${run}/unet/config.json`));
+});
+
 test('text-to-image training resumes bit-exactly: 3 steps = 1 step, checkpoint, fresh model, restore, 2 steps', async () => {
   const { latents, tokenizer } = await setup();
   assert.equal(latents.shape, [4, 32, 32]);

@@ -320,21 +320,43 @@ export function openCheckpoint(path: string): SafetensorsReader {
   return loadSafetensors(path);
 }
 
+/** Thrown by trainWithCheckpoints when SIGINT or SIGTERM stopped a run after saving its checkpoint. */
+export class TrainingStopped extends Error {
+  constructor(readonly step: number, readonly signal: string) {
+    super(`stopped by ${signal} at step ${step}, checkpoint saved: run the same command with --resume to go on`);
+  }
+}
+
 /**
  * Runs `trainer` to its last step, saving every `minutes` of wall time and at the end (a killed run loses at
- * most that much), logging progress every `every` steps.
+ * most that much), logging progress every `every` steps. SIGINT or SIGTERM (Ctrl-C, a scheduler's stop) ends the
+ * step in flight, saves, and throws TrainingStopped, so nothing downstream is written as if the run were done.
  */
 export async function trainWithCheckpoints(trainer: Trainer, save: () => Promise<void>, { minutes = 5, every = 10, log = (line: string) => console.log(line) }: { minutes?: number; every?: number; log?: (line: string) => void } = {}): Promise<void> {
   const { steps } = trainer.options;
   const t0 = performance.now();
   let saved = performance.now();
-  await trainer.train(async (r) => {
-    if (r.step % every === 0 || r.step === steps) {
-      log(`step ${r.step}/${steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  let signal: string | undefined;
+  const proc = (globalThis as { process?: { on(e: string, f: () => void): void; off(e: string, f: () => void): void } }).process;
+  const onSignal = (name: string) => () => {
+    if (!signal) log(`${name}: stopping after this step and saving the checkpoint`);
+    signal ??= name;
+  };
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => [name, onSignal(name)] as const);
+  for (const [name, h] of handlers) proc?.on(name, h);
+  try {
+    while (trainer.step < steps) {
+      const r = await trainer.trainStep();
+      if (r.step % every === 0 || r.step === steps) {
+        log(`step ${r.step}/${steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+      }
+      if (signal || performance.now() - saved > minutes * 60_000 || r.step === steps) {
+        await save();
+        saved = performance.now();
+      }
+      if (signal && r.step < steps) throw new TrainingStopped(r.step, signal);
     }
-    if (performance.now() - saved > minutes * 60_000 || r.step === steps) {
-      await save();
-      saved = performance.now();
-    }
-  });
+  } finally {
+    for (const [name, h] of handlers) proc?.off(name, h);
+  }
 }
