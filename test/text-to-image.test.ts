@@ -6,9 +6,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { assertClose } from './helpers.ts';
 import { Tensor, tidy } from '../src/engine/tensor.ts';
-import { noGrad } from '../src/engine/autograd.ts';
+import { backward, noGrad } from '../src/engine/autograd.ts';
 import { manualSeed, seededRandom } from '../src/engine/random-cpu.ts';
 import { randn } from '../src/kernels/random.ts';
+import { mul } from '../src/kernels/elementwise.ts';
 import { AutoencoderKL, autoencoderConfig, autoencoderConfigJson } from '../src/models/autoencoder_kl.ts';
 import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
 import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
@@ -19,7 +20,9 @@ import { UNet2DConditionModel, unetConfig } from '../src/models/unet_2d_conditio
 import { saveSafetensors } from '../src/io/safetensors.ts';
 import { generateScene } from '../src/world/scene.ts';
 import { gaussianKl, imageBatch, latentScalingFactor } from '../src/train/autoencoder.ts';
-import { TextToImageModel, encodeLatents, saveTextToImagePipeline, sdSchedulerConfig, textToImageTask } from '../src/train/text_to_image.ts';
+import { TextToImageModel, encodeLatents, groundingLoss, groundingTargets, saveTextToImagePipeline, sdSchedulerConfig, textToImageTask } from '../src/train/text_to_image.ts';
+import { AttentionCapture } from '../src/models/attention_capture.ts';
+import { classSpec } from '../src/world/classes.ts';
 import { Trainer, checkpointOptions, openCheckpoint } from '../src/train/trainer.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -97,6 +100,104 @@ test('min-SNR-γ: one sample\'s loss is the plain ε loss × min(SNR_t, γ)/SNR_
   }
   assert.throws(() => textToImageTask(model, tokenizer, prompts, latents, { scalingFactor: 0.5, alphasCumprod: ac, snrGamma: 0 }), /snrGamma must be positive/);
   model.dispose();
+});
+
+test('grounding: graph-mode maps = the captured ones; L_token against its formula and finite differences; targets from class maps; added to the ε loss', async () => {
+  const { latents, tokenizer } = await setup();
+  manualSeed(4);
+  const model = build().requireGrad();
+  // distinct tokens (the embedding tables start at 0, left for loaders) and sharper cross-attention, so that
+  // attention moves with the weights
+  const emb = model.textEncoder.text_model.embeddings;
+  for (const [t, seed] of [[emb.token_embedding.weight, 1], [emb.position_embedding.weight, 2]] as const) t.copyFrom(randn(t.shape, { seed }));
+  for (const [name, t] of Object.entries(model.unet.stateDict())) if (/attn2\.to_k\.weight$/.test(name)) t.copyFrom(tidy(() => mul(t, 10)));
+  // targets: the classes of 64×64 ShapeWorld pictures (so 32×32 attention averages 2×2 pixels)
+  const scenes = [1, 3].map((k) => generateScene(k, { mode: 'scene', width: 64 }));
+  const targets = scenes.map((s) => groundingTargets(tokenizer, s.prompt, s.semantic, 64, 64, (c) => classSpec(c).words));
+  for (const [i, s] of scenes.entries()) {
+    const shown = [...new Set(s.semantic)].filter((c) => c !== 0 && c !== 255);
+    assert.is(targets[i]!.length, shown.length, s.prompt);
+    for (const [j, c] of shown.sort((a, b) => a - b).entries()) {
+      const words = classSpec(c).words;
+      assert.equal(targets[i]![j]!.tokens, tokenizer.tokenSpans(s.prompt, s.prompt.includes(words[1]) ? words[1] : words[0]).flat(), `${s.prompt}: ${c}`);
+      assert.equal(targets[i]![j]!.mask, s.semantic.map((v) => (v === c ? 1 : 0)));
+    }
+  }
+  const ids = Tensor.fromArray(Int32Array.from(scenes.flatMap((s) => tokenizer.encode(s.prompt))), [2, 24], 'i32');
+  const x = randn([2, 4, S, S], { seed: 9 });
+  const lossOf = () => tidy(() => {
+    const capture = new AttentionCapture({ cross: true, mode: 'graph', resolutions: [S] });
+    try {
+      model.unet.forward(x, [10, 600], model.textEncoder.forward(ids), { capture });
+      return groundingLoss(capture.graphMaps(), targets)!;
+    } finally {
+      capture.dispose();
+    }
+  });
+  // the maps: the same probabilities as a per-layer capture
+  const graph = new AttentionCapture({ cross: true, mode: 'graph', resolutions: [S] });
+  const perLayer = new AttentionCapture({ cross: true, mode: 'per-layer', resolutions: [S] });
+  const hidden = noGrad(() => model.textEncoder.forward(ids));
+  noGrad(() => [model.unet.forward(x, [10, 600], hidden, { capture: graph }), model.unet.forward(x, [10, 600], hidden, { capture: perLayer })]).forEach((t) => t.dispose());
+  assert.is(graph.graphMaps().length, 3, 'the cross-attentions at 32×32: one down, two up');
+  const cover = (mask: Uint8Array, u: number) => { const [gy, gx] = [Math.floor(u / S), u % S]; return (mask[2 * gy * 64 + 2 * gx]! + mask[2 * gy * 64 + 2 * gx + 1]! + mask[(2 * gy + 1) * 64 + 2 * gx]! + mask[(2 * gy + 1) * 64 + 2 * gx + 1]!) / 4; };
+  let naive = 0, n = 0;
+  for (const g of graph.graphMaps()) {
+    assertClose(await g.probs.toArray(), await perLayer.get(g.name)!.sum.toArray(), 2e-5, g.name);
+    const [, H, Lq, Lk] = g.probs.shape as number[];
+    const probs = await g.probs.toArray();
+    targets.forEach((ts, i) => ts.forEach((t) => {
+      let inside = 0, all = 0;
+      for (let u = 0; u < Lq!; u++) for (const p of t.tokens) for (let h = 0; h < H!; h++) {
+        const a = probs[((i * H! + h) * Lq! + u) * Lk! + p]! / H!;
+        all += a;
+        inside += a * cover(t.mask, u);
+      }
+      naive += (1 - inside / all) ** 2;
+      n++;
+    }));
+  }
+  graph.dispose();
+  perLayer.dispose();
+  hidden.dispose();
+  const loss = lossOf();
+  assertClose([await loss.item()], [naive / n], 1e-5, 'L_token');
+  // the gradient of the query/key weight element with the largest gradient against central differences
+  backward(loss);
+  const keys = Object.entries(model.unet.stateDict()).filter(([name]) => /attn2\.to_[qk]\.weight$/.test(name)).map(([, t]) => t);
+  const norms = await Promise.all(keys.map(async (t) => Math.max(...(await t.grad!.toArray()).map(Math.abs))));
+  const w = keys[norms.indexOf(Math.max(...norms))]!;
+  const grad = Float32Array.from(await w.grad!.toArray());
+  const k = grad.reduce((best, g, j) => (Math.abs(g) > Math.abs(grad[best]!) ? j : best), 0);
+  const values = Float32Array.from(await w.toArray());
+  const at = async (delta: number) => {
+    const v = values.slice();
+    v[k]! += delta;
+    w.copyFrom(Tensor.fromArray(v, w.shape));
+    const l = noGrad(lossOf);
+    const r = await l.item();
+    l.dispose();
+    return r;
+  };
+  const eps = 1e-2;
+  const fd = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+  await at(0);
+  assert.ok(Math.abs(fd - grad[k]!) < 0.03 * Math.abs(grad[k]!), `dL/dw[${k}]: autograd ${grad[k]} vs finite differences ${fd}`);
+  // in the task: ε loss + weight · L_token, nothing from a dropped prompt
+  const ac = new DDIMScheduler(sdSchedulerConfig).alphasCumprod;
+  const prompts = images.map((i) => i.prompt);
+  const all = images.map((_, k) => (k < 2 ? targets[k]! : []));
+  const task = (weight?: number, dropPrompt = 0) => textToImageTask(model, tokenizer, prompts, latents, { scalingFactor: 0.5, alphasCumprod: ac, dropPrompt, ...(weight && { grounding: { weight, targets: all, resolutions: [S] } }) });
+  const batch = { indices: [0, 1], seed: 5, step: 0, micro: 0 };
+  const value = async (t: ReturnType<typeof task>) => { const l = await t.loss(batch); const r = await l.item(); l.dispose(); return r; };
+  const [plain, one, two, dropped] = [await value(task()), await value(task(1)), await value(task(2)), await value(task(1, 1))];
+  assert.ok(one - plain > 1e-3, `grounding adds ${one - plain}`);
+  assertClose([two - plain], [2 * (one - plain)], 1e-5, 'linear in the weight');
+  assertClose([dropped], [await value(task(undefined, 1))], 1e-6, 'a dropped prompt has no targets');
+  assert.throws(() => task(-1), /grounding weight must be positive/);
+  model.dispose();
+  ids.dispose();
+  x.dispose();
 });
 
 test('train-diffusion --snr-gamma: kept in the checkpoint from the step it started, also when a resume switches a run to it', async () => {

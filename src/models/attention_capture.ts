@@ -24,9 +24,10 @@ export interface AttentionCaptureOptions {
   /**
    * 'sum' (default): one map per kind and resolution, key `cross:16x16`, [batch, Lq, Lk] summed over the chosen
    * heads, layers and forwards. 'per-layer': one map per layer, key = module name, [batch, heads, Lq, Lk]
-   * summed over forwards only.
+   * summed over forwards only. 'graph': every forward of each selected layer, all heads, [batch, heads, Lq, Lk],
+   * computed by differentiable ops and left in the autograd graph, for a loss on attention (`graphMaps()`).
    */
-  mode?: 'sum' | 'per-layer';
+  mode?: 'sum' | 'per-layer' | 'graph';
   /**
    * The largest map one layer may give, in bytes (all its captured heads, before summing into the others); a
    * layer over it fails naming itself. Default, and never more than, the device's storage-binding limit (a
@@ -49,6 +50,16 @@ export interface CapturedMap {
   count: number;
 }
 
+/** One layer's probabilities of one forward in 'graph' mode (owned by the capture, part of the autograd graph). */
+export interface GraphMap {
+  name: string;
+  kind: AttentionKind;
+  height: number;
+  width: number;
+  /** [batch, heads, Lq, Lk] */
+  probs: Tensor;
+}
+
 /** Where an attention layer reports to: its module name and feature-map size. */
 export interface CaptureContext {
   capture: AttentionCapture;
@@ -59,12 +70,14 @@ export interface CaptureContext {
 export class AttentionCapture {
   readonly options: Required<Omit<AttentionCaptureOptions, 'layers' | 'heads' | 'resolutions' | 'maxMapBytes'>> & AttentionCaptureOptions;
   readonly #maps = new Map<string, CapturedMap>();
+  readonly #graph: GraphMap[] = [];
 
   constructor(options: AttentionCaptureOptions = {}) {
     this.options = { cross: true, self: false, mode: 'sum', ...options };
-    if (this.options.mode !== 'sum' && this.options.mode !== 'per-layer') {
-      throw new Error(`AttentionCapture: mode must be 'sum' or 'per-layer', got '${String(this.options.mode)}'`);
+    if (!['sum', 'per-layer', 'graph'].includes(this.options.mode)) {
+      throw new Error(`AttentionCapture: mode must be 'sum', 'per-layer' or 'graph', got '${String(this.options.mode)}'`);
     }
+    if (this.options.mode === 'graph' && this.options.heads) throw new Error('AttentionCapture: graph mode keeps every head (no heads option)');
     const max = this.options.maxMapBytes;
     if (max !== undefined && !(Number.isInteger(max) && max > 0)) {
       throw new Error(`AttentionCapture: maxMapBytes must be a positive integer, got ${String(max)}`);
@@ -105,10 +118,16 @@ export class AttentionCapture {
     return tidy(() => reshape(affine(slice(slice(m.sum, 0, batch, batch + 1), 2, token, token + 1), 1 / m.count), [m.height, m.width]));
   }
 
+  /** 'graph' mode: each selected layer's probabilities, one entry per forward, in the order computed. */
+  graphMaps(): readonly GraphMap[] {
+    return this.#graph;
+  }
+
   /** Frees every map; the capture can be used again. */
   reset(): void {
     for (const m of this.#maps.values()) m.sum.dispose();
     this.#maps.clear();
+    for (const g of this.#graph.splice(0)) g.probs.dispose();
   }
 
   dispose(): void {
@@ -117,15 +136,23 @@ export class AttentionCapture {
 
   /** Whether the layer `name` of `kind` at this size is captured; its sink when so (called by Attention). */
   sink(name: string, kind: AttentionKind, ctx: CaptureContext, heads: number): LayerSink | undefined {
-    const o = this.options;
-    if (!(kind === 'cross' ? o.cross : o.self)) return undefined;
-    if (o.layers && !o.layers(name)) return undefined;
-    if (o.resolutions && !o.resolutions.includes(ctx.height)) return undefined;
-    const selected = o.heads ?? [...Array(heads).keys()];
+    if (this.options.mode === 'graph' || !this.selects(name, kind, ctx)) return undefined;
+    const selected = this.options.heads ?? [...Array(heads).keys()];
     for (const h of selected) {
       if (!Number.isInteger(h) || h < 0 || h >= heads) throw new Error(`AttentionCapture: head ${h} does not exist in ${name} (${heads} heads)`);
     }
     return new LayerSink(this, name, kind, ctx, selected);
+  }
+
+  /** Whether the layer `name` of `kind` at this size is captured. */
+  selects(name: string, kind: AttentionKind, ctx: CaptureContext): boolean {
+    const o = this.options;
+    return (kind === 'cross' ? o.cross : o.self) && (!o.layers || o.layers(name)) && (!o.resolutions || o.resolutions.includes(ctx.height));
+  }
+
+  /** 'graph' mode: keeps one forward's probabilities [B, heads, Lq, Lk] of layer `name` (called by Attention). */
+  addGraph(name: string, kind: AttentionKind, ctx: CaptureContext, probs: Tensor): void {
+    this.#graph.push({ name, kind, height: ctx.height, width: ctx.width, probs: keep(probs) });
   }
 
   /** Adds one layer's contribution (called by LayerSink.end). */

@@ -10,11 +10,13 @@ import { noGrad } from '../engine/autograd.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { saveSafetensors } from '../io/safetensors.ts';
 import { seededRandom, subSeed } from '../engine/random-cpu.ts';
-import { add, exp, mul } from '../kernels/elementwise.ts';
+import { add, affine, div, exp, mul } from '../kernels/elementwise.ts';
+import { matmul } from '../kernels/matmul.ts';
 import { mseLoss } from '../kernels/loss.ts';
-import { mean as reduceMean } from '../kernels/reduce.ts';
+import { mean, mean as reduceMean, sum } from '../kernels/reduce.ts';
 import { randn } from '../kernels/random.ts';
-import { concat } from '../kernels/shape.ts';
+import { concat, reshape } from '../kernels/shape.ts';
+import { AttentionCapture, type GraphMap } from '../models/attention_capture.ts';
 import type { AutoencoderKL } from '../models/autoencoder_kl.ts';
 import type { CLIPTextModel } from '../models/clip_text_model.ts';
 import type { CLIPTokenizer } from '../models/clip_tokenizer.ts';
@@ -76,11 +78,89 @@ export interface TextToImageOptions {
    * with SNR_t = ᾱ_t / (1 − ᾱ_t), so the easy low-noise timesteps stop dominating the gradient. Default: none.
    */
   snrGamma?: number;
+  /**
+   * TokenCompose's token grounding loss (Wang et al., CVPR 2024): for every class an image shows, its prompt
+   * tokens' cross-attention (mean over heads) should fall inside the class's pixels, loss (1 − inside / all)²
+   * per class and layer, averaged, times `weight`, added to the ε loss. `targets[i]` are sample i's classes; a
+   * dropped prompt has none. Attention at the grids `resolutions` (default 16 and 8: where masks are read).
+   */
+  grounding?: { weight: number; targets: readonly (readonly GroundingTarget[])[]; resolutions?: readonly number[] };
+}
+
+/** One class of a training image for the grounding loss: its tokens in the padded prompt ids and its pixels. */
+export interface GroundingTarget {
+  tokens: readonly number[];
+  /** width·height, 1 where the class is */
+  mask: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/**
+ * The grounding targets of an image from its class map: each class (not 0 or 255) whose word (`words(classId)`:
+ * singular and plural) is in the prompt; a class the prompt does not name has no target.
+ */
+export function groundingTargets(tokenizer: CLIPTokenizer, prompt: string, semantic: Uint8Array, width: number, height: number, words: (classId: number) => readonly string[]): GroundingTarget[] {
+  if (semantic.length !== width * height) throw new Error(`groundingTargets: a class map of ${semantic.length} pixels for ${width}×${height}`);
+  const present = [...new Set(semantic)].filter((c) => c !== 0 && c !== 255).sort((a, b) => a - b);
+  return present.flatMap((c) => {
+    const tokens = [...new Set(words(c).flatMap((w) => tokenizer.tokenSpans(prompt, w).flat()))].sort((a, b) => a - b);
+    return tokens.length ? [{ tokens, mask: semantic.map((v) => (v === c ? 1 : 0)), width, height }] : [];
+  });
+}
+
+/** The share of each cell of a `gw`×`gh` grid covered by `mask` (area average; the grid divides the image). */
+function coverage(t: GroundingTarget, gw: number, gh: number): Float32Array {
+  if (t.width % gw || t.height % gh) throw new Error(`grounding: a ${t.width}×${t.height} mask does not divide into a ${gw}×${gh} attention grid`);
+  const [sx, sy] = [t.width / gw, t.height / gh];
+  const out = new Float32Array(gw * gh);
+  for (let y = 0; y < t.height; y++) for (let x = 0; x < t.width; x++) out[Math.floor(y / sy) * gw + Math.floor(x / sx)]! += t.mask[y * t.width + x]!;
+  return out.map((v) => v / (sx * sy));
+}
+
+/**
+ * TokenCompose's L_token over `maps` (graph-mode cross-attention, [B, heads, h·w, Lk] each): per layer, sample and
+ * class target, (1 − Σ_u m(u)·a(u) / Σ_u a(u))² with a = the class tokens' attention (mean over heads, summed
+ * over its tokens) and m the class's coverage of cell u; the mean over all of them. Undefined when no sample has a target.
+ */
+export function groundingLoss(maps: readonly GraphMap[], targets: readonly (readonly GroundingTarget[])[]): Tensor | undefined {
+  const K = Math.max(0, ...targets.map((t) => t.length));
+  if (K === 0 || maps.length === 0) return undefined;
+  const B = targets.length;
+  const valid = targets.reduce((n, t) => n + t.length, 0);
+  const terms: Tensor[] = [];
+  for (const m of maps) {
+    const [mb, , Lq, Lk] = m.probs.shape as [number, number, number, number];
+    if (mb !== B) throw new Error(`grounding: attention of ${m.name} has batch ${mb}, the targets ${B}`);
+    const inMask = new Float32Array(B * Lq * Lk);
+    const group = new Float32Array(B * Lk * K);
+    const used = new Float32Array(B * K);
+    targets.forEach((ts, i) => ts.forEach((t, j) => {
+      const cover = coverage(t, m.width, m.height);
+      used[i * K + j] = 1;
+      for (const p of t.tokens) {
+        if (p >= Lk) throw new Error(`grounding: token ${p} outside the ${Lk} context tokens`);
+        group[(i * Lk + p) * K + j] = 1;
+        for (let u = 0; u < Lq; u++) inMask[(i * Lq + u) * Lk + p] = cover[u]!;
+      }
+    }));
+    terms.push(tidy(() => {
+      const a = mean(m.probs, 1); // [B, Lq, Lk]
+      const G = Tensor.fromArray(group, [B, Lk, K]);
+      const inside = matmul(reshape(sum(mul(a, Tensor.fromArray(inMask, [B, Lq, Lk])), 1), [B, 1, Lk]), G);
+      const all = matmul(reshape(sum(a, 1), [B, 1, Lk]), G);
+      const miss = affine(div(inside, add(all, 1e-6)), -1, 1);
+      return sum(mul(mul(miss, miss), Tensor.fromArray(used, [B, 1, K])));
+    }));
+  }
+  return tidy(() => div(terms.reduce((acc, t) => add(acc, t)), valid * maps.length));
 }
 
 /** The trainer's task: `prompts[i]` describes the image whose posterior is `latents` sample i. */
 export function textToImageTask(model: TextToImageModel, tokenizer: CLIPTokenizer, prompts: readonly string[], latents: LatentCache, o: TextToImageOptions): TrainTask {
-  const { scalingFactor, alphasCumprod: ac, dropPrompt = 0.1, snrGamma } = o;
+  const { scalingFactor, alphasCumprod: ac, dropPrompt = 0.1, snrGamma, grounding } = o;
+  if (grounding && !(grounding.weight > 0)) throw new Error(`train text-to-image: the grounding weight must be positive, got ${grounding.weight}`);
+  if (grounding && grounding.targets.length !== prompts.length) throw new Error(`train text-to-image: grounding targets for ${grounding.targets.length} images, ${prompts.length} prompts`);
   if (snrGamma !== undefined && !(snrGamma > 0)) throw new Error(`train text-to-image: snrGamma must be positive, got ${snrGamma}`);
   const N = prompts.length;
   if (latents.moments.length !== N * 2 * latents.shape[0] * latents.shape[1] * latents.shape[2]) throw new Error(`train text-to-image: ${N} prompts but latents for ${latents.moments.length / (2 * latents.shape.reduce((a, b) => a * b))} images`);
@@ -115,12 +195,23 @@ export function textToImageTask(model: TextToImageModel, tokenizer: CLIPTokenize
       const noise = randn([B, C, h, w], { seed: subSeed(b.seed, 2) });
       const coefficient = (f: (a: number) => number) => Tensor.fromArray(Float32Array.from(t, (ti) => f(ac[ti]!)), [B, 1, 1, 1]);
       const noisy = add(mul(z, coefficient(Math.sqrt)), mul(noise, coefficient((a) => Math.sqrt(1 - a))));
-      const text = Int32Array.from(b.indices.flatMap((k) => (rand() < dropPrompt ? empty : ids[k]!)));
+      const dropped = b.indices.map(() => rand() < dropPrompt);
+      const text = Int32Array.from(b.indices.flatMap((k, i) => (dropped[i] ? empty : ids[k]!)));
       const hidden = model.textEncoder.forward(Tensor.fromArray(text, [B, L], 'i32'));
-      const prediction = model.unet.forward(noisy, t, hidden);
-      if (snrGamma === undefined) return mseLoss(prediction, noise);
-      const weights = Tensor.fromArray(Float32Array.from(t, (ti) => Math.min(ac[ti]! / (1 - ac[ti]!), snrGamma) / (ac[ti]! / (1 - ac[ti]!))), [B]);
-      return reduceMean(mul(reduceMean(mseLoss(prediction, noise, { reduction: 'none' }), [1, 2, 3]), weights));
+      const capture = grounding && new AttentionCapture({ cross: true, mode: 'graph', resolutions: grounding.resolutions ?? [16, 8] });
+      try {
+        const prediction = model.unet.forward(noisy, t, hidden, { capture });
+        let loss: Tensor;
+        if (snrGamma === undefined) loss = mseLoss(prediction, noise);
+        else {
+          const weights = Tensor.fromArray(Float32Array.from(t, (ti) => Math.min(ac[ti]! / (1 - ac[ti]!), snrGamma) / (ac[ti]! / (1 - ac[ti]!))), [B]);
+          loss = reduceMean(mul(reduceMean(mseLoss(prediction, noise, { reduction: 'none' }), [1, 2, 3]), weights));
+        }
+        const ground = capture && groundingLoss(capture.graphMaps(), b.indices.map((k, i) => (dropped[i] ? [] : grounding.targets[k]!)));
+        return ground ? add(loss, mul(ground, grounding!.weight)) : loss;
+      } finally {
+        capture?.dispose();
+      }
     }),
   };
 }

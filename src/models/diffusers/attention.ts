@@ -4,8 +4,10 @@
 
 import { Tensor, shapeStr, tidy } from '../../engine/tensor.ts';
 import { scaledDotProductAttention } from '../../kernels/attention.ts';
-import { add } from '../../kernels/elementwise.ts';
-import { permute, reshape } from '../../kernels/shape.ts';
+import { add, mul } from '../../kernels/elementwise.ts';
+import { matmul } from '../../kernels/matmul.ts';
+import { softmax } from '../../kernels/softmax.ts';
+import { permute, reshape, transpose } from '../../kernels/shape.ts';
 import { Module, ModuleList } from '../../nn/module.ts';
 import { GroupNorm, Linear } from '../../nn/layers.ts';
 import type { AttentionKind, CaptureContext, LayerSink } from '../attention_capture.ts';
@@ -65,7 +67,11 @@ export class Attention extends Module {
       const ctx = context ?? h;
       const kind: AttentionKind = context ? 'cross' : 'self';
       const sink = capture ? capture.capture.sink(this.path, kind, capture, this.heads) : undefined;
-      const o = multiHeadAttention(this.toQ.forward(h), this.toK.forward(ctx), this.toV.forward(ctx), this.heads, sink);
+      const [q, k, v] = [this.toQ.forward(h), this.toK.forward(ctx), this.toV.forward(ctx)];
+      if (capture?.capture.options.mode === 'graph' && capture.capture.selects(this.path, kind, capture)) {
+        capture.capture.addGraph(this.path, kind, capture, attentionProbs(q, k, this.heads));
+      }
+      const o = multiHeadAttention(q, k, v, this.heads, sink);
       sink?.end();
       let out = this.toOut.at(0).forward(o);
       if (spatial) out = reshape(permute(out, [0, 2, 1]), x.shape);
@@ -78,6 +84,14 @@ export class Attention extends Module {
 function splitHeads(x: Tensor, heads: number): Tensor {
   const [B, L, D] = x.shape as [number, number, number];
   return permute(reshape(x, [B, L, heads, D / heads]), [0, 2, 1, 3]);
+}
+
+/** softmax(q·kᵀ/√d) per head by differentiable ops: q [B, Lq, H·d], k [B, Lk, H·d] → [B, H, Lq, Lk]. */
+export function attentionProbs(q: Tensor, k: Tensor, heads: number): Tensor {
+  return tidy(() => {
+    const d = q.shape[2]! / heads;
+    return softmax(mul(matmul(splitHeads(q, heads), transpose(splitHeads(k, heads), 2, 3)), 1 / Math.sqrt(d)), -1);
+  });
 }
 
 /**
