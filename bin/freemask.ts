@@ -169,15 +169,15 @@ function numberFlag(f: Record<string, string>, name: string, fallback: number): 
   return v;
 }
 
-/** Pictures (and prompts) of one or more dataset folders written by `freemask world`, given comma-separated. */
-async function readPromptedImages(dirs: string): Promise<(F.RgbImage & { prompt: string })[]> {
-  const out: (F.RgbImage & { prompt: string })[] = [];
+/** Pictures, prompts and class maps of one or more dataset folders written by `freemask world`, given comma-separated. */
+async function readPromptedImages(dirs: string): Promise<(F.RgbImage & { prompt: string; semantic: Uint8Array })[]> {
+  const out: (F.RgbImage & { prompt: string; semantic: Uint8Array })[] = [];
   for (const dir of dirs.split(',')) {
     const prompts = F.readWorldPrompts(dir);
     for (const s of await F.readVocSamples(dir)) {
       const prompt = prompts.get(s.id);
       if (prompt === undefined) throw new Error(`${dir}/prompts.jsonl: no prompt for image '${s.id}'`);
-      out.push({ id: s.id, width: s.width, height: s.height, image: s.image, prompt });
+      out.push({ id: s.id, width: s.width, height: s.height, image: s.image, prompt, semantic: s.semantic });
     }
   }
   return out;
@@ -193,7 +193,7 @@ function readConfigFlag(path: string): Record<string, unknown> {
 }
 
 async function trainDiffusion(): Promise<void> {
-  const f = flags({ stage: 'vae or unet (required)', data: 'DIR[,DIR…]: folders written by `freemask world` (required)', out: 'DIR: the diffusers pipeline folder (required)', steps: 'N (default 1200 for the VAE, 10000 for the UNet)', batch: 'N (default 16)', lr: 'X (default: 5e-4 VAE, 2e-4 UNet)', 'model-config': 'FILE: model config JSON (VAE: diffusers\' AutoencoderKL config; UNet: {"unet": …, "textEncoder": …})', seed: 'N (default 0)', 'save-minutes': 'M: checkpoint interval (default 5)', 'snr-gamma': 'X: min-SNR-γ loss weighting of the UNet (diffusers\' --snr_gamma; with --resume it switches the run to it from that step)' }, { resume: 'continue the checkpoint in --out' });
+  const f = flags({ stage: 'vae or unet (required)', data: 'DIR[,DIR…]: folders written by `freemask world` (required)', out: 'DIR: the diffusers pipeline folder (required)', steps: 'N (default 1200 for the VAE, 10000 for the UNet)', batch: 'N (default 16)', lr: 'X (default: 5e-4 VAE, 2e-4 UNet)', 'model-config': 'FILE: model config JSON (VAE: diffusers\' AutoencoderKL config; UNet: {"unet": …, "textEncoder": …})', seed: 'N (default 0)', 'save-minutes': 'M: checkpoint interval (default 5)', 'snr-gamma': 'X: min-SNR-γ loss weighting of the UNet (diffusers\' --snr_gamma; with --resume it switches the run to it from that step)', grounding: 'X: weight of the token grounding loss on cross-attention (TokenCompose; the class maps of --data; with --resume it switches the run to it from that step)' }, { resume: 'continue the checkpoint in --out' });
   if (f.stage !== 'vae' && f.stage !== 'unet') throw new Error(`--stage: expected vae or unet, got ${f.stage === undefined ? 'nothing' : `'${f.stage}'`}`);
   if (!f.data) throw new Error('--data: required (dataset folders written by `freemask world`, comma-separated)');
   if (!f.out) throw new Error('--out: required (the folder of the diffusers pipeline being trained)');
@@ -241,7 +241,7 @@ async function trainDiffusion(): Promise<void> {
 }
 
 /** `train-diffusion --stage unet`: the text encoder and UNet on the VAE's cached latents of the images. */
-async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage & { prompt: string })[]): Promise<void> {
+async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage & { prompt: string; semantic: Uint8Array })[]): Promise<void> {
   const vaeDir = `${f.out}/vae`;
   if (!existsSync(`${vaeDir}/config.json`)) throw new Error(`--out: ${vaeDir}/config.json is missing: train the VAE first (--stage vae)`);
   const checkpoint = `${f.out}/text_to_image.checkpoint.safetensors`;
@@ -284,10 +284,19 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
   const savedGamma = reader?.metadata.snr_gamma;
   const snrGamma = f['snr-gamma'] !== undefined ? numberFlag(f, 'snr-gamma', 5) : savedGamma !== undefined ? Number(savedGamma) : undefined;
   const gammaFrom = f['snr-gamma'] !== undefined && String(snrGamma) !== savedGamma ? Number(reader?.metadata.step ?? 0) : Number(reader?.metadata.snr_gamma_from ?? 0);
-  const task = { ...F.textToImageTask(model, tokenizer, images.map((i) => i.prompt), latents, { scalingFactor, alphasCumprod: scheduler.alphasCumprod, snrGamma }),
+  // the grounding weight too (the step it started at, for the model card)
+  const savedGrounding = reader?.metadata.grounding;
+  const groundingWeight = f.grounding !== undefined ? numberFlag(f, 'grounding', 0.1) : savedGrounding !== undefined ? Number(savedGrounding) : undefined;
+  const groundingFrom = f.grounding !== undefined && String(groundingWeight) !== savedGrounding ? Number(reader?.metadata.step ?? 0) : Number(reader?.metadata.grounding_from ?? 0);
+  const grounding = groundingWeight === undefined ? undefined : {
+    weight: groundingWeight,
+    targets: images.map((i) => F.groundingTargets(tokenizer, i.prompt, i.semantic, i.width, i.height, (c) => F.classSpec(c).words)),
+  };
+  const task = { ...F.textToImageTask(model, tokenizer, images.map((i) => i.prompt), latents, { scalingFactor, alphasCumprod: scheduler.alphasCumprod, snrGamma, grounding }),
     metadata: () => ({
       unet_config: JSON.stringify(configs.unet), text_encoder_config: JSON.stringify(configs.textEncoder),
       ...(snrGamma !== undefined && { snr_gamma: String(snrGamma), snr_gamma_from: String(gammaFrom) }),
+      ...(groundingWeight !== undefined && { grounding: String(groundingWeight), grounding_from: String(groundingFrom) }),
     }) };
   const trainer = new F.Trainer(task, reader ? F.checkpointOptions(reader, { steps }) : {
     steps, batchSize: intFlag(f, 'batch', 16), lr: numberFlag(f, 'lr', 2e-4), seed: intFlag(f, 'seed', 0),

@@ -73,7 +73,7 @@ export { AutoencoderKL, autoencoderConfig, autoencoderConfigJson, type Autoencod
 export { autoencoderTask, latentScalingFactor, imageBatch, gaussianKl, type RgbImage } from './train/autoencoder.ts';
 export { lossCurve, curveAxes, barChart, drawText } from './io/plot.ts';
 export { ZOO_ATTENTION_PRESET, vaeReconstructionPsnr, worldPromptPairs, oracleLabels, evaluateTextToImage, oracleOnRealSingles, samplingSpeed, type TextToImageEvaluation, type TextToImageEvalOptions, type PairResult, type GeneratedSample } from './pipeline/evaluate_diffusion.ts';
-export { TextToImageModel, zooVaeConfig, zooTextToImageConfigs, textToImageTask, encodeLatents, saveTextToImagePipeline, sdSchedulerConfig, type LatentCache, type TextToImageOptions, type PipelineParts } from './train/text_to_image.ts';
+export { TextToImageModel, zooVaeConfig, zooTextToImageConfigs, textToImageTask, groundingTargets, groundingLoss, encodeLatents, saveTextToImagePipeline, sdSchedulerConfig, type LatentCache, type TextToImageOptions, type PipelineParts, type GroundingTarget } from './train/text_to_image.ts';
 export { AttentionCapture, type AttentionCaptureOptions, type AttentionKind, type CapturedMap } from './models/attention_capture.ts';
 export { type WeightsOptions } from './models/diffusers/loading.ts';
 export { ConfigReader, activations, activate, type ActivationName, type JsonConfig } from './models/pretrained.ts';

@@ -200,7 +200,7 @@ test('grounding: graph-mode maps = the captured ones; L_token against its formul
   x.dispose();
 });
 
-test('train-diffusion --snr-gamma: kept in the checkpoint from the step it started, also when a resume switches a run to it', async () => {
+test('train-diffusion --snr-gamma and --grounding: kept in the checkpoint from the step they started, also when a resume switches a run to them', async () => {
   const root = new URL('..', import.meta.url).pathname;
   const cp = process.getBuiltinModule('node:child_process');
   const cli = (...args: string[]) => {
@@ -226,6 +226,10 @@ test('train-diffusion --snr-gamma: kept in the checkpoint from the step it start
   train('switched', 3, '--resume', '--snr-gamma', '3');
   train('switched', 4, '--resume');
   assert.equal([meta('switched').snr_gamma, meta('switched').snr_gamma_from, meta('switched').step], ['3', '2', '4']);
+  // the grounding loss the same way
+  train('switched', 5, '--resume', '--grounding', '0.1');
+  train('switched', 6, '--resume');
+  assert.equal([meta('switched').grounding, meta('switched').grounding_from, meta('switched').snr_gamma, meta('switched').step], ['0.1', '4', '3', '6']);
 });
 
 test('SIGTERM stops train-diffusion after a step with its checkpoint saved and no pipeline written (exit 143); --resume goes on', async () => {
