@@ -338,7 +338,7 @@ async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F
 }
 
 async function evalDiffusion(): Promise<void> {
-  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
+  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
   if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
   if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
   await getDevice();
@@ -352,7 +352,7 @@ async function evalDiffusion(): Promise<void> {
   console.log(`the oracle on real ShapeWorld val singles (the ceiling of both measures): fidelity ${(100 * real.fidelity).toFixed(1)}%, IoU with the exact mask ${real.iou.toFixed(3)}`);
   const t0 = performance.now();
   const r = await F.evaluateTextToImage(pipe, oracle, {
-    samplesPerPair: intFlag(f, 'samples', 4), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
+    samplesPerPair: intFlag(f, 'samples', 4), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5), preset: maskFlag(f.mask),
     onImage: (done, total) => {
       if (done % 20 === 0 || done === total) console.log(`generated ${done}/${total} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     },
@@ -361,7 +361,7 @@ async function evalDiffusion(): Promise<void> {
   console.log(`prompt fidelity ${(100 * r.fidelity).toFixed(1)}% (target ≥ 90%), attention-mask IoU ${r.iouRaw.toFixed(3)}, refined ${r.iouRefined.toFixed(3)} (target ≥ 0.7), ${r.pairs.length} pairs`);
   const speed = { 20: await F.samplingSpeed(pipe, 20), 50: await F.samplingSpeed(pipe, 50) };
   console.log(`sampling: ${speed[20].imagesPerMinute.toFixed(1)} images/min at 20 steps, ${speed[50].imagesPerMinute.toFixed(1)} at 50; peak ${(speed[50].peakBytes / 2 ** 20).toFixed(1)} MiB`);
-  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, oracleOnRealSingles: real, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset: F.ZOO_ATTENTION_PRESET }, null, 2));
+  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, oracleOnRealSingles: real, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset: maskFlag(f.mask) }, null, 2));
   if (f.sheet) {
     // the first sample of each pair
     await F.writePng(f.sheet, await evaluationSheet(r.pairs.map((p) => r.samples.find((s) => s.pair === p)!)));
@@ -376,6 +376,21 @@ function thesaurusFlag(v: string | undefined): F.Thesaurus {
   if (named[v]) return named[v]!;
   if (!existsSync(v)) throw new Error(`--thesaurus: '${v}' is neither voc, shapeworld, cityscapes nor a JSON file`);
   return F.thesaurusFromJson(readFileSync(v, 'utf8'), v);
+}
+
+/** --mask: how attention becomes a mask, a preset by name (zoo, dataset-diffusion, diffumask) or a JSON file. */
+function maskFlag(v: string | undefined): F.AttentionMaskConfig {
+  const named: Record<string, F.AttentionMaskConfig> = { zoo: F.ZOO_ATTENTION_PRESET, 'dataset-diffusion': F.DATASET_DIFFUSION_PRESET, diffumask: F.DIFFUMASK_PRESET };
+  if (v === undefined) return F.ZOO_ATTENTION_PRESET;
+  if (named[v]) return named[v]!;
+  if (!existsSync(v)) throw new Error(`--mask: '${v}' is neither ${Object.keys(named).join(', ')} nor a JSON file`);
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(readFileSync(v, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`--mask: cannot read ${v}: ${(e as Error).message}`);
+  }
+  return F.attentionMaskConfigFromJson(json, `--mask ${v}`);
 }
 
 /** --harmonizer: reinhard, rainnet:DIR or pct-net:DIR (none when absent). */
@@ -459,6 +474,7 @@ async function generate(): Promise<void> {
     fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', placement: 'fopa or random (the control; default fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default the zoo\'s PCT-Net, weights/shapeworld-pctnet)',
     instances: 'components, displacement or irn (default irn with --irn or the zoo\'s, else components)', irn: 'DIR: instance model (default weights/shapeworld-irn)',
     shard: 'K/N: generate shard K of N (also read from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with --shard-count)', 'shard-count': 'N: the Kubernetes Job\'s completions',
+    mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', 
     cache: 'DIR: stage-1 pictures and masks shared between runs that differ only in later stages (changes no output)',
   }, { quiet: 'no progress on stderr' });
   if (!f.out) throw new Error('--out: required (the dataset folder to write)');
@@ -496,7 +512,7 @@ async function generate(): Promise<void> {
   if (stages.includes('harmonize') && hdir && existsSync(hdir)) identity.harmonizer = folderHash(hdir);
   const t0 = performance.now();
   const m = await F.generateDataset({
-    out: f.out, count, seed: intFlag(f, 'seed', 0), pipe, classes, stages, numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5),
+    out: f.out, count, seed: intFlag(f, 'seed', 0), pipe, classes, stages, numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5), mask: maskFlag(f.mask),
     multi, objects: [Number(range[1]), Number(range[2] ?? range[1])], order, placement, multiBy, fopa: fopaDir ? F.ObPlaNet.fromPretrained(fopaDir) : undefined,
     harmonizer: stages.includes('harmonize') ? { name: harmonizerName, run: F.harmonizerFromName(harmonizerName, '--harmonizer') } : undefined,
     instanceMethod: (f.instances ?? (irnDir ? 'irn' : 'components')) as F.InstanceMethod, irn: irnDir ? F.IrnNet.fromPretrained(irnDir) : undefined,

@@ -81,7 +81,7 @@ export {
   AffinityNet, affinityNetSmall, affinityNetFine, affinityLoss, affinityPairLabels, gridLabels, type AffinityNetConfig,
 } from './models/affinity_net.ts';
 export {
-  attentionHeatmap, attentionMask, recordsFromCapture, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET,
+  attentionHeatmap, attentionMask, recordsFromCapture, otsuThreshold, uncertainLabel, adaptiveLevels, thresholdStates, DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET, attentionMaskConfigFromJson,
   type AttentionRecord, type AttentionMaskConfig, type ThresholdRule, type ClassTokens, type AttentionMaskResult, type UNetPlace,
 } from './pipeline/attention_mask.ts';
 export {

@@ -5,6 +5,7 @@ import * as assert from 'uvu/assert';
 import { randomArray } from './helpers.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import {
+  attentionMaskConfigFromJson,
   type AttentionRecord, DATASET_DIFFUSION_PRESET, DIFFUMASK_PRESET, adaptiveLevels, attentionMask, otsuThreshold, thresholdStates,
 } from '../src/pipeline/attention_mask.ts';
 
@@ -131,6 +132,21 @@ test('two classes: the higher confident heat wins; bad token positions are named
   let err = '';
   await attentionMask(recs, [{ id: 1, tokens: [9] }], [S, S], cfg).catch((e: Error) => (err = e.message));
   assert.match(err, /token positions 9 outside the 8 context tokens/);
+});
+
+test('attentionMaskConfigFromJson: the presets round-trip through JSON; bad keys are named', () => {
+  for (const preset of [DIFFUMASK_PRESET, DATASET_DIFFUSION_PRESET, { ...DATASET_DIFFUSION_PRESET, steps: [10, 20] as [number, number], threshold: { kind: 'otsu' as const, band: 0.05 } }]) {
+    assert.equal(attentionMaskConfigFromJson(JSON.parse(JSON.stringify(preset)), 'x.json'), preset);
+  }
+  const from = (json: Record<string, unknown>) => () => attentionMaskConfigFromJson(json, 'mask.json');
+  const { selfAttention: _, ...withoutSelfAttention } = DATASET_DIFFUSION_PRESET;
+  assert.equal(from({})(), withoutSelfAttention, 'absent keys: Dataset Diffusion\'s, self-attention off');
+  assert.throws(from({ places: ['down', 'side'] }), /mask\.json: "places" must list down, mid or up, got "side"/);
+  assert.throws(from({ steps: [5, 2] }), /mask\.json: "steps" must be a pair \[first, end\) of step indices/);
+  assert.throws(from({ threshold: { kind: 'median' } }), /mask\.json threshold: "kind" must be one of "fixed", "otsu", "adaptive"/);
+  assert.throws(from({ threshold: { kind: 'fixed' } }), /mask\.json threshold: missing key "value"/);
+  assert.throws(from({ selfAttention: { resolution: 16 } }), /mask\.json selfAttention: missing key "tau"/);
+  assert.throws(from({ crossResolutions: [] }), /"crossResolutions" must be a non-empty list of integers >= 1/);
 });
 
 test.run();

@@ -134,6 +134,7 @@ test('generate: bad input is refused naming it, and an existing folder is left u
     [['--classes', 'classes.json'], /--classes: file classes.json does not exist/],
     [['--stages', 'refine,paint'], /--stages: unknown stage 'paint'/],
     [['--model', `${dir}/nothing`], /--model: .*nothing has no model_index.json/],
+    [['--mask', 'sharp'], /--mask: 'sharp' is neither zoo, dataset-diffusion, diffumask nor a JSON file/],
   ];
   for (const [args, re] of cases) {
     const r = run(['generate', '--model', model, '--count', '2', '--steps', '2', '--out', `${dir}/bad`, ...args]);

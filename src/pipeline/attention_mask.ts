@@ -25,6 +25,7 @@ import { max, mean, min } from '../kernels/reduce.ts';
 import { interpolate } from '../kernels/resample.ts';
 import { reshape, slice } from '../kernels/shape.ts';
 import type { AttentionCapture } from '../models/attention_capture.ts';
+import { ConfigReader, type JsonConfig } from '../models/pretrained.ts';
 
 export type UNetPlace = 'down' | 'mid' | 'up';
 
@@ -94,6 +95,41 @@ export const DATASET_DIFFUSION_PRESET: AttentionMaskConfig = {
 };
 
 export const uncertainLabel = 255;
+
+function pair(r: ConfigReader, key: string): [number, number] {
+  const v = r.numbers(key);
+  if (v?.length !== 2) r.fail(key, 'a pair of numbers');
+  return [v[0]!, v[1]!];
+}
+
+/**
+ * An AttentionMaskConfig from JSON (the interface's field names), checked key by key; errors name `source` and
+ * the key. Absent keys take DATASET_DIFFUSION_PRESET's values, except that selfAttention is off unless given.
+ */
+export function attentionMaskConfigFromJson(json: Record<string, unknown>, source: string): AttentionMaskConfig {
+  const r = new ConfigReader(json as JsonConfig, source);
+  const d = DATASET_DIFFUSION_PRESET;
+  const places = r.strings('places', d.places);
+  for (const p of places) if (!['down', 'mid', 'up'].includes(p)) throw new Error(`${source}: "places" must list down, mid or up, got ${JSON.stringify(p)}`);
+  const steps = r.has('steps') ? pair(r, 'steps') : undefined;
+  if (steps && !(steps.every((v) => Number.isInteger(v) && v >= 0) && steps[0] < steps[1])) r.fail('steps', 'a pair [first, end) of step indices');
+  const self = r.child('selfAttention');
+  const t = r.child('threshold') ?? new ConfigReader({ kind: 'fixed', value: 0.6, uncertainFrom: 0.5 }, `${source} threshold`);
+  const kind = t.oneOf('kind', ['fixed', 'otsu', 'adaptive'] as const);
+  const threshold: ThresholdRule = kind === 'fixed'
+    ? { kind, value: t.number('value'), ...(t.has('uncertainFrom') && { uncertainFrom: t.number('uncertainFrom') }) }
+    : kind === 'otsu'
+      ? { kind, ...(t.has('band') && { band: t.number('band') }), ...(t.has('bins') && { bins: t.int('bins', undefined, 2) }) }
+      : { kind, ...(t.has('search') && { search: pair(t, 'search') }), ...(t.has('fgOffset') && { fgOffset: t.number('fgOffset') }), ...(t.has('bgOffset') && { bgOffset: t.number('bgOffset') }) };
+  return {
+    crossResolutions: r.ints('crossResolutions', d.crossResolutions),
+    places: places as UNetPlace[],
+    ...(steps && { steps }),
+    ...(self && { selfAttention: { resolution: self.int('resolution', undefined, 1), tau: self.int('tau', undefined, 0) } }),
+    normalise: r.oneOf('normalise', ['minmax', 'max', 'none'] as const, d.normalise),
+    threshold,
+  };
+}
 
 function selected(records: readonly AttentionRecord[], kind: 'cross' | 'self', height: number, cfg: AttentionMaskConfig): AttentionRecord[] {
   const [s0, s1] = cfg.steps ?? [0, Infinity];
