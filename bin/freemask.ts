@@ -338,7 +338,7 @@ async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F
 }
 
 async function evalDiffusion(): Promise<void> {
-  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
+  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', seed: 'N of the first sample (default 0; compare presets on other seeds than the reported ones)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
   if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
   if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
   await getDevice();
@@ -352,7 +352,7 @@ async function evalDiffusion(): Promise<void> {
   console.log(`the oracle on real ShapeWorld val singles (the ceiling of both measures): fidelity ${(100 * real.fidelity).toFixed(1)}%, IoU with the exact mask ${real.iou.toFixed(3)}`);
   const t0 = performance.now();
   const r = await F.evaluateTextToImage(pipe, oracle, {
-    samplesPerPair: intFlag(f, 'samples', 4), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5), preset: maskFlag(f.mask),
+    samplesPerPair: intFlag(f, 'samples', 4), seed: intFlag(f, 'seed', 0), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5), preset: maskFlag(f.mask),
     onImage: (done, total) => {
       if (done % 20 === 0 || done === total) console.log(`generated ${done}/${total} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     },

@@ -8,7 +8,8 @@ import { manualSeed } from '../src/engine/random-cpu.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import { type AutoencoderKL } from '../src/models/autoencoder_kl.ts';
 import { Mask2FormerForUniversalSegmentation } from '../src/models/mask2former/model.ts';
-import { parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
+import { mask2formerConfigJson, parseMask2FormerConfig } from '../src/models/mask2former/config.ts';
+import { saveSafetensors } from '../src/io/safetensors.ts';
 import { permute } from '../src/kernels/shape.ts';
 import { AutoencoderKL as VAE } from '../src/models/autoencoder_kl.ts';
 import { StableDiffusionPipeline } from '../src/models/stable_diffusion.ts';
@@ -16,6 +17,7 @@ import { UNet2DConditionModel } from '../src/models/unet_2d_condition.ts';
 import { evaluateTextToImage, oracleLabels, oracleOnRealSingles, vaeReconstructionPsnr, worldPromptPairs } from '../src/pipeline/evaluate_diffusion.ts';
 import { generateScene } from '../src/world/scene.ts';
 import { writeTinyStableDiffusion } from './tiny_pipeline.ts';
+import { readPng } from '../src/io/png.ts';
 
 const fs = process.getBuiltinModule('node:fs');
 const os = process.getBuiltinModule('node:os');
@@ -85,6 +87,27 @@ test('evaluateTextToImage and vaeReconstructionPsnr on a tiny random pipeline: e
     assert.ok(Math.abs(p.iouRefined - mean((s) => iou(isClass(s.refined, 1), isClass(s.oracle, p.classId)))) < 1e-12, 'refined IoU');
   }
   assert.ok(Math.abs(r.fidelity - (r.pairs[0]!.fidelity + r.pairs[1]!.fidelity) / 2) < 1e-12, 'the mean over pairs');
+});
+
+test('CLI: eval-diffusion writes its JSON and sheet with the chosen preset and seed; errors name the flag', async () => {
+  fs.mkdirSync(`${dir}/oracle`, { recursive: true });
+  fs.writeFileSync(`${dir}/oracle/config.json`, JSON.stringify(mask2formerConfigJson(oracle.config)));
+  await saveSafetensors(`${dir}/oracle/model.safetensors`, oracle.stateDict());
+  const cp = process.getBuiltinModule('node:child_process');
+  const cli = (...args: string[]) => cp.spawnSync(process.execPath, ['--import', 'tsx', 'bin/freemask.ts', 'eval-diffusion', ...args], { encoding: 'utf8' });
+  const preset = { crossResolutions: [16], places: ['down', 'up'], normalise: 'minmax', threshold: { kind: 'otsu' } };
+  fs.writeFileSync(`${dir}/mask.json`, JSON.stringify(preset));
+  const r = cli('--model', `${dir}/sd`, '--oracle', `${dir}/oracle`, '--samples', '1', '--steps', '2', '--val', '2', '--real', '2', '--seed', '3', '--mask', `${dir}/mask.json`, '--json', `${dir}/eval.json`, '--sheet', `${dir}/eval.png`);
+  assert.is(r.status, 0, r.stderr);
+  const json = JSON.parse(fs.readFileSync(`${dir}/eval.json`, 'utf8'));
+  assert.equal(json.preset, preset);
+  assert.is(json.pairs.length, worldPromptPairs().length);
+  assert.ok(json.fidelity >= 0 && json.fidelity <= 1 && json.oracleOnRealSingles.iou >= 0 && json.sampling['20'].imagesPerMinute > 0, JSON.stringify(json).slice(0, 300));
+  const png = await readPng(`${dir}/eval.png`);
+  const rows = worldPromptPairs().length;
+  assert.is(png.height, rows * 2 * 64 + (rows - 1) * 2, 'one row of ×2 pictures per pair, 2-pixel gaps');
+  assert.match(cli('--model', `${dir}/sd`).stderr, /--oracle: required/);
+  assert.match(cli('--model', `${dir}/sd`, '--oracle', `${dir}/oracle`, '--mask', 'none').stderr, /--mask: 'none' is neither zoo, dataset-diffusion, diffumask nor a JSON file/);
 });
 
 test.after(() => {

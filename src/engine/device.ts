@@ -56,7 +56,9 @@ type FsLike = {
  * Runs `start` with file descriptor 2 on /dev/null. Dawn prints two warnings from native code straight to fd 2
  * whenever it creates an adapter ("maxDynamic…BuffersPerPipelineLayout artificially reduced…"), which tell a user
  * nothing. Node cannot dup2, so the original stderr is reopened through /proc/self/fd (append mode: a redirected
- * file is not overwritten) and takes fd 2 back as the lowest free descriptor. FREEMASK_DAWN_LOG=1 keeps them.
+ * file is not overwritten) and takes fd 2 back as the lowest free descriptor. A stderr that cannot be reopened
+ * that way (a socket, as Node's child_process gives its children) is left alone, warnings included.
+ * FREEMASK_DAWN_LOG=1 keeps them.
  */
 async function withoutNativeWarnings<T>(start: () => Promise<T>): Promise<T> {
   const fs = proc?.getBuiltinModule?.('node:fs') as FsLike | undefined;
