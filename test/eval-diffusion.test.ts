@@ -83,8 +83,9 @@ test('evaluateTextToImage and vaeReconstructionPsnr on a tiny random pipeline: e
     const mean = (f: (s: (typeof mine)[number]) => number) => mine.reduce((a, s) => a + f(s), 0) / mine.length;
     const isClass = (m: Uint8Array, v: number) => Array.from(m, (x) => x === v);
     assert.ok(Math.abs(p.fidelity - mean((s) => +(largest(s.oracle) === p.classId))) < 1e-12, 'fidelity');
-    assert.ok(Math.abs(p.iouRaw - mean((s) => iou(isClass(s.mask, 1), isClass(s.oracle, p.classId)))) < 1e-12, 'raw IoU: mask pixels 1 (uncertain 255 is background)');
-    assert.ok(Math.abs(p.iouRefined - mean((s) => iou(isClass(s.refined, 1), isClass(s.oracle, p.classId)))) < 1e-12, 'refined IoU');
+    assert.ok(Math.abs(p.iouRaw - mean((s) => iou(isClass(s.mask, p.classId), isClass(s.oracle, p.classId)))) < 1e-12, 'raw IoU: the mask\'s pixels of the class (uncertain 255 is background)');
+    assert.ok(Math.abs(p.iouRefined - mean((s) => iou(isClass(s.refined, p.classId), isClass(s.oracle, p.classId)))) < 1e-12, 'refined IoU');
+    for (const s of mine) assert.ok(s.mask.every((v) => v === 0 || v === 255 || v === p.classId), 'the mask holds the class id, 0 and 255');
   }
   assert.ok(Math.abs(r.fidelity - (r.pairs[0]!.fidelity + r.pairs[1]!.fidelity) / 2) < 1e-12, 'the mean over pairs');
 });

@@ -73,9 +73,9 @@ export async function oracleLabels(oracle: Mask2FormerForUniversalSegmentation, 
   return values;
 }
 
-/** IoU of `mask == 1` against `labels == classId` (pixels the mask calls uncertain count as background). */
+/** IoU of the mask's pixels of `classId` against the oracle's (pixels the mask calls uncertain count as background). */
 function classIou(mask: Uint8Array, labels: Uint8Array, classId: number): number {
-  return maskIou(mask.map((v) => (v === 1 ? 1 : 0)), labels.map((v) => (v === classId ? 1 : 0)));
+  return maskIou(mask.map((v) => (v === classId ? 1 : 0)), labels.map((v) => (v === classId ? 1 : 0)));
 }
 
 export interface TextToImageEvalOptions {
