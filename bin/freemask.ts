@@ -138,15 +138,8 @@ async function trainSegmenter(): Promise<void> {
     console.log(`resumed from ${f.out} at step ${trainer.step}`);
   } else {
     if (existsSync(`${f.out}/checkpoint.safetensors`)) throw new Error(`--out: ${f.out} already holds a checkpoint; pass --resume to continue it, or choose a new folder`);
-    let json = defaultSegmenterConfig(F.vocClassNames.length);
     const file = f['model-config'];
-    if (file) {
-      try {
-        json = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-      } catch (e) {
-        throw new Error(`--model-config: cannot read ${file}: ${(e as Error).message}`);
-      }
-    }
+    const json = file ? readJsonFlag(file, 'model-config') : defaultSegmenterConfig(F.vocClassNames.length);
     const config = parseMask2FormerConfig(json, file ?? 'default segmenter config');
     const crop = intFlag(f, 'crop', samples[0]!.height);
     trainer = new Mask2FormerTrainer(new Mask2FormerForUniversalSegmentation(config), samples, {
@@ -183,13 +176,25 @@ async function readPromptedImages(dirs: string): Promise<(F.RgbImage & { prompt:
   return out;
 }
 
-/** Reads a JSON config file, or an error naming the flag and file. */
-function readConfigFlag(path: string): Record<string, unknown> {
+/** Reads the JSON file given to --`flag`, or an error naming the flag and file. */
+function readJsonFlag(path: string, flag: string): Record<string, unknown> {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
   } catch (e) {
-    throw new Error(`--model-config: cannot read ${path}: ${(e as Error).message}`);
+    throw new Error(`--${flag}: cannot read ${path}: ${(e as Error).message}`);
   }
+}
+
+/**
+ * A training option kept in a checkpoint's metadata under `key` with the step it started at (`key_from`): the
+ * flag's value when given (from the checkpoint's step, or the step saved when the value is unchanged), else the
+ * saved one, else none. A resume can so switch a run to it, and every later resume keeps it.
+ */
+function optionFromStep(f: Record<string, string>, flag: string, key: string, meta: Record<string, string> | undefined): { value: number; from: number } | undefined {
+  const saved = meta?.[key];
+  if (f[flag] === undefined) return saved === undefined ? undefined : { value: Number(saved), from: Number(meta?.[`${key}_from`] ?? 0) };
+  const value = numberFlag(f, flag, NaN);
+  return { value, from: String(value) !== saved ? Number(meta?.step ?? 0) : Number(meta?.[`${key}_from`] ?? 0) };
 }
 
 async function trainDiffusion(): Promise<void> {
@@ -219,7 +224,7 @@ async function trainDiffusion(): Promise<void> {
   } else {
     if (existsSync(checkpoint)) throw new Error(`--out: ${checkpoint} exists; pass --resume to continue it, or choose a new folder`);
     F.manualSeed(intFlag(f, 'seed', 0));
-    vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader(f['model-config'] ? readConfigFlag(f['model-config']) : F.zooVaeConfig, f['model-config'] ?? 'the zoo VAE config')));
+    vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader(f['model-config'] ? readJsonFlag(f['model-config'], 'model-config') : F.zooVaeConfig, f['model-config'] ?? 'the zoo VAE config')));
     trainer = new F.Trainer(F.autoencoderTask(vae, images), {
       steps, batchSize: intFlag(f, 'batch', 16), lr: numberFlag(f, 'lr', 5e-4), seed: intFlag(f, 'seed', 0),
       warmupSteps: 50, warmupFactor: 0.1, schedule: 'cosine', weightDecay: 0.01, clipNorm: 1,
@@ -253,7 +258,7 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
   const scalingFactor = vae.scalingFactor;
   let configs: { unet: Record<string, unknown>; textEncoder: Record<string, unknown> };
   if (reader) configs = { unet: JSON.parse(reader.metadata.unet_config ?? '{}'), textEncoder: JSON.parse(reader.metadata.text_encoder_config ?? '{}') };
-  else if (f['model-config']) configs = readConfigFlag(f['model-config']) as typeof configs;
+  else if (f['model-config']) configs = readJsonFlag(f['model-config'], 'model-config') as typeof configs;
   else {
     // positions for the longest prompt (with start and end tokens), rounded up to a multiple of 8
     const probe = await F.CLIPTokenizer.fromPretrained();
@@ -280,23 +285,16 @@ async function trainTextToImage(f: Record<string, string>, images: (F.RgbImage &
     emb.position_embedding.weight.copyFrom(tidy(() => F.mul(F.randn(emb.position_embedding.weight.shape, { seed: 2 }), 0.01)));
   }
   const scheduler = new F.DDIMScheduler(F.sdSchedulerConfig);
-  // min-SNR-γ stays in the checkpoint's metadata with the step it started at, so every later resume keeps it
-  const savedGamma = reader?.metadata.snr_gamma;
-  const snrGamma = f['snr-gamma'] !== undefined ? numberFlag(f, 'snr-gamma', 5) : savedGamma !== undefined ? Number(savedGamma) : undefined;
-  const gammaFrom = f['snr-gamma'] !== undefined && String(snrGamma) !== savedGamma ? Number(reader?.metadata.step ?? 0) : Number(reader?.metadata.snr_gamma_from ?? 0);
-  // the grounding weight too (the step it started at, for the model card)
-  const savedGrounding = reader?.metadata.grounding;
-  const groundingWeight = f.grounding !== undefined ? numberFlag(f, 'grounding', 0.1) : savedGrounding !== undefined ? Number(savedGrounding) : undefined;
-  const groundingFrom = f.grounding !== undefined && String(groundingWeight) !== savedGrounding ? Number(reader?.metadata.step ?? 0) : Number(reader?.metadata.grounding_from ?? 0);
-  const grounding = groundingWeight === undefined ? undefined : {
-    weight: groundingWeight,
-    targets: images.map((i) => F.groundingTargets(tokenizer, i.prompt, i.semantic, i.width, i.height, (c) => F.classSpec(c).words)),
-  };
-  const task = { ...F.textToImageTask(model, tokenizer, images.map((i) => i.prompt), latents, { scalingFactor, alphasCumprod: scheduler.alphasCumprod, snrGamma, grounding }),
+  const snrGamma = optionFromStep(f, 'snr-gamma', 'snr_gamma', reader?.metadata);
+  const grounding = optionFromStep(f, 'grounding', 'grounding', reader?.metadata);
+  const task = { ...F.textToImageTask(model, tokenizer, images.map((i) => i.prompt), latents, {
+    scalingFactor, alphasCumprod: scheduler.alphasCumprod, snrGamma: snrGamma?.value,
+    grounding: grounding && { weight: grounding.value, targets: images.map((i) => F.groundingTargets(tokenizer, i.prompt, i.semantic, i.width, i.height, (c) => F.classSpec(c).words)) },
+  }),
     metadata: () => ({
       unet_config: JSON.stringify(configs.unet), text_encoder_config: JSON.stringify(configs.textEncoder),
-      ...(snrGamma !== undefined && { snr_gamma: String(snrGamma), snr_gamma_from: String(gammaFrom) }),
-      ...(groundingWeight !== undefined && { grounding: String(groundingWeight), grounding_from: String(groundingFrom) }),
+      ...(snrGamma && { snr_gamma: String(snrGamma.value), snr_gamma_from: String(snrGamma.from) }),
+      ...(grounding && { grounding: String(grounding.value), grounding_from: String(grounding.from) }),
     }) };
   const trainer = new F.Trainer(task, reader ? F.checkpointOptions(reader, { steps }) : {
     steps, batchSize: intFlag(f, 'batch', 16), lr: numberFlag(f, 'lr', 2e-4), seed: intFlag(f, 'seed', 0),
@@ -341,6 +339,7 @@ async function evalDiffusion(): Promise<void> {
   const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', seed: 'N of the first sample (default 0; compare presets on other seeds than the reported ones)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
   if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
   if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
+  const preset = maskFlag(f.mask);
   await getDevice();
   const pipe = await F.StableDiffusionPipeline.fromPretrained(f.model, { unet: F.UNet2DConditionModel, vae: F.AutoencoderKL });
   const oracle = F.Mask2FormerForUniversalSegmentation.fromPretrained(f.oracle);
@@ -352,7 +351,7 @@ async function evalDiffusion(): Promise<void> {
   console.log(`the oracle on real ShapeWorld val singles (the ceiling of both measures): fidelity ${(100 * real.fidelity).toFixed(1)}%, IoU with the exact mask ${real.iou.toFixed(3)}`);
   const t0 = performance.now();
   const r = await F.evaluateTextToImage(pipe, oracle, {
-    samplesPerPair: intFlag(f, 'samples', 4), seed: intFlag(f, 'seed', 0), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5), preset: maskFlag(f.mask),
+    samplesPerPair: intFlag(f, 'samples', 4), seed: intFlag(f, 'seed', 0), numInferenceSteps: intFlag(f, 'steps', 20), guidanceScale: numberFlag(f, 'guidance', 5), preset,
     onImage: (done, total) => {
       if (done % 20 === 0 || done === total) console.log(`generated ${done}/${total} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     },
@@ -361,7 +360,7 @@ async function evalDiffusion(): Promise<void> {
   console.log(`prompt fidelity ${(100 * r.fidelity).toFixed(1)}% (target ≥ 90%), attention-mask IoU ${r.iouRaw.toFixed(3)}, refined ${r.iouRefined.toFixed(3)} (target ≥ 0.7), ${r.pairs.length} pairs`);
   const speed = { 20: await F.samplingSpeed(pipe, 20), 50: await F.samplingSpeed(pipe, 50) };
   console.log(`sampling: ${speed[20].imagesPerMinute.toFixed(1)} images/min at 20 steps, ${speed[50].imagesPerMinute.toFixed(1)} at 50; peak ${(speed[50].peakBytes / 2 ** 20).toFixed(1)} MiB`);
-  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, oracleOnRealSingles: real, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset: maskFlag(f.mask) }, null, 2));
+  if (f.json) writeFileSync(f.json, JSON.stringify({ psnr, oracleOnRealSingles: real, fidelity: r.fidelity, iouRaw: r.iouRaw, iouRefined: r.iouRefined, pairs: r.pairs, sampling: speed, preset }, null, 2));
   if (f.sheet) {
     // the first sample of each pair
     await F.writePng(f.sheet, await evaluationSheet(r.pairs.map((p) => r.samples.find((s) => s.pair === p)!)));
@@ -384,13 +383,7 @@ function maskFlag(v: string | undefined): F.AttentionMaskConfig {
   if (v === undefined) return F.ZOO_ATTENTION_PRESET;
   if (named[v]) return named[v]!;
   if (!existsSync(v)) throw new Error(`--mask: '${v}' is neither ${Object.keys(named).join(', ')} nor a JSON file`);
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(readFileSync(v, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`--mask: cannot read ${v}: ${(e as Error).message}`);
-  }
-  return F.attentionMaskConfigFromJson(json, `--mask ${v}`);
+  return F.attentionMaskConfigFromJson(readJsonFlag(v, 'mask'), `--mask ${v}`);
 }
 
 /** --harmonizer: reinhard, rainnet:DIR or pct-net:DIR (none when absent). */

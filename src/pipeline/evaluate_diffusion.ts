@@ -73,7 +73,7 @@ export async function oracleLabels(oracle: Mask2FormerForUniversalSegmentation, 
   return values;
 }
 
-/** IoU of the mask's pixels of `classId` against the oracle's (pixels the mask calls uncertain count as background). */
+/** IoU of a mask's pixels of `classId` against the oracle's (pixels the mask calls uncertain or ignored count as background). */
 function classIou(mask: Uint8Array, labels: Uint8Array, classId: number): number {
   return maskIou(mask.map((v) => (v === classId ? 1 : 0)), labels.map((v) => (v === classId ? 1 : 0)));
 }
@@ -185,7 +185,7 @@ export async function oracleOnRealSingles(oracle: Mask2FormerForUniversalSegment
     if (classId === undefined) throw new Error(`oracleOnRealSingles: scene ${k} has no visible object`);
     const labels = await oracleLabels(oracle, { id: String(k), width: s.width, height: s.height, image: s.image });
     if (largestClass(labels) === classId) fidelity += 1;
-    iou += maskIou(s.semantic.map((v) => (v === classId ? 1 : 0)), labels.map((v) => (v === classId ? 1 : 0)));
+    iou += classIou(s.semantic, labels, classId);
   }
   return { fidelity: fidelity / scenes.length, iou: iou / scenes.length };
 }

@@ -13,7 +13,7 @@ import { seededRandom, subSeed } from '../engine/random-cpu.ts';
 import { add, affine, div, exp, mul } from '../kernels/elementwise.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { mseLoss } from '../kernels/loss.ts';
-import { mean, mean as reduceMean, sum } from '../kernels/reduce.ts';
+import { mean as reduceMean, sum } from '../kernels/reduce.ts';
 import { randn } from '../kernels/random.ts';
 import { concat, reshape } from '../kernels/shape.ts';
 import { AttentionCapture, type GraphMap } from '../models/attention_capture.ts';
@@ -129,14 +129,18 @@ export function groundingLoss(maps: readonly GraphMap[], targets: readonly (read
   const B = targets.length;
   const valid = targets.reduce((n, t) => n + t.length, 0);
   const terms: Tensor[] = [];
+  // several layers share a grid: each target's coverage of it is computed once
+  const coverages = new Map<string, Float32Array[][]>();
   for (const m of maps) {
     const [mb, , Lq, Lk] = m.probs.shape as [number, number, number, number];
     if (mb !== B) throw new Error(`grounding: attention of ${m.name} has batch ${mb}, the targets ${B}`);
+    const grid = `${m.width}x${m.height}`;
+    if (!coverages.has(grid)) coverages.set(grid, targets.map((ts) => ts.map((t) => coverage(t, m.width, m.height))));
     const inMask = new Float32Array(B * Lq * Lk);
     const group = new Float32Array(B * Lk * K);
     const used = new Float32Array(B * K);
     targets.forEach((ts, i) => ts.forEach((t, j) => {
-      const cover = coverage(t, m.width, m.height);
+      const cover = coverages.get(grid)![i]![j]!;
       used[i * K + j] = 1;
       for (const p of t.tokens) {
         if (p >= Lk) throw new Error(`grounding: token ${p} outside the ${Lk} context tokens`);
@@ -145,7 +149,7 @@ export function groundingLoss(maps: readonly GraphMap[], targets: readonly (read
       }
     }));
     terms.push(tidy(() => {
-      const a = mean(m.probs, 1); // [B, Lq, Lk]
+      const a = reduceMean(m.probs, 1); // [B, Lq, Lk]
       const G = Tensor.fromArray(group, [B, Lk, K]);
       const inside = matmul(reshape(sum(mul(a, Tensor.fromArray(inMask, [B, Lq, Lk])), 1), [B, 1, Lk]), G);
       const all = matmul(reshape(sum(a, 1), [B, 1, Lk]), G);

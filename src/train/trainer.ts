@@ -345,8 +345,7 @@ export async function trainWithCheckpoints(trainer: Trainer, save: () => Promise
   const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => [name, onSignal(name)] as const);
   for (const [name, h] of handlers) proc?.on(name, h);
   try {
-    while (trainer.step < steps) {
-      const r = await trainer.trainStep();
+    await trainer.train(async (r) => {
       if (r.step % every === 0 || r.step === steps) {
         log(`step ${r.step}/${steps}: loss ${r.loss.toFixed(4)}, grad norm ${r.gradNorm.toFixed(3)}, lr ${r.lr.toExponential(2)}, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
       }
@@ -355,7 +354,7 @@ export async function trainWithCheckpoints(trainer: Trainer, save: () => Promise
         saved = performance.now();
       }
       if (signal && r.step < steps) throw new TrainingStopped(r.step, signal);
-    }
+    });
   } finally {
     for (const [name, h] of handlers) proc?.off(name, h);
   }
