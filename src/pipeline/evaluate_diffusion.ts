@@ -25,16 +25,19 @@ import { fineRefinement, refineMask, trainAffinityNet } from './refine.ts';
 import { generateSingleObject } from './single_object.ts';
 
 /**
- * Stage 1's attention-mask preset for the zoo (64×64 images, 16×16 latents): Dataset Diffusion's recipe
- * scaled to these grids: cross-attention at 16×16 and 8×8 of the down and up blocks, refined by the 16×16
- * self-attention to the power 4, min-max normalised, object above 0.6, uncertain from 0.5.
+ * Stage 1's attention-mask preset for the zoo (64×64 images, 16×16 latents): the class tokens' cross-attention at
+ * 16×16 and 8×8 of the down and up blocks, min-max normalised, cut at Otsu's threshold with pixels within ±0.1 of
+ * it left uncertain for the refinement. No self-attention refinement: this small UNet's self-attention does not
+ * group objects. Chosen on seeds 100+ (the evaluation reports seed 0), one sample per pair at step 5288 (EMA), IoU with
+ * the oracle raw → refined: Dataset Diffusion's recipe here (self-attention at 16², τ 4, fixed 0.6 / 0.5) 0.067 →
+ * 0.069; τ 1 0.063; without it, fixed 0.5 / 0.4 0.106 → 0.117; Otsu 0.165 → 0.165; Otsu ± 0.05 0.152 → 0.162;
+ * Otsu ± 0.1 0.142 → 0.169; Otsu at 16² only 0.137; with the mid block 0.165.
  */
 export const ZOO_ATTENTION_PRESET: AttentionMaskConfig = {
   crossResolutions: [16, 8],
   places: ['down', 'up'],
-  selfAttention: { resolution: 16, tau: 4 },
   normalise: 'minmax',
-  threshold: { kind: 'fixed', value: 0.6, uncertainFrom: 0.5 },
+  threshold: { kind: 'otsu', band: 0.1 },
 };
 
 /** Mean PSNR (dB, pixels in [0, 1]) of images passed through the VAE (posterior mean, decoded). */
