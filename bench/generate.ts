@@ -1,26 +1,18 @@
 // `freemask generate` speed: seconds per image (median, tinybench) and images per minute at 20 sampling steps, for
 // a single-object image (every stage), the same without AffinityNet refinement, and a multi-object image (two
-// pasted objects, each generated, placed by FOPA, harmonized by Reinhard); where the time goes per stage (the
-// manifests' timings, averaged). JSON in bench/results/generate.json.
-// Usage: npm run bench:generate [-- --model DIR | --random-weights] [--quick] [--json PATH]
-//   --random-weights: the zoo's architecture (zooTextToImageConfigs, the trained zoo VAE when runs/ has it) with
-//   random weights, for the speed of a zoo that is not trained yet (the masks are meaningless, the work the same).
+// pasted objects, each generated, placed by FOPA, harmonized by the shipped PCT-Net as `generate` does by default);
+// where the time goes per stage (the manifests' timings, averaged). JSON in bench/results/generate.json.
+// Usage: npm run bench:generate [-- --model DIR] [--quick] [--json PATH]
 import { measureCall, writeBenchJson } from './measure.ts';
 import { getDevice } from '../src/engine/device.ts';
-import { manualSeed } from '../src/engine/random-cpu.ts';
 import { nodeFs } from '../src/io/fs.ts';
-import { AutoencoderKL, autoencoderConfig } from '../src/models/autoencoder_kl.ts';
-import { CLIPTextModel, clipTextConfig } from '../src/models/clip_text_model.ts';
-import { CLIPTokenizer } from '../src/models/clip_tokenizer.ts';
+import { AutoencoderKL } from '../src/models/autoencoder_kl.ts';
 import { ObPlaNet } from '../src/models/fopa.ts';
 import { IrnNet } from '../src/models/irn/model.ts';
-import { ConfigReader } from '../src/models/pretrained.ts';
-import { DDIMScheduler } from '../src/models/schedulers.ts';
 import { StableDiffusionPipeline } from '../src/models/stable_diffusion.ts';
-import { UNet2DConditionModel, unetConfig } from '../src/models/unet_2d_condition.ts';
+import { UNet2DConditionModel } from '../src/models/unet_2d_condition.ts';
 import { type GenerateManifest, type GenerateOptions, generateDataset, shapeWorldClassList } from '../src/pipeline/generate.ts';
 import { harmonizerFromName } from '../src/pipeline/harmonize.ts';
-import { zooTextToImageConfigs, zooVaeConfig } from '../src/train/text_to_image.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1]! : fallback);
@@ -29,29 +21,13 @@ const jsonPath = flag('--json', 'bench/results/generate.json');
 const fs = nodeFs('bench:generate');
 await getDevice();
 
-async function randomZoo(): Promise<StableDiffusionPipeline> {
-  manualSeed(0);
-  const configs = zooTextToImageConfigs(24);
-  const trainedVae = 'runs/shapeworld-sd/vae';
-  const vae = fs.existsSync(`${trainedVae}/config.json`) ? AutoencoderKL.fromPretrained(trainedVae) : new AutoencoderKL(autoencoderConfig(new ConfigReader(zooVaeConfig, 'zoo VAE')));
-  return new StableDiffusionPipeline({
-    tokenizer: await CLIPTokenizer.fromPretrained(undefined, { maxLength: 24 }), textEncoder: new CLIPTextModel(clipTextConfig(configs.textEncoder)),
-    unet: new UNet2DConditionModel(unetConfig(new ConfigReader(configs.unet, 'zoo UNet'))), vae, scheduler: new DDIMScheduler(),
-    vaeScalingFactor: vae.scalingFactor, vaeScaleFactor: 4, latentChannels: 4, sampleSize: 16,
-  });
-}
-
 const model = flag('--model', 'weights/shapeworld-sd');
-let pipe: StableDiffusionPipeline;
-if (argv.includes('--random-weights')) pipe = await randomZoo();
-else {
-  if (!fs.existsSync(`${model}/model_index.json`)) throw new Error(`--model: ${model}/model_index.json is missing (a Stable Diffusion folder; --random-weights measures the zoo's architecture untrained)`);
-  pipe = await StableDiffusionPipeline.fromPretrained(model, { unet: UNet2DConditionModel, vae: AutoencoderKL });
-}
+if (!fs.existsSync(`${model}/model_index.json`)) throw new Error(`--model: ${model}/model_index.json is missing (expected a Stable Diffusion folder)`);
+const pipe = await StableDiffusionPipeline.fromPretrained(model, { unet: UNet2DConditionModel, vae: AutoencoderKL });
 const fopa = ObPlaNet.fromPretrained('weights/shapeworld-fopa');
 const irn = IrnNet.fromPretrained('weights/shapeworld-irn');
 const tmp = fs.existsSync('/tmp') ? '/tmp' : '.';
-const base = { count: 1, pipe, classes: shapeWorldClassList(), numInferenceSteps: 20, guidanceScale: 5, fopa, irn, harmonizer: { name: 'reinhard', run: harmonizerFromName('reinhard') } } satisfies Partial<GenerateOptions>;
+const base = { count: 1, pipe, classes: shapeWorldClassList(), numInferenceSteps: 20, guidanceScale: 5, fopa, irn, harmonizer: { name: 'pct-net:weights/shapeworld-pctnet', run: harmonizerFromName('pct-net:weights/shapeworld-pctnet') } } satisfies Partial<GenerateOptions>;
 const cases: { name: string; options: Partial<GenerateOptions> }[] = [
   { name: 'single object, every stage', options: { multi: 0 } },
   { name: 'single object, no refinement', options: { multi: 0, stages: ['compose', 'harmonize', 'instances'] } },
@@ -76,5 +52,5 @@ for (const c of cases) {
   console.log(rows[rows.length - 1]);
 }
 console.table(rows);
-writeBenchJson(jsonPath, rows, { model: argv.includes('--random-weights') ? 'zoo architecture, random weights' : model, steps: 20 });
+writeBenchJson(jsonPath, rows, { model, steps: 20 });
 process.exit(0);

@@ -324,15 +324,27 @@ function worldValidationImages(count: number, size: number): F.RgbImage[] {
 }
 
 /** One row per sample: image | heat map | attention mask | refined mask | oracle, zoomed ×2. */
+/** A black panel with lines of text (capitals), for the labels of a contact sheet. */
+function textPanel(lines: readonly string[], width: number, height: number, scale = 1): F.Image {
+  const panel: F.Image = { width, height, channels: 3, data: new Uint8Array(3 * width * height) };
+  lines.forEach((line, k) => F.drawText(panel, line, 4, 4 + 10 * scale * k, [255, 255, 255], scale));
+  return panel;
+}
+
+/** One row per sample: its prompt's class and background, then image | heat map | mask | refined | oracle (zoomed 2×), under a header. */
 async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F.Image> {
+  const zoom = 2;
   const rows: F.Image[] = [];
   for (const s of samples) {
     const { width: W, height: H } = s.image;
     const heat = Tensor.fromArray(s.heat, [H, W]);
-    rows.push(F.sideBySide([{ width: W, height: H, channels: 3 as const, data: s.image.image }, await F.heatmapToImage(heat), F.vocColorImage(s.mask, W, H), F.vocColorImage(s.refined, W, H), F.vocColorImage(s.oracle, W, H)].map((p) => F.zoomImage(p, 2))));
+    const pictures = [{ width: W, height: H, channels: 3 as const, data: s.image.image }, await F.heatmapToImage(heat), F.vocColorImage(s.mask, W, H), F.vocColorImage(s.refined, W, H), F.vocColorImage(s.oracle, W, H)];
+    rows.push(F.sideBySide([textPanel([s.pair.className, s.pair.background], 76, zoom * H), ...pictures.map((p) => F.zoomImage(p, zoom))]));
     heat.dispose();
   }
-  return F.stacked(rows);
+  const width = zoom * (samples[0]?.image.width ?? 64);
+  const header = F.sideBySide([textPanel([], 76, 16), ...['image', 'heat map', 'mask', 'refined', 'oracle'].map((t) => textPanel([t], width, 16))]);
+  return F.stacked([header, ...rows]);
 }
 
 async function evalDiffusion(): Promise<void> {
@@ -364,7 +376,7 @@ async function evalDiffusion(): Promise<void> {
   if (f.sheet) {
     // the first sample of each pair
     await F.writePng(f.sheet, await evaluationSheet(r.pairs.map((p) => r.samples.find((s) => s.pair === p)!)));
-    console.log(`wrote ${f.sheet}: image | heat map | attention mask | refined | oracle, one pair per row`);
+    console.log(`wrote ${f.sheet}: one pair per row: image | heat map | attention mask | refined | oracle`);
   }
 }
 
@@ -891,8 +903,7 @@ async function demo(): Promise<void> {
   console.log(`ShapeWorld: 64 validation scenes with their masks in ${sheet}`);
   const zoo = new URL('../weights/shapeworld-sd', import.meta.url).pathname;
   const oracle = new URL('../weights/shapeworld-oracle', import.meta.url).pathname;
-  if (existsSync(`${zoo}/model_index.json`) && existsSync(`${oracle}/config.json`)) await zooDemo(zoo, oracle, 'out/demo/zoo.png');
-  else await textToMaskDemo('out/demo/boat-attention-mask.png');
+  await zooDemo(zoo, oracle, 'out/demo/zoo.png');
 }
 
 /**
@@ -909,62 +920,7 @@ async function zooDemo(zoo: string, oracleDir: string, path: string): Promise<vo
   mkdirSync(path.replace(/\/[^/]*$/, ''), { recursive: true });
   await F.writePng(path, await evaluationSheet(r.samples));
   console.log(`zoo (${zoo}): ${pairs.length} classes, one image each: prompt fidelity ${(100 * r.fidelity).toFixed(0)}%, attention-mask IoU ${r.iouRaw.toFixed(3)}, refined ${r.iouRefined.toFixed(3)} (against the oracle)`);
-  console.log(`image | heat map | mask | refined mask | oracle, one class per row, in ${path} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-}
-
-/**
- * A tiny Stable Diffusion with random weights (until the models trained on ShapeWorld are embedded): its text
- * encoder, UNet (two levels, cross-attention at both) and VAE are diffusers/transformers modules built from
- * configs, their weights drawn from `seed`.
- */
-async function tinyRandomPipeline(seed: number): Promise<F.StableDiffusionPipeline> {
-  F.manualSeed(seed);
-  const textEncoder = new F.CLIPTextModel(F.clipTextConfig({
-    vocab_size: 49408, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2,
-    max_position_embeddings: 77, hidden_act: 'quick_gelu', eos_token_id: 2,
-  }));
-  // the embedding tables start at zero (loaders overwrite them): draw them like the rest
-  for (const [name, t] of Object.entries(textEncoder.stateDict())) {
-    if (name.endsWith('embedding.weight')) t.copyFrom(tidy(() => F.mul(F.randn(t.shape, { seed: seed + t.size }), 0.5)));
-  }
-  const unet = new F.UNet2DConditionModel(F.unetConfig(new F.ConfigReader({
-    in_channels: 4, out_channels: 4, sample_size: 32, down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
-    up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], block_out_channels: [32, 64], layers_per_block: 1,
-    norm_num_groups: 8, cross_attention_dim: 32, attention_head_dim: 2,
-  }, 'tiny UNet')));
-  const vae = new F.AutoencoderKL(F.autoencoderConfig(new F.ConfigReader({
-    in_channels: 3, out_channels: 3, down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D'],
-    up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D'], block_out_channels: [16, 32], layers_per_block: 1,
-    latent_channels: 4, norm_num_groups: 8, scaling_factor: 0.18215,
-  }, 'tiny VAE')));
-  return new F.StableDiffusionPipeline({
-    tokenizer: await F.CLIPTokenizer.fromPretrained(), textEncoder, unet, vae, scheduler: new F.DDIMScheduler(),
-    vaeScalingFactor: 0.18215, vaeScaleFactor: 2, latentChannels: 4, sampleSize: 32,
-  });
-}
-
-/**
- * Stage 1 and 4 on one generated image: "a photo of a boat" sampled with attention capture, the class
- * token's heat map, the mask from it, and that mask refined by an AffinityNet trained on it; written side by
- * side (image | heat map | raw mask | refined mask).
- */
-async function textToMaskDemo(path: string): Promise<void> {
-  const t0 = performance.now();
-  const pipe = await tinyRandomPipeline(7);
-  const result = await F.generateSingleObject(pipe, 'boat', { seed: 3, numInferenceSteps: 10, height: 64, width: 64 });
-  const [H, W] = [64, 64];
-  F.manualSeed(11);
-  const net = new F.AffinityNet(F.affinityNetFine);
-  await F.trainAffinityNet(net, [{ image: result.image, mask: result.mask }], { ...F.fineRefinement.train, batchSize: 1 });
-  const refined = await F.refineMask(net, result.image, result.mask, F.fineRefinement.walk, F.defaultBand);
-  const heat = Tensor.fromArray(result.heat, [H, W]);
-  const panels = [await F.tensorToImage(result.image), await F.heatmapToImage(heat), F.vocColorImage(result.mask, W, H), F.vocColorImage(refined, W, H)];
-  await F.writePng(path, F.sideBySide(panels.map((p) => F.zoomImage(p, 2))));
-  const kept = (m: Uint8Array, v: number) => m.reduce((n, x) => n + (x === v ? 1 : 0), 0);
-  console.log(`"${result.prompt}" (tiny random-weight SD, 10 DDIM steps): raw mask ${kept(result.mask, 1)} object / ${kept(result.mask, 255)} uncertain px, ` +
-    `refined ${kept(refined, 1)} object px; image | heat map | raw mask | refined mask in ${path} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  for (const t of [heat, result.image]) t.dispose();
-  net.dispose();
+  console.log(`one class per row (image | heat map | mask | refined mask | oracle) in ${path} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
 }
 
 const summaries: Record<string, string> = {
