@@ -106,7 +106,8 @@ test('CLI: eval-diffusion writes its JSON and sheet with the chosen preset and s
   assert.ok(json.fidelity >= 0 && json.fidelity <= 1 && json.oracleOnRealSingles.iou >= 0 && json.sampling['20'].imagesPerMinute > 0, JSON.stringify(json).slice(0, 300));
   const png = await readPng(`${dir}/eval.png`);
   const rows = worldPromptPairs().length;
-  assert.is(png.height, rows * 2 * 64 + (rows - 1) * 2, 'one row of ×2 pictures per pair, 2-pixel gaps');
+  assert.is(png.height, 16 + rows * (2 + 2 * 64), 'a 16-pixel header, then one row of ×2 pictures per pair, 2-pixel gaps');
+  assert.is(png.width, 76 + 5 * (2 + 2 * 64), 'a 76-pixel label column, then image, heat map, mask, refined, oracle');
   assert.match(cli('--model', `${dir}/sd`).stderr, /--oracle: required/);
   assert.match(cli('--model', `${dir}/sd`, '--oracle', `${dir}/oracle`, '--mask', 'none').stderr, /--mask: 'none' is neither zoo, dataset-diffusion, diffumask nor a JSON file/);
 });
