@@ -26,8 +26,9 @@ if (!fs.existsSync(`${model}/model_index.json`)) throw new Error(`--model: ${mod
 const pipe = await StableDiffusionPipeline.fromPretrained(model, { unet: UNet2DConditionModel, vae: AutoencoderKL });
 const fopa = ObPlaNet.fromPretrained('weights/shapeworld-fopa');
 const irn = IrnNet.fromPretrained('weights/shapeworld-irn');
+const pctNet = 'pct-net:weights/shapeworld-pctnet';
 const tmp = fs.existsSync('/tmp') ? '/tmp' : '.';
-const base = { count: 1, pipe, classes: shapeWorldClassList(), numInferenceSteps: 20, guidanceScale: 5, fopa, irn, harmonizer: { name: 'pct-net:weights/shapeworld-pctnet', run: harmonizerFromName('pct-net:weights/shapeworld-pctnet') } } satisfies Partial<GenerateOptions>;
+const base = { count: 1, pipe, classes: shapeWorldClassList(), numInferenceSteps: 20, guidanceScale: 5, fopa, irn, harmonizer: { name: pctNet, run: harmonizerFromName(pctNet) } } satisfies Partial<GenerateOptions>;
 const cases: { name: string; options: Partial<GenerateOptions> }[] = [
   { name: 'single object, every stage', options: { multi: 0 } },
   { name: 'single object, no refinement', options: { multi: 0, stages: ['compose', 'harmonize', 'instances'] } },

@@ -323,32 +323,31 @@ function worldValidationImages(count: number, size: number): F.RgbImage[] {
   }));
 }
 
-/** One row per sample: image | heat map | attention mask | refined mask | oracle, zoomed ×2. */
 /** A black panel with lines of text (capitals), for the labels of a contact sheet. */
-function textPanel(lines: readonly string[], width: number, height: number, scale = 1): F.Image {
+function textPanel(lines: readonly string[], width: number, height: number): F.Image {
   const panel: F.Image = { width, height, channels: 3, data: new Uint8Array(3 * width * height) };
-  lines.forEach((line, k) => F.drawText(panel, line, 4, 4 + 10 * scale * k, [255, 255, 255], scale));
+  lines.forEach((line, k) => F.drawText(panel, line, 4, 4 + 10 * k, [255, 255, 255]));
   return panel;
 }
 
 /** One row per sample: its prompt's class and background, then image | heat map | mask | refined | oracle (zoomed 2×), under a header. */
 async function evaluationSheet(samples: readonly F.GeneratedSample[]): Promise<F.Image> {
-  const zoom = 2;
+  const [zoom, labelWidth] = [2, 76];
   const rows: F.Image[] = [];
   for (const s of samples) {
     const { width: W, height: H } = s.image;
     const heat = Tensor.fromArray(s.heat, [H, W]);
     const pictures = [{ width: W, height: H, channels: 3 as const, data: s.image.image }, await F.heatmapToImage(heat), F.vocColorImage(s.mask, W, H), F.vocColorImage(s.refined, W, H), F.vocColorImage(s.oracle, W, H)];
-    rows.push(F.sideBySide([textPanel([s.pair.className, s.pair.background], 76, zoom * H), ...pictures.map((p) => F.zoomImage(p, zoom))]));
+    rows.push(F.sideBySide([textPanel([s.pair.className, s.pair.background], labelWidth, zoom * H), ...pictures.map((p) => F.zoomImage(p, zoom))]));
     heat.dispose();
   }
   const width = zoom * (samples[0]?.image.width ?? 64);
-  const header = F.sideBySide([textPanel([], 76, 16), ...['image', 'heat map', 'mask', 'refined', 'oracle'].map((t) => textPanel([t], width, 16))]);
+  const header = F.sideBySide([textPanel([], labelWidth, 16), ...['image', 'heat map', 'mask', 'refined', 'oracle'].map((t) => textPanel([t], width, 16))]);
   return F.stacked([header, ...rows]);
 }
 
 async function evalDiffusion(): Promise<void> {
-  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', seed: 'N of the first sample (default 0; compare presets on other seeds than the reported ones)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
+  const f = flags({ model: 'DIR: a diffusers Stable Diffusion folder (required)', oracle: 'DIR: a Mask2Former folder (required)', samples: 'N per (class, background) pair (default 4)', seed: 'N of the first sample (default 0; compare presets on other seeds than the reported ones)', steps: 'N sampling steps (default 20)', guidance: 'X classifier-free guidance (default 5)', json: 'FILE: results as JSON', sheet: 'PNG: contact sheet of the samples', mask: maskHelp, val: 'N ShapeWorld val images for the VAE PSNR (default 128)', real: 'N real ShapeWorld val singles for the oracle\'s own fidelity and IoU (default 220)' });
   if (!f.model) throw new Error('--model: required (a diffusers Stable Diffusion folder)');
   if (!f.oracle) throw new Error('--oracle: required (a Mask2Former folder trained on ShapeWorld)');
   const preset = maskFlag(f.mask);
@@ -388,6 +387,8 @@ function thesaurusFlag(v: string | undefined): F.Thesaurus {
   if (!existsSync(v)) throw new Error(`--thesaurus: '${v}' is neither voc, shapeworld, cityscapes nor a JSON file`);
   return F.thesaurusFromJson(readFileSync(v, 'utf8'), v);
 }
+
+const maskHelp = 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)';
 
 /** --mask: how attention becomes a mask, a preset by name (zoo, dataset-diffusion, diffumask) or a JSON file. */
 function maskFlag(v: string | undefined): F.AttentionMaskConfig {
@@ -479,7 +480,7 @@ async function generate(): Promise<void> {
     fopa: 'DIR: FOPA folder (default weights/shapeworld-fopa)', placement: 'fopa or random (the control; default fopa)', harmonizer: 'none, reinhard, rainnet:DIR or pct-net:DIR (default the zoo\'s PCT-Net, weights/shapeworld-pctnet)',
     instances: 'components, displacement or irn (default irn with --irn or the zoo\'s, else components)', irn: 'DIR: instance model (default weights/shapeworld-irn)',
     shard: 'K/N: generate shard K of N (also read from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with --shard-count)', 'shard-count': 'N: the Kubernetes Job\'s completions',
-    mask: 'how attention becomes a mask: zoo, dataset-diffusion, diffumask or FILE.json (AttentionMaskConfig; default zoo)', 
+    mask: maskHelp,
     cache: 'DIR: stage-1 pictures and masks shared between runs that differ only in later stages (changes no output)',
   }, { quiet: 'no progress on stderr' });
   if (!f.out) throw new Error('--out: required (the dataset folder to write)');
