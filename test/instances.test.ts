@@ -125,6 +125,12 @@ test('evaluateInstances from a segmenter = from evaluateSegmenter\'s predictions
   const reused = await evaluateInstances(samples, net, { methods, predictions: r.predictions });
   assert.equal([...reused], [...direct]);
   await assertRejects(evaluateInstances(samples, net, { methods, predictions: r.predictions.slice(1) }), /1 predicted class maps for 2 images/);
+  // an all-background prediction detects nothing: every truth is missed (AP 0); beside a perfect one, AP lies between
+  const background = samples.map((s) => new Uint8Array(s.width * s.height));
+  for (const [, ap] of await evaluateInstances(samples, net, { methods, predictions: background })) assert.is(ap.ap, 0);
+  const half = (await evaluateInstances(samples, net, { methods: ['components'], predictions: [background[0]!, samples[1]!.semantic] })).get('components')!;
+  const perfect = (await evaluateInstances(samples.slice(1), net, { methods: ['components'] })).get('components')!;
+  assert.ok(half.ap > 0 && half.ap < perfect.ap, `AP with image 0 unpredicted ${half.ap}, image 1 alone ${perfect.ap}`);
   m.dispose();
   net.dispose();
 });

@@ -152,7 +152,7 @@ export async function predictedSemantic(model: Mask2FormerForUniversalSegmentati
 /**
  * Mask AP of each method against the samples' true instances, from the true semantic masks, or from a segmenter's
  * predictions when one is given (the same prediction feeds every method), or from class maps predicted
- * beforehand (`predictions`, one per sample, e.g. evaluateSegmenter's).
+ * beforehand (`predictions`, one per sample, e.g. evaluateSegmenter's). An all-background class map gives no detection.
  */
 export async function evaluateInstances(samples: readonly (VocSample & { image: Uint8Array })[], net: IrnNet | undefined, { methods = instanceMethods, segmenter, predictions, onImage }: { methods?: readonly InstanceMethod[]; segmenter?: Mask2FormerForUniversalSegmentation; predictions?: readonly Uint8Array[]; onImage?: (done: number) => void } = {}): Promise<Map<InstanceMethod, MaskApResult>> {
   if (segmenter && predictions) throw new Error('evaluateInstances: give a segmenter or its predictions, not both');
@@ -164,7 +164,8 @@ export async function evaluateInstances(samples: readonly (VocSample & { image: 
     truths.push(...truthInstances(s));
     const semantic = segmenter ? await predictedSemantic(segmenter, s) : predictions ? predictions[k]! : s.semantic;
     if (semantic.length !== s.width * s.height) throw new Error(`evaluateInstances: the predicted class map of '${s.id}' has ${semantic.length} pixels, the image ${s.width}×${s.height}`);
-    for (const m of methods) {
+    // a class map without foreground predicts no instance: its image's truths count as misses
+    if (presentClasses(semantic).length) for (const m of methods) {
       for (const d of await instancesFromSemantic({ width: s.width, height: s.height, image: s.image, semantic }, m, net)) {
         preds.get(m)!.push({ imageId: s.id, categoryId: d.classId, score: d.score, mask: d.mask });
       }
