@@ -80,15 +80,23 @@ const timesPath = `${out}/times.json`;
 const times: Record<string, number> = fs.existsSync(timesPath) ? JSON.parse(new TextDecoder().decode(fs.readFileSync(timesPath))) : {};
 const json = (path: string, v: unknown) => writeFileAtomic(path, new TextEncoder().encode(`${JSON.stringify(v, null, 1)}\n`));
 
-/** Runs `freemask …` unless `done` exists; its wall time goes into times.json under `name`. */
-function step(name: string, done: string, args: string[]): void {
+/** The times.json entries this table is made of (the file also keeps those of other sizes and step counts). */
+const used = new Set<string>();
+const addTime = (key: string, seconds: number) => {
+  times[key] = (times[key] ?? 0) + seconds;
+  json(timesPath, times);
+};
+// a stop (SIGTERM) ends the running step first; its time so far is recorded before this process exits
+process.on('SIGTERM', () => process.exit(143));
+/** Runs `freemask …` unless `done` exists; its wall time (summed over resumptions) goes into times.json under `key`: what it makes. */
+function step(key: string, done: string, args: string[]): void {
+  used.add(key);
   if (fs.existsSync(done)) return;
-  console.log(`\n[evidence] ${name}: freemask ${args.join(' ')}`);
+  console.log(`\n[evidence] ${key}: freemask ${args.join(' ')}`);
   const t = performance.now();
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'bin/freemask.ts', ...args], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`evidence: step ${name} failed (exit ${r.status ?? r.signal}); rerun to resume it`);
-  times[name] = (times[name] ?? 0) + (performance.now() - t) / 1000;
-  json(timesPath, times);
+  addTime(key, (performance.now() - t) / 1000);
+  if (r.status !== 0) throw new Error(`evidence: step ${key} failed (exit ${r.status ?? r.signal}); rerun to resume it`);
 }
 
 const train = (seed: number) => ['--steps', String(steps), '--batch', String(batch), '--seed', String(seed)];
@@ -108,19 +116,19 @@ for (const seed of seeds) {
     let data: string;
     if (row.row === 'oracle') {
       // the same number of real pictures: half single-object, half scenes, from the train split
-      step('real data', `${out}/real-single-${count}/manifest.json`, ['world', '--split', 'train', '--count', String(Math.ceil(count / 2)), '--mode', 'single', '--out', `${out}/real-single-${count}`]);
-      step('real data', `${out}/real-scene-${count}/manifest.json`, ['world', '--split', 'train', '--count', String(Math.floor(count / 2)), '--mode', 'scene', '--out', `${out}/real-scene-${count}`]);
+      step(`world ${out}/real-single-${count}`, `${out}/real-single-${count}/manifest.json`, ['world', '--split', 'train', '--count', String(Math.ceil(count / 2)), '--mode', 'single', '--out', `${out}/real-single-${count}`]);
+      step(`world ${out}/real-scene-${count}`, `${out}/real-scene-${count}/manifest.json`, ['world', '--split', 'train', '--count', String(Math.floor(count / 2)), '--mode', 'scene', '--out', `${out}/real-scene-${count}`]);
       data = `${out}/real-single-${count},${out}/real-scene-${count}`;
     } else {
       const source = 'round' in row ? table.find((t) => t.row === 'E')! : row;
       data = `${dir}/data-${source.row}`;
-      step(`generate ${source.row}`, `${data}/manifest.json`, [
+      step(`generate ${data}`, `${data}/manifest.json`, [
         'generate', ...('generate' in source ? source.generate : []), '--count', String(count), '--seed', String(seed), '--steps', o['sampling-steps']!,
         ...(o.model ? ['--model', o.model] : []), '--cache', `${out}/cache`, '--out', data, '--quiet',
       ]);
     }
     const m = modelOf(row, seed);
-    step(`train ${'round' in row ? 'E' : row.row}`, `${m.dir}/round-${m.rounds}/round.json`, ['curate', '--data', data, '--out', m.dir, '--rounds', String(m.rounds), ...train(seed)]);
+    step(`curate ${m.dir}`, `${m.dir}/round-${m.rounds}/round.json`, ['curate', '--data', data, '--out', m.dir, '--rounds', String(m.rounds), ...train(seed)]);
   }
 }
 
@@ -137,6 +145,7 @@ for (const seed of seeds) {
   for (const row of rows) {
     const m = modelOf(row, seed);
     const path = `${m.dir}/round-${m.round}/test-${testCount}.json`;
+    used.add(`evaluate ${path}`);
     if (!fs.existsSync(path)) {
       const t = performance.now();
       const model = Mask2FormerForUniversalSegmentation.fromPretrained(`${m.dir}/round-${m.round}`);
@@ -149,8 +158,7 @@ for (const seed of seeds) {
         miou: r.miou, pixelAccuracy: r.pixelAccuracy, iou: Object.fromEntries([0, ...present].map((c) => [vocClassNames[c], r.iou[c]])),
         ap: r.maskAp!.ap, ap50: r.maskAp!.ap50, ap75: r.maskAp!.ap75, apIrn: tfiseg.ap, ap50Irn: tfiseg.ap50, kept: round.kept, dropped: round.dropped,
       } satisfies Measured);
-      times[`evaluate ${row.row} seed ${seed}`] = (performance.now() - t) / 1000;
-      json(timesPath, times);
+      addTime(`evaluate ${path}`, (performance.now() - t) / 1000);
       console.log(`[evidence] ${row.row} seed ${seed}: mIoU ${(100 * r.miou).toFixed(2)}, mask AP ${(100 * r.maskAp!.ap).toFixed(2)}, AP (IRN) ${(100 * tfiseg.ap).toFixed(2)}`);
     }
     measured.set(row.row, [...(measured.get(row.row) ?? []), JSON.parse(new TextDecoder().decode(fs.readFileSync(path))) as Measured]);
@@ -182,14 +190,15 @@ let commit = 'unknown';
 try {
   commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + (execSync('git status --porcelain --untracked-files=no', { encoding: 'utf8' }).trim() ? ' (with local changes)' : '');
 } catch { /* not a git checkout */ }
-const totalSeconds = Object.values(times).reduce((a, x) => a + x, 0);
+const tableTimes = Object.fromEntries([...used].map((k) => [k, Math.round(times[k] ?? 0)]));
+const totalSeconds = Object.values(tableTimes).reduce((a, x) => a + x, 0);
 const setup = {
   imagesPerRow: count, trainingSteps: steps, batch, seeds, testScenes: testCount, samplingSteps: Number(o['sampling-steps']),
   segmenter: 'the tiny ShapeWorld Mask2Former (`freemask curate`\'s default config), same initial weights per seed', model: o.model ?? 'weights/shapeworld-sd', irn: o.irn,
 };
 const machine = { cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'unknown'}`, adapter: deviceInfo().description };
 fs.mkdirSync(o.results!, { recursive: true });
-json(`${o.results}/ablation.json`, { rows: results, setup, machine, commit, seconds: Math.round(totalSeconds), times });
+json(`${o.results}/ablation.json`, { rows: results, setup, machine, commit, seconds: totalSeconds, times: tableTimes });
 
 const pct = (v: number) => (100 * v).toFixed(1);
 const spread = (r: [number, number]) => (seeds.length > 1 ? ` (${pct(r[0])}–${pct(r[1])})` : '');
