@@ -29,7 +29,7 @@ const { values: o } = parseArgs({
     out: { type: 'string', default: 'out/evidence' },
     results: { type: 'string', default: 'bench/results' },
     count: { type: 'string', default: '256' },
-    steps: { type: 'string', default: '500' },
+    steps: { type: 'string', default: '1500' },
     batch: { type: 'string', default: '4' },
     seeds: { type: 'string', default: '0' },
     rows: { type: 'string', default: 'oracle,A,B,C,D,E,F,G,H' },
@@ -41,7 +41,7 @@ const { values: o } = parseArgs({
   },
 });
 if (o.help) {
-  console.log('npm run evidence -- [--count N images per row (256)] [--steps N training steps (500)] [--batch N (4)] [--seeds 0,1,… (0)] [--rows oracle,A,…,H] [--test N test scenes (500)] [--sampling-steps N (20)] [--model DIR (the zoo)] [--irn DIR] [--out DIR (out/evidence)] [--results DIR (bench/results)]');
+  console.log('npm run evidence -- [--count N images per row (256)] [--steps N training steps (1500)] [--batch N (4)] [--seeds 0,1,… (0)] [--rows oracle,A,…,H] [--test N test scenes (500)] [--sampling-steps N (20)] [--model DIR (the zoo)] [--irn DIR] [--out DIR (out/evidence)] [--results DIR (bench/results)]');
   process.exit(0);
 }
 const int = (name: keyof typeof o) => {
