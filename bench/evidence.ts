@@ -88,9 +88,10 @@ const addTime = (key: string, seconds: number) => {
 };
 // a stop (SIGTERM) ends the running step first; its time so far is recorded before this process exits
 process.on('SIGTERM', () => process.exit(143));
-/** Runs `freemask …` unless `done` exists; its wall time (summed over resumptions) goes into times.json under `key`: what it makes. */
-function step(key: string, done: string, args: string[]): void {
-  used.add(key);
+/** A `freemask …` command; `key` names what it makes, `done` is the file that says it is made. */
+interface Step { key: string; done: string; args: string[] }
+/** Runs a step unless it is done; its wall time (summed over resumptions) goes into times.json under its key. */
+function step({ key, done, args }: Step): void {
   if (fs.existsSync(done)) return;
   console.log(`\n[evidence] ${key}: freemask ${args.join(' ')}`);
   const t = performance.now();
@@ -109,45 +110,57 @@ const modelOf = (row: Row, seed: number) => {
   return { dir: `${runDir(seed)}/train-${source}-steps${steps}-batch${batch}`, round: 'round' in row ? row.round : 0, rounds: source === 'E' ? lastRoundOfE : 0 };
 };
 
+// the test scenes (never used for a choice) and the IRN that makes TFISeg's instances, built on first use
+let testSet: { test: SegmentationSample[]; irn: IrnNet } | undefined;
+async function testScenes() {
+  if (!testSet) {
+    await getDevice();
+    const test = Array.from({ length: testCount }, (_, i) => {
+      const s = splitSeed('test', i);
+      return sceneSample(generateScene(s, { mode: 'scene', width: 64 }), worldImageId(s));
+    });
+    testSet = { test, irn: IrnNet.fromPretrained(o.irn!) };
+  }
+  return testSet;
+}
+
+interface Measured { miou: number; pixelAccuracy: number; iou: Record<string, number>; ap: number; ap50: number; ap75: number; apIrn: number; ap50Irn: number; kept?: number; dropped?: number }
+const measured = new Map<string, Measured[]>();
+// Row by row: its data, its model, its test result. A row whose result exists is done: its data and model are no
+// longer needed, so a run carried to another machine needs only the results (and the stage-1 cache) to go on.
 for (const seed of seeds) {
   const dir = runDir(seed);
   fs.mkdirSync(dir, { recursive: true });
   for (const row of rows) {
-    let data: string;
-    if (row.row === 'oracle') {
-      // the same number of real pictures: half single-object, half scenes, from the train split
-      step(`world ${out}/real-single-${count}`, `${out}/real-single-${count}/manifest.json`, ['world', '--split', 'train', '--count', String(Math.ceil(count / 2)), '--mode', 'single', '--out', `${out}/real-single-${count}`]);
-      step(`world ${out}/real-scene-${count}`, `${out}/real-scene-${count}/manifest.json`, ['world', '--split', 'train', '--count', String(Math.floor(count / 2)), '--mode', 'scene', '--out', `${out}/real-scene-${count}`]);
-      data = `${out}/real-single-${count},${out}/real-scene-${count}`;
-    } else {
-      const source = 'round' in row ? table.find((t) => t.row === 'E')! : row;
-      data = `${dir}/data-${source.row}`;
-      step(`generate ${data}`, `${data}/manifest.json`, [
-        'generate', ...('generate' in source ? source.generate : []), '--count', String(count), '--seed', String(seed), '--steps', o['sampling-steps']!,
-        ...(o.model ? ['--model', o.model] : []), '--cache', `${out}/cache`, '--out', data, '--quiet',
-      ]);
-    }
-    const m = modelOf(row, seed);
-    step(`curate ${m.dir}`, `${m.dir}/round-${m.rounds}/round.json`, ['curate', '--data', data, '--out', m.dir, '--rounds', String(m.rounds), ...train(seed)]);
-  }
-}
-
-// evaluation on the test scenes (never used for a choice), once per model; results kept beside the model
-await getDevice();
-const test: SegmentationSample[] = Array.from({ length: testCount }, (_, i) => {
-  const s = splitSeed('test', i);
-  return sceneSample(generateScene(s, { mode: 'scene', width: 64 }), worldImageId(s));
-});
-const irn = IrnNet.fromPretrained(o.irn!);
-interface Measured { miou: number; pixelAccuracy: number; iou: Record<string, number>; ap: number; ap50: number; ap75: number; apIrn: number; ap50Irn: number; kept?: number; dropped?: number }
-const measured = new Map<string, Measured[]>();
-for (const seed of seeds) {
-  for (const row of rows) {
     const m = modelOf(row, seed);
     const path = `${m.dir}/round-${m.round}/test-${testCount}.json`;
     used.add(`evaluate ${path}`);
+    // the row's steps: every one counts in the table's time, also when an earlier run made it
+    const rowSteps: Step[] = [];
+    let data: string;
+    if (row.row === 'oracle') {
+      // the same number of real pictures: half single-object, half scenes, from the train split
+      const [single, scene] = [`${out}/real-single-${count}`, `${out}/real-scene-${count}`];
+      rowSteps.push({ key: `world ${single}`, done: `${single}/manifest.json`, args: ['world', '--split', 'train', '--count', String(Math.ceil(count / 2)), '--mode', 'single', '--out', single] });
+      rowSteps.push({ key: `world ${scene}`, done: `${scene}/manifest.json`, args: ['world', '--split', 'train', '--count', String(Math.floor(count / 2)), '--mode', 'scene', '--out', scene] });
+      data = `${single},${scene}`;
+    } else {
+      const source = 'round' in row ? table.find((t) => t.row === 'E')! : row;
+      data = `${dir}/data-${source.row}`;
+      rowSteps.push({
+        key: `generate ${data}`, done: `${data}/manifest.json`, args: [
+          'generate', ...('generate' in source ? source.generate : []), '--count', String(count), '--seed', String(seed), '--steps', o['sampling-steps']!,
+          ...(o.model ? ['--model', o.model] : []), '--cache', `${out}/cache`, '--out', data, '--quiet',
+        ],
+      });
+    }
+    rowSteps.push({ key: `curate ${m.dir}`, done: `${m.dir}/round-${m.rounds}/round.json`, args: ['curate', '--data', data, '--out', m.dir, '--rounds', String(m.rounds), ...train(seed)] });
+    for (const s of rowSteps) used.add(s.key);
     if (!fs.existsSync(path)) {
+      for (const s of rowSteps) step(s);
+
       const t = performance.now();
+      const { test, irn } = await testScenes();
       const model = Mask2FormerForUniversalSegmentation.fromPretrained(`${m.dir}/round-${m.round}`);
       const r = await evaluateSegmenter(model, test);
       const tfiseg = (await evaluateInstances(test, irn, { methods: ['irn'], predictions: r.predictions })).get('irn')!;
