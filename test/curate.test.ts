@@ -84,6 +84,34 @@ test('curate: bad input names the option', async () => {
   await assertRejects(curate({ ...options, samples: [wide], out: `${dir}/d`, rounds: 0 }), /sample 'bad' has a class outside the segmenter's 21 labels/);
 });
 
+test('freemask curate: SIGTERM stops it with the checkpoint saved (exit 143) and says a plain rerun goes on; the rerun resumes at that step', async () => {
+  const root = new URL('..', import.meta.url).pathname;
+  const cp = process.getBuiltinModule('node:child_process');
+  const cli = (args: string[]) => cp.spawnSync(process.execPath, ['--import', 'tsx', `${root}bin/freemask.ts`, ...args], { encoding: 'utf8' });
+  const world = cli(['world', '--split', 'train', '--count', '3', '--mode', 'scene', '--out', `${dir}/cli-data`]);
+  assert.is(world.status, 0, world.stderr);
+  fs.writeFileSync(`${dir}/cli-config.json`, JSON.stringify(config));
+  const args = ['--import', 'tsx', `${root}bin/freemask.ts`, 'curate', '--data', `${dir}/cli-data`, '--out', `${dir}/cli-run`, '--rounds', '0', '--steps', '100000', '--batch', '2', '--segmenter', `${dir}/cli-config.json`];
+  /** Runs the command until its log matches `until`, then sends SIGTERM; its exit code and log. */
+  const runUntil = (until: RegExp) => new Promise<{ code: number | null; log: string }>((resolve) => {
+    const child = cp.spawn(process.execPath, args);
+    let log = '', sent = false;
+    child.stdout.on('data', (d: Buffer) => { log += d; });
+    child.stderr.on('data', (d: Buffer) => {
+      log += d;
+      if (!sent && until.test(log)) sent = child.kill('SIGTERM');
+    });
+    child.on('exit', (code) => resolve({ code, log }));
+  });
+  const stopped = await runUntil(/round 0: step 10\/100000/);
+  assert.is(stopped.code, 143, stopped.log);
+  const step = Number(/stopped by SIGTERM at step (\d+), checkpoint saved: rerun the same command to go on/.exec(stopped.log)?.[1]);
+  assert.ok(step >= 10 && step < 100000, stopped.log);
+  assert.not.ok(fs.existsSync(`${dir}/cli-run/round-0/round.json`), 'no round result from a stopped run');
+  const resumed = await runUntil(/round 0: resumed at step \d+/);
+  assert.match(resumed.log, new RegExp(`round 0: resumed at step ${step}\\b`));
+});
+
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 test.run();

@@ -249,7 +249,7 @@ test('SIGTERM stops train-diffusion after a step with its checkpoint saved and n
     child.on('exit', (c) => resolve(c));
   });
   assert.is(code, 143, stderr);
-  const step = Number(/stopped by SIGTERM at step (\d+), checkpoint saved/.exec(stderr)?.[1]);
+  const step = Number(/stopped by SIGTERM at step (\d+), checkpoint saved: run the same command with --resume to go on/.exec(stderr)?.[1]);
   assert.ok(step >= 10 && step < 100000, stderr);
   assert.is(openCheckpoint(`${run}/text_to_image.checkpoint.safetensors`).metadata.step, String(step));
   assert.not.ok(fs.existsSync(`${run}/model_index.json`) || fs.existsSync(`${run}/unet`), 'no pipeline from a stopped run');

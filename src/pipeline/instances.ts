@@ -77,13 +77,13 @@ function classMaps(s: SemanticImage, classes: readonly number[], stride: number,
 /**
  * Instances of one image from its semantic mask, by `method`: 'irn' (displacement field + boundary-aware walk,
  * the network's), 'displacement' (the network's field alone) or 'components' (no network). Detections are cut to
- * their class's mask and come in descending score. The walk takes sparse steps unless `denseWalk` (IRNet's exact
- * arithmetic, ~80× the work).
+ * their class's mask and come in descending score; an all-background mask has none. The walk takes sparse steps
+ * unless `denseWalk` (IRNet's exact arithmetic, ~80× the work).
  */
 export async function instancesFromSemantic(s: SemanticImage, method: InstanceMethod, net?: IrnNet, options: InstanceOptions & { numClasses?: number } = {}): Promise<Detection[]> {
   checkImage(s, 'instancesFromSemantic', options.numClasses);
   const classes = presentClasses(s.semantic);
-  if (classes.length === 0) throw new Error('instancesFromSemantic: the semantic mask has no foreground pixel (nothing to split into instances)');
+  if (classes.length === 0) return [];
   if (method === 'components') return sortByScore(componentsOf(s));
   if (!net) throw new Error(`instancesFromSemantic: method '${method}' needs an instance network (IrnNet)`);
   const stride = net.stride;
@@ -165,7 +165,7 @@ export async function evaluateInstances(samples: readonly (VocSample & { image: 
     const semantic = segmenter ? await predictedSemantic(segmenter, s) : predictions ? predictions[k]! : s.semantic;
     if (semantic.length !== s.width * s.height) throw new Error(`evaluateInstances: the predicted class map of '${s.id}' has ${semantic.length} pixels, the image ${s.width}×${s.height}`);
     // a class map without foreground predicts no instance: its image's truths count as misses
-    if (presentClasses(semantic).length) for (const m of methods) {
+    for (const m of methods) {
       for (const d of await instancesFromSemantic({ width: s.width, height: s.height, image: s.image, semantic }, m, net)) {
         preds.get(m)!.push({ imageId: s.id, categoryId: d.classId, score: d.score, mask: d.mask });
       }
@@ -198,7 +198,7 @@ export async function addInstancesToFolder(dir: string, method: InstanceMethod, 
     for (const [k, id] of ids.entries()) {
       const s = await readVocSample(dir, id);
       checkImage(s, `${dir}/${vocFolders.semantic}/${id}.png`, numClasses);
-      const detections = presentClasses(s.semantic).length ? await instancesFromSemantic(s, method, net) : [];
+      const detections = await instancesFromSemantic(s, method, net);
       const map = objectMap(s.semantic, detections);
       writeIndexedPng(`${tmp}/${id}.png`, { width: s.width, height: s.height, indices: map, palette: vocPalette });
       const imageId = k + 1;

@@ -323,7 +323,7 @@ export function openCheckpoint(path: string): SafetensorsReader {
 /** Thrown by trainWithCheckpoints when SIGINT or SIGTERM stopped a run after saving its checkpoint. */
 export class TrainingStopped extends Error {
   constructor(readonly step: number, readonly signal: string) {
-    super(`stopped by ${signal} at step ${step}, checkpoint saved: run the same command with --resume to go on`);
+    super(`stopped by ${signal} at step ${step}, checkpoint saved`);
   }
 }
 
