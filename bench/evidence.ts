@@ -201,7 +201,9 @@ const results = rows.map((row) => {
 });
 let commit = 'unknown';
 try {
-  commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + (execSync('git status --porcelain --untracked-files=no', { encoding: 'utf8' }).trim() ? ' (with local changes)' : '');
+  // the run's own folder (committed when a run is carried between machines) is not a change to the code
+  const changed = execSync(`git status --porcelain --untracked-files=no -- . ':(exclude)${out}' ':(exclude)${o.results}'`, { encoding: 'utf8' }).trim();
+  commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + (changed ? ' (with local changes)' : '');
 } catch { /* not a git checkout */ }
 const tableTimes = Object.fromEntries([...used].map((k) => [k, Math.round(times[k] ?? 0)]));
 const totalSeconds = Object.values(tableTimes).reduce((a, x) => a + x, 0);
