@@ -129,11 +129,21 @@ test('stacked and sideBySide lay images out with gaps; a loss curve draws its mo
   assert.equal([s.data[0], s.data[3 * (3 * 5)], s.data[3 * (3 * 5 + 4)], s.data[3 * 4]], [10, 20, 20, 40]);
   assert.equal([sideBySide([img(2, 2, 1), img(3, 2, 2)], 1).width], [6]);
   assert.equal(curveAxes([0.3, 0.05, 2]), { lo: 0.01, hi: 10 });
-  // a constant 0.1 on the axis [0.1, 1]: the dark line lies on the bottom row
-  const c = lossCurve(Array(100).fill(0.1).concat([0.99]), { width: 50, height: 20 });
-  const dark = (x: number, y: number) => c.data[3 * (y * 50 + x) + 2] === 160 && c.data[3 * (y * 50 + x)] === 20;
-  assert.ok(dark(25, 19), 'the average of 0.1 sits on the bottom row');
-  assert.ok(!dark(25, 10));
+  // a constant 0.1 on the axis [0.1, 1]: the plot's box is x 22..116 (labels '0.1' and '1' left of it), y 16..48
+  const c = lossCurve(Array(100).fill(0.1).concat([0.99]), { width: 120, height: 60 });
+  const colour = (x: number, y: number) => Array.from(c.data.subarray(3 * (y * 120 + x), 3 * (y * 120 + x) + 3)).join();
+  const dark = (x: number, y: number) => colour(x, y) === '20,60,160';
+  assert.ok(dark(70, 48), 'the average of 0.1 sits on the bottom of the box');
+  assert.ok(!dark(70, 30));
+  const labelled = (x0: number, x1: number, y0: number, y1: number) => {
+    let n = 0;
+    for (let y = y0; y <= y1; y++) for (let x = x0; x <= x1; x++) n += colour(x, y) === '90,90,90' ? 1 : 0;
+    return n;
+  };
+  // '0.1' at the bottom grid line, '1' at the top one, the step counts 0, 50 and 101 under the box
+  assert.is(labelled(1, 18, 45, 51), 19 + 4 + 10, "'0.1': the lit pixels of its glyphs");
+  assert.is(labelled(1, 6, 13, 19), 10, "'1'");
+  assert.ok(labelled(22, 30, 51, 57) > 0 && labelled(60, 75, 51, 57) > 0 && labelled(98, 116, 51, 57) > 0, 'step labels');
 });
 
 test('drawText: a minus sign at scale 2 is a 10×2 bar on the glyph\'s middle row; unknown characters are named', () => {

@@ -1,7 +1,6 @@
-// Charts as pictures. Loss curves for model cards: per-step values in light grey, their moving average in dark blue,
-// over grid lines at every power of ten (log scale; fainter ones at 2× and 5×) and at every tenth of the steps; no
-// text: the card that shows the picture states the axes (`curveAxes`). Grouped bar charts (the ablation table), labelled
-// with a 5×7 pixel font.
+// Charts as pictures, labelled with a 5×7 pixel font. Loss curves for model cards: per-step values in light grey,
+// their moving average in dark blue, over grid lines at every power of ten (log scale, each labelled; fainter ones
+// at 2× and 5×) and at every tenth of the steps (labelled at 0, half and all). Grouped bar charts (the ablation table).
 
 import type { Image } from './image.ts';
 
@@ -19,27 +18,42 @@ export function curveAxes(values: readonly number[]): { lo: number; hi: number }
   return { lo: 10 ** Math.floor(Math.log10(Math.min(...finite))), hi: 10 ** Math.ceil(Math.log10(Math.max(...finite)) + 1e-9) };
 }
 
+/** A power of ten as the axis writes it: plain from 0.001 to 10000, else 1E±k. */
+const decadeLabel = (d: number) => (d >= -3 && d <= 4 ? (10 ** d).toFixed(Math.max(0, -d)) : `1E${d}`);
+
+/** The loss curve of `values` (one per step): a log-scale y axis labelled at each power of ten, steps along x. */
 export function lossCurve(values: readonly number[], { width = 480, height = 240, window }: CurveOptions = {}): Image {
-  const data = new Uint8Array(width * height * 3).fill(255);
+  const img: Image = { width, height, channels: 3, data: new Uint8Array(width * height * 3).fill(255) };
   const put = (x: number, y: number, [r, g, b]: readonly number[]) => {
     if (x < 0 || y < 0 || x >= width || y >= height) return;
     const o = 3 * (Math.round(y) * width + Math.round(x));
-    data[o] = r!;
-    data[o + 1] = g!;
-    data[o + 2] = b!;
+    img.data[o] = r!;
+    img.data[o + 1] = g!;
+    img.data[o + 2] = b!;
   };
   const { lo, hi } = curveAxes(values);
   const [l0, l1] = [Math.log10(lo), Math.log10(hi)];
-  const yOf = (v: number) => (height - 1) * (1 - (Math.log10(Math.max(v, lo)) - l0) / (l1 - l0));
+  // the plot's box: the decade labels on its left, the step labels under it, a title above
+  const labels = Array.from({ length: l1 - l0 + 1 }, (_, k) => decadeLabel(l0 + k));
+  const [left, right, top, bottom] = [6 * Math.max(...labels.map((t) => t.length)) + 4, width - 4, 16, height - 12];
+  const yOf = (v: number) => bottom - ((bottom - top) * (Math.log10(Math.max(v, lo)) - l0)) / (l1 - l0);
   const n = Math.max(values.length, 2);
-  const xOf = (i: number) => ((width - 1) * i) / (n - 1);
+  const xOf = (i: number) => left + ((right - left) * i) / (n - 1);
   for (let d = l0; d <= l1; d++) {
-    for (let x = 0; x < width; x++) {
+    for (let x = left; x <= right; x++) {
       put(x, yOf(10 ** d), [200, 200, 200]);
       if (d < l1) for (const m of [2, 5]) put(x, yOf(m * 10 ** d), [235, 235, 235]);
     }
+    drawText(img, labels[d - l0]!, 1, Math.round(yOf(10 ** d)) - 3, [90, 90, 90]);
   }
-  for (let k = 0; k <= 10; k++) for (let y = 0; y < height; y++) put(((width - 1) * k) / 10, y, [235, 235, 235]);
+  for (let k = 0; k <= 10; k++) for (let y = top; y <= bottom; y++) put(left + ((right - left) * k) / 10, y, [235, 235, 235]);
+  drawText(img, 'LOSS', 1, 2, [60, 60, 60]);
+  for (const k of [0, 5, 10]) {
+    const text = String(Math.round((values.length * k) / 10));
+    const x = left + ((right - left) * k) / 10 - (k === 0 ? 0 : k === 10 ? 6 * text.length - 1 : (6 * text.length - 1) / 2);
+    drawText(img, text, Math.round(x), bottom + 3, [90, 90, 90]);
+  }
+  drawText(img, 'STEP', left + Math.round((right - left) * 0.75) - 11, bottom + 3, [60, 60, 60]);
   const line = (points: [number, number][], color: readonly number[]) => {
     for (let i = 1; i < points.length; i++) {
       const [[x0, y0], [x1, y1]] = [points[i - 1]!, points[i]!];
@@ -58,7 +72,7 @@ export function lossCurve(values: readonly number[], { width = 480, height = 240
     if (k >= w - 1) smooth.push([xOf(i), yOf(acc / w)]);
   });
   line(smooth, [20, 60, 160]);
-  return { width, height, channels: 3, data };
+  return img;
 }
 
 /** A 5×7 pixel font (rows top to bottom, '#' lit) for the labels of charts: digits, capitals and a few signs. */
