@@ -6,6 +6,7 @@
 // semantic prediction by the zoo's IRN (TFISeg's stage), and the ratio of each to the oracle.
 // Every step is a CLI command that resumes (generate, curate) or a result file that is kept, so a stopped run goes on
 // where it was; rows share stage-1 pictures through generate's --cache. Results: bench/results/ablation.{json,md,png}.
+// `--out runs/evidence` keeps a run in git (its .gitignore: times, cache, row results) to carry it between machines.
 // Usage: npm run evidence [-- --count N --steps N --seeds 0,1 --rows oracle,A,… --test N --out DIR]
 import { execSync, spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
