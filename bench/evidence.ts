@@ -212,6 +212,8 @@ const setup = {
   imagesPerRow: count, trainingSteps: steps, batch, seeds, testScenes: testCount, samplingSteps: Number(o['sampling-steps']),
   segmenter: 'the tiny ShapeWorld Mask2Former (`freemask curate`\'s default config), same initial weights per seed', model: o.model ?? 'weights/shapeworld-sd', irn: o.irn,
 };
+// the adapter's name (a rerun of finished rows has not opened the device yet)
+await getDevice();
 const machine = { cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'unknown'}`, adapter: deviceInfo().description };
 fs.mkdirSync(o.results!, { recursive: true });
 json(`${o.results}/ablation.json`, { rows: results, setup, machine, commit, seconds: totalSeconds, times: tableTimes });
