@@ -961,10 +961,11 @@ if (!run) {
 try {
   await run();
 } catch (e) {
+  const stopped = e instanceof F.TrainingStopped ? e : undefined;
   // how to go on: curate resumes on a plain rerun, the train commands with --resume
-  const goOn = e instanceof F.TrainingStopped ? `: ${command === 'curate' ? 'rerun the same command' : 'run the same command with --resume'} to go on` : '';
+  const goOn = stopped ? `: ${command === 'curate' ? 'rerun the same command' : 'run the same command with --resume'} to go on` : '';
   console.error(`freemask ${command}: ${(e as Error).message}${goOn}`);
   // the shell's codes for a process ended by the signal (128 + its number)
-  process.exit(e instanceof F.TrainingStopped ? (e.signal === 'SIGINT' ? 130 : 143) : 1);
+  process.exit(stopped ? (stopped.signal === 'SIGINT' ? 130 : 143) : 1);
 }
 process.exit(0);

@@ -50,8 +50,8 @@ export function lossCurve(values: readonly number[], { width = 480, height = 240
   drawText(img, 'LOSS', 1, 2, [60, 60, 60]);
   for (const k of [0, 5, 10]) {
     const text = String(Math.round((values.length * k) / 10));
-    const x = left + ((right - left) * k) / 10 - (k === 0 ? 0 : k === 10 ? 6 * text.length - 1 : (6 * text.length - 1) / 2);
-    drawText(img, text, Math.round(x), bottom + 3, [90, 90, 90]);
+    // the label's left edge at 0, its middle at half, its right edge at the end
+    drawText(img, text, Math.round(left + ((right - left - 6 * text.length + 1) * k) / 10), bottom + 3, [90, 90, 90]);
   }
   drawText(img, 'STEP', left + Math.round((right - left) * 0.75) - 11, bottom + 3, [60, 60, 60]);
   const line = (points: [number, number][], color: readonly number[]) => {
