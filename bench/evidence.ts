@@ -219,11 +219,13 @@ fs.mkdirSync(o.results!, { recursive: true });
 json(`${o.results}/ablation.json`, { rows: results, setup, machine, commit, seconds: totalSeconds, times: tableTimes });
 
 const pct = (v: number) => (100 * v).toFixed(1);
-const spread = (r: [number, number]) => (seeds.length > 1 ? ` (${pct(r[0])}–${pct(r[1])})` : '');
+// AP of the generated rows is a fraction of a percent: two decimals
+const pct2 = (v: number) => (100 * v).toFixed(2);
+const spread = (r: [number, number], format = pct) => (seeds.length > 1 ? ` (${format(r[0])}–${format(r[1])})` : '');
 const lines = [
   `| row | training data (${count} images; same tiny Mask2Former, ${steps} steps, batch ${batch}) | mIoU | mask AP (Mask2Former) | mask AP (IRN on its semantics) | mIoU / oracle | AP / oracle |`,
   '|---|---|---|---|---|---|---|',
-  ...results.map((r) => `| ${r.row} | ${r.data}${r.droppedByCuration ? ` (kept ${Math.round(r.trainedOn)})` : ''} | ${pct(r.miou)}${spread(r.miouRange as [number, number])} | ${pct(r.ap)}${spread(r.apRange as [number, number])} | ${pct(r.apIrn)}${spread(r.apIrnRange as [number, number])} | ${r.miouToOracle?.toFixed(2) ?? '–'} | ${r.apToOracle?.toFixed(2) ?? '–'} |`),
+  ...results.map((r) => `| ${r.row} | ${r.data}${r.droppedByCuration ? ` (kept ${Math.round(r.trainedOn)})` : ''} | ${pct(r.miou)}${spread(r.miouRange as [number, number])} | ${pct2(r.ap)}${spread(r.apRange as [number, number], pct2)} | ${pct2(r.apIrn)}${spread(r.apIrnRange as [number, number], pct2)} | ${r.miouToOracle?.toFixed(2) ?? '–'} | ${r.apToOracle?.toFixed(2) ?? '–'} |`),
   '',
   `| IoU % (test scenes) | ${Object.keys(results[0]!.iou).join(' | ')} |`,
   `|---|${Object.keys(results[0]!.iou).map(() => '---').join('|')}|`,
@@ -232,5 +234,7 @@ const lines = [
   `${testCount} ShapeWorld test scenes; seeds ${seeds.join(', ')}${seeds.length > 1 ? ' (mean, min–max in brackets)' : ''}; ${setup.samplingSteps} sampling steps; machine: ${machine.cpus}, ${machine.adapter}; commit ${commit}; ${(totalSeconds / 3600).toFixed(2)} h of steps in all.`,
 ];
 writeFileAtomic(`${o.results}/ablation.md`, new TextEncoder().encode(`${lines.join('\n')}\n`));
-await writePng(`${o.results}/ablation.png`, barChart(results.map((r) => ({ label: r.row.toUpperCase(), values: [r.miou, r.ap, r.apIrn] })), { series: ['MIOU', 'AP', 'AP IRN'], max: 1 }));
+// the axis ends at the next tenth above the largest value, not at 100 %
+const chartTop = Math.max(0.1, Math.ceil(10 * Math.max(...results.flatMap((r) => [r.miou, r.ap, r.apIrn]))) / 10);
+await writePng(`${o.results}/ablation.png`, barChart(results.map((r) => ({ label: r.row.toUpperCase(), values: [r.miou, r.ap, r.apIrn] })), { series: ['MIOU', 'AP', 'AP IRN'], max: chartTop }));
 console.log(`\n${lines.join('\n')}\n\nwrote ${o.results}/ablation.json, ablation.md, ablation.png`);

@@ -127,7 +127,7 @@ const seriesColors: readonly Rgb[] = [[31, 119, 180], [255, 127, 14], [44, 160, 
 
 /**
  * Grouped bars: one group per entry (its label under it), one bar per series (legend on top), each bar's value in
- * percent of 1 above it, grid lines at every tenth of `max` labelled in percent.
+ * percent of 1 above it (one decimal below 10 %), grid lines at every tenth of `max` labelled in percent.
  */
 export function barChart(groups: readonly { label: string; values: readonly number[] }[], { series, max, width = 720, height = 320 }: BarChartOptions): Image {
   const img: Image = { width, height, channels: 3, data: new Uint8Array(width * height * 3).fill(255) };
@@ -155,7 +155,8 @@ export function barChart(groups: readonly { label: string; values: readonly numb
       if (!Number.isFinite(v)) return;
       const x = x0 + s * barWidth;
       fill(x, yOf(v), x + barWidth - 1, lower, seriesColors[s % seriesColors.length]!);
-      const text = String(Math.round(100 * v));
+      // below 10 % one decimal, so that small values do not all read 0
+      const text = 100 * v < 10 ? (100 * v).toFixed(1) : String(Math.round(100 * v));
       drawText(img, text, x + Math.floor((barWidth - 1 - 6 * text.length + 1) / 2), yOf(v) - 9, [60, 60, 60]);
     });
     drawText(img, g.label, Math.round(left + i * groupWidth + (groupWidth - 6 * g.label.length + 1) / 2), lower + 6, [30, 30, 30]);
