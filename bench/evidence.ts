@@ -234,7 +234,7 @@ const lines = [
   `${testCount} ShapeWorld test scenes; seeds ${seeds.join(', ')}${seeds.length > 1 ? ' (mean, min–max in brackets)' : ''}; ${setup.samplingSteps} sampling steps; machine: ${machine.cpus}, ${machine.adapter}; commit ${commit}; ${(totalSeconds / 3600).toFixed(2)} h of steps in all.`,
 ];
 writeFileAtomic(`${o.results}/ablation.md`, new TextEncoder().encode(`${lines.join('\n')}\n`));
-// the axis ends at the next tenth above the largest value, not at 100 %
+// the axis ends at the next tenth above the largest value, not at 100 %; 960 px leave room between the bars' labels
 const chartTop = Math.max(0.1, Math.ceil(10 * Math.max(...results.flatMap((r) => [r.miou, r.ap, r.apIrn]))) / 10);
-await writePng(`${o.results}/ablation.png`, barChart(results.map((r) => ({ label: r.row.toUpperCase(), values: [r.miou, r.ap, r.apIrn] })), { series: ['MIOU', 'AP', 'AP IRN'], max: chartTop }));
+await writePng(`${o.results}/ablation.png`, barChart(results.map((r) => ({ label: r.row.toUpperCase(), values: [r.miou, r.ap, r.apIrn] })), { series: ['MIOU', 'AP', 'AP IRN'], max: chartTop, width: 960 }));
 console.log(`\n${lines.join('\n')}\n\nwrote ${o.results}/ablation.json, ablation.md, ablation.png`);

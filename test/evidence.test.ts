@@ -34,7 +34,7 @@ test('evidence: rows oracle, A and E at toy size: data, training, measures, tabl
   assert.equal(manifest.settings.stages, ['refine', 'compose', 'harmonize', 'instances']);
   assert.match(fs.readFileSync(`${dir}/results/ablation.md`, 'utf8'), /^\| row \| training data \(2 images; same tiny Mask2Former, 1 steps, batch 4\)/);
   const chart = await decodePng(fs.readFileSync(`${dir}/results/ablation.png`));
-  assert.equal([chart.width, chart.height], [720, 320]);
+  assert.equal([chart.width, chart.height], [960, 320]);
   const times = JSON.parse(fs.readFileSync(`${dir}/work/times.json`, 'utf8'));
   const again = evidence('--rows', 'oracle,A,E');
   assert.is(again.status, 0, again.stderr);
