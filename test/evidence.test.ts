@@ -1,6 +1,7 @@
 // `npm run evidence` end to end at toy size (2 images per row, 1 training step, 3 test scenes) on a tiny
 // random-weight Stable Diffusion: the real-data row, a generated row and E (every stage) run through the CLI steps,
-// are measured on the test scenes, and the table, JSON and chart are written; a rerun does no step again.
+// are measured on the test scenes, and the table, JSON and chart are written; a rerun does no step again; two seeds
+// give each row the mean and the min–max of its seeds.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import './helpers.ts';
@@ -43,6 +44,23 @@ test('evidence: rows oracle, A and E at toy size: data, training, measures, tabl
   const bad = evidence('--rows', 'A,Z');
   assert.is(bad.status, 1);
   assert.match(bad.stderr, /--rows: unknown row 'Z'/);
+});
+
+test('evidence: two seeds: each row is the mean of its seeds\' test results, with their min–max', () => {
+  const r = evidence('--rows', 'oracle,A', '--seeds', '0,1', '--results', `${dir}/results-seeds`);
+  assert.is(r.status, 0, r.stderr + r.stdout);
+  const result = JSON.parse(fs.readFileSync(`${dir}/results-seeds/ablation.json`, 'utf8'));
+  const md = fs.readFileSync(`${dir}/results-seeds/ablation.md`, 'utf8');
+  assert.match(md, /seeds 0, 1 \(mean, min–max in brackets\)/);
+  for (const [i, row] of ['oracle', 'A'].entries()) {
+    const miou = [0, 1].map((seed) => JSON.parse(fs.readFileSync(`${dir}/work/n2-sampling2-seed${seed}/train-${row}-steps1-batch4/round-0/test-3.json`, 'utf8')).miou as number);
+    const x = result.rows[i];
+    assert.is(x.seeds, 2);
+    assert.ok(Math.abs(x.miou - (miou[0]! + miou[1]!) / 2) < 1e-12, `${row} mean`);
+    assert.equal(x.miouRange, [Math.min(...miou), Math.max(...miou)]);
+    const pct = (v: number) => (100 * v).toFixed(1);
+    assert.ok(md.includes(`| ${pct(x.miou)} (${pct(Math.min(...miou))}–${pct(Math.max(...miou))}) |`), `${row}'s mIoU with its spread in the table`);
+  }
 });
 
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
