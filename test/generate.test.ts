@@ -207,6 +207,14 @@ test('generate as a library call: named classes through the VOC thesaurus, stage
   fopa.dispose();
 });
 
+test('generate: jobs of neighbouring seeds share no picture (seed 1 was seed 0 with image pairs swapped)', async () => {
+  const pipe = await StableDiffusionPipeline.fromPretrained(model, { unet: UNet2DConditionModel, vae: AutoencoderKL });
+  const classes = await classListFromNames(['boat', 'cow'], vocThesaurus, 'test');
+  const pictures = async (seed: number) => (await generateDataset({ count: 4, seed, pipe, classes, numInferenceSteps: 2, stages: [], out: `${dir}/seed-${seed}` })).images.map((i) => i.provenance.seed as number);
+  const [zero, one] = [await pictures(0), await pictures(1)];
+  assert.is(new Set([...zero, ...one]).size, 8);
+});
+
 test.after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 test.run();

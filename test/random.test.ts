@@ -8,6 +8,7 @@ import { backward } from '../src/engine/autograd.ts';
 import { assertGradcheck } from '../src/engine/gradcheck.ts';
 import { Tensor } from '../src/engine/tensor.ts';
 import { Generator, dropout, rand, randn, randomBits } from '../src/kernels/random.ts';
+import { spreadSeed, subSeed } from '../src/engine/random-cpu.ts';
 
 const n = 2 ** 18;
 
@@ -27,6 +28,16 @@ function philox(counter: readonly number[], key: readonly number[]): number[] {
   }
   return c;
 }
+
+test('spreadSeed is MurmurHash3\'s fmix32 (0 ↦ 0); the streams of seeds 0..7 share no sub-seed, where plain seeds do', () => {
+  // fmix32 values from the MurmurHash3 reference (h ^= h >> 16; h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16)
+  assert.equal([0, 1, 2, 0xffffffff, 123456789].map(spreadSeed), [0, 0x514e28b7, 0x30f4c306, 0x81f16f39, 0xba60d89a]);
+  // subSeed xors the seed with the first part: seed 1's stream 0 is seed 0's stream 1
+  assert.is(subSeed(1, 0, 0), subSeed(0, 1, 0));
+  const seen = new Set<number>();
+  for (let s = 0; s < 8; s++) for (let i = 0; i < 4096; i++) seen.add(subSeed(spreadSeed(s), i, 0));
+  assert.is(seen.size, 8 * 4096);
+});
 
 test('CPU Philox reproduces the Random123 known-answer vectors', () => {
   assert.equal(philox([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);

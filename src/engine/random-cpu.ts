@@ -13,7 +13,19 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-/** A 32-bit seed of (seed, parts…): independent streams per step, sample, purpose. */
+/**
+ * A user's seed (a job's, a training run's) spread over 32 bits by MurmurHash3's finaliser: a bijection with
+ * 0 ↦ 0, so that `subSeed(spreadSeed(s), i)` streams of different seeds never meet for any practical index i.
+ * Without it seed 1's stream i is seed 0's stream i ^ 1, since subSeed xors the seed with its first part.
+ */
+export function spreadSeed(seed: number): number {
+  let h = seed >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** A 32-bit seed of (seed, parts…): independent streams per step, sample, purpose (spread a user's seed first). */
 export function subSeed(seed: number, ...parts: number[]): number {
   let h = (seed ^ 0x9e3779b9) >>> 0;
   for (const p of parts) h = (Math.imul(h ^ p, 0x85ebca6b) + 0x68e31da4) >>> 0;

@@ -5,7 +5,7 @@
 // ShapeWorld's rule (12 at 64×64, scaled with the area) becomes 255. Instance ids run near to far (1 = in front).
 // The release pastes in the given order; 'ground' order puts the object whose bottom is lower in front.
 
-import { seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { seededRandom, spreadSeed, subSeed } from '../engine/random-cpu.ts';
 import { parseCoco } from '../data/coco.ts';
 import { type DatasetSample, objectBoxes } from '../data/dataset.ts';
 import { nodeFs } from '../io/fs.ts';
@@ -238,8 +238,9 @@ export async function* composeScenes(o: ComposeDatasetOptions): AsyncGenerator<D
   for (const s of singles) byClass.set(s.classId, [...(byClass.get(s.classId) ?? []), s]);
   const fits = classesByBackground(thesaurus);
   const classOf = (name: string) => vocClassNames.indexOf(name as (typeof vocClassNames)[number]);
+  const jobSeed = spreadSeed(seed);
   for (let k = 0; k < count; k++) {
-    const rand = seededRandom(subSeed(seed, k));
+    const rand = seededRandom(subSeed(jobSeed, k));
     const bg = singles[Math.floor(rand() * singles.length)]!;
     const candidates = (fits.get(bg.background.toLowerCase()) ?? []).filter((c) => byClass.has(classOf(c.className)));
     if (candidates.length === 0) throw new Error(`compose: no class with a picture fits background '${bg.background}' of image '${bg.id}' in thesaurus ${thesaurus.name}`);
@@ -252,7 +253,7 @@ export async function* composeScenes(o: ComposeDatasetOptions): AsyncGenerator<D
       const pool = byClass.get(classOf(className))!;
       const src = pool[Math.floor(rand() * pool.length)]!;
       const cut = cutOut(src);
-      const where = await placeObject(fopa, { width: bg.width, height: bg.height, channels: 3, data: bg.image }, cut, subSeed(seed, k, j), { size: o.fopaSize ?? bg.width, what: `a ${className} from '${src.id}'` });
+      const where = await placeObject(fopa, { width: bg.width, height: bg.height, channels: 3, data: bg.image }, cut, subSeed(jobSeed, k, j), { size: o.fopaSize ?? bg.width, what: `a ${className} from '${src.id}'` });
       layers.push(placeCutout(cut, src.classId, where.box, bg.width, bg.height, { source: src.id, scale: where.scale, box: where.box.map((v) => Number(v.toFixed(2))), fopa_score: where.score }));
     }
     const c = composeLayers(bg.width, bg.height, { image: bg.image, semantic: bg.semantic }, layers, { order });

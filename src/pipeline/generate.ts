@@ -6,7 +6,7 @@
 // stopped; a shard (image k belongs to shard k mod N) is a dataset of its own, and `mergeDatasets` joins shards into
 // the bytes a single run writes. Timings live in manifest.json alone.
 
-import { manualSeed, seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { manualSeed, seededRandom, spreadSeed, subSeed } from '../engine/random-cpu.ts';
 import { nodeFs, writeFileAtomic } from '../io/fs.ts';
 import { imageToTensor, tensorToImage } from '../io/image.ts';
 import { decodePng, decodeIndexedPng, encodeIndexedPng, encodePng } from '../io/png.ts';
@@ -289,7 +289,7 @@ function stageCache({ dir }: { dir: string }) {
 
 /** Image `index` of the job: every draw from (seed, index); stages switched off skip their work, not their draws. */
 async function generateImage(o: GenerateOptions, stages: readonly GenerateStage[], index: number): Promise<{ record: ImageRecord; semantic: Uint8Array; instance: Uint8Array; image: Uint8Array; before: StageImages }> {
-  const seed = o.seed ?? 0;
+  const seed = spreadSeed(o.seed ?? 0);
   const rand = seededRandom(subSeed(seed, index));
   const list = o.classes.classes;
   const main = list[Math.floor(rand() * list.length)]!;

@@ -8,7 +8,7 @@
 // written, naming the step and the samples.
 
 import { backward } from '../engine/autograd.ts';
-import { seededRandom, subSeed } from '../engine/random-cpu.ts';
+import { seededRandom, spreadSeed, subSeed } from '../engine/random-cpu.ts';
 import { Tensor, keep } from '../engine/tensor.ts';
 import { nodeFs } from '../io/fs.ts';
 import { type SafetensorsReader, loadSafetensors, saveSafetensors } from '../io/safetensors.ts';
@@ -163,7 +163,8 @@ export class Trainer {
 
   /** Samples of micro-batch `micro` of step `step`: consecutive slots of per-epoch seeded shuffles. */
   batchIndices(step: number, micro: number): number[] {
-    const { batchSize, accumulate, seed } = this.options;
+    const { batchSize, accumulate } = this.options;
+    const seed = spreadSeed(this.options.seed);
     const n = this.task.size;
     return Array.from({ length: batchSize }, (_, i) => {
       const slot = (step * accumulate + micro) * batchSize + i;
@@ -173,7 +174,8 @@ export class Trainer {
 
   /** One optimizer step (accumulating micro-batches); throws, naming the step, on a non-finite loss or gradient. */
   async trainStep(): Promise<StepResult> {
-    const { accumulate, seed, clipNorm } = this.options;
+    const { accumulate, clipNorm } = this.options;
+    const seed = spreadSeed(this.options.seed);
     const model = this.task.model.train();
     const step = this.step;
     const stopped = (why: string) => new Error(`training stopped at step ${step + 1}: ${why}; the last checkpoint is left as it was`);
